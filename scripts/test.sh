@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run whyrec's test suite: sets up .venv if needed, lints, then runs pytest.
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -m "not slow"
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/bootstrap.sh local,dev || exit 1
+
+echo "[test] ruff"
+.venv/bin/ruff check src tests bench || exit 1
+.venv/bin/ruff format --check src tests bench || exit 1
+
+echo "[test] pytest"
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "[test] error: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$rc"

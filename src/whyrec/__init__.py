@@ -1,0 +1,3 @@
+"""whyrec: explainable recommendation with large language models."""
+
+__version__ = "0.1.0"
