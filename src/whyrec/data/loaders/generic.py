@@ -1,0 +1,589 @@
+"""Any interaction log in CSV, TSV, Parquet or JSON lines, with a column mapping.
+
+The escape hatch for data that has no dedicated loader: name the user, item and time
+columns (and optionally rating, title and text columns) and whyrec reads the rest.
+Interactions and items may sit in two files or in one (then every row repeats its
+item's title and the catalogue is collapsed to one row per item).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import io
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from whyrec.data.loaders._lines import (
+    attach_catalogue,
+    check_file,
+    clean_title,
+    is_gzip,
+    iter_lines,
+    iter_records,
+    join_text,
+    open_binary,
+    snippet,
+)
+from whyrec.data.raw import RawData, describe_source
+from whyrec.errors import DataError
+
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "json")
+_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
+_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+# seconds between 1900-01-01 and 2200-01-01: anything outside is a unit or data error
+_MIN_SECONDS, _MAX_SECONDS = -2_208_988_800, 7_258_118_400
+_EPOCH = pd.Timestamp(0, tz="UTC")
+_CHUNK_ROWS = 500_000
+
+
+def load_table(
+    interactions: str | Path,
+    items: str | Path | None = None,
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    time_col: str = "timestamp",
+    rating_col: str | None = None,
+    title_col: str = "title",
+    text_cols: Sequence[str] = (),
+    items_item_col: str | None = None,
+    fmt: str | None = None,
+    sep: str | None = None,
+    time_format: str | None = None,
+    encoding: str = "utf-8",
+    names: Sequence[str] | None = None,
+) -> RawData:
+    """Load interactions (and a catalogue) from delimited, Parquet or JSON-lines files.
+
+    ``fmt`` defaults to the extension (``.csv``, ``.tsv``/``.tab``, ``.parquet``,
+    ``.jsonl``/``.ndjson``/``.json``, each optionally ``.gz``) and applies to both files
+    when given. ``items_item_col`` names the item column of the items file (default:
+    ``item_col``). Times may be epoch numbers (unit detected from their magnitude, or
+    forced with ``time_format`` = ``s``/``ms``/``us``/``ns``), ISO-8601 dates or
+    datetimes (naive ones read as UTC), or match a strptime ``time_format`` such as
+    ``%d/%m/%Y %H:%M``. ``names`` gives column names for a headerless CSV/TSV.
+    Text columns keep their names in the items table; list values are joined with ", ".
+    """
+    inter_path = check_file(interactions, "interactions")
+    params = {user_col: "user_col", item_col: "item_col", time_col: "time_col"}
+    if rating_col:
+        params[rating_col] = "rating_col"
+    wanted = [user_col, item_col, time_col] + ([rating_col] if rating_col else [])
+    catalogue_cols = [title_col, *text_cols]
+    if items is None:
+        params.update({title_col: "title_col", **{c: "text_cols" for c in text_cols}})
+        wanted += [c for c in catalogue_cols if c not in wanted]
+    numeric = [time_col] + ([rating_col] if rating_col else [])
+    table = _read_table(inter_path, fmt, sep, encoding, names, wanted, params, numeric)
+    user_ids = _ids(table, user_col)
+    item_ids = _ids(table, item_col)
+    seconds, unit = _timestamps(table, time_col, time_format)
+    ratings = _ratings(table, rating_col) if rating_col else np.full(table.n_rows, np.nan)
+    inter = pd.DataFrame(
+        {"user_id": user_ids, "item_id": item_ids, "timestamp": seconds, "rating": ratings}
+    )
+
+    notes: dict[str, int] = {}
+    files: dict[str, str | Path] = {"interactions": inter_path}
+    if items is None:
+        raw_items = _catalogue_columns(table, item_ids, title_col, text_cols)
+    else:
+        items_path = check_file(items, "items")
+        files["items"] = items_path
+        id_col = items_item_col or item_col
+        item_params = {id_col: "items_item_col" if items_item_col else "item_col"}
+        item_params.update({title_col: "title_col", **{c: "text_cols" for c in text_cols}})
+        item_table = _read_table(
+            items_path, fmt, sep, encoding, None, [id_col, *catalogue_cols], item_params
+        )
+        catalogue_ids = _ids(item_table, id_col)
+        notes["items_duplicate_ids_dropped"] = int(catalogue_ids.duplicated().sum())
+        raw_items = _catalogue_columns(item_table, catalogue_ids, title_col, text_cols)
+    catalogue, untitled, conflicts = _collapse_items(raw_items, [str(c) for c in text_cols])
+    notes["items_with_conflicting_titles"] = conflicts
+    inter, catalogue, kept = attach_catalogue(inter, catalogue, untitled)
+    notes.update(kept)
+    if inter.empty:
+        raise DataError(
+            "no interaction refers to an item with a title; check item_col/items_item_col "
+            "and that both files use the same item ids",
+            path=files.get("items", inter_path),
+        )
+    source = describe_source(
+        "table",
+        files,
+        format=table.fmt,
+        columns={
+            "user": user_col,
+            "item": item_col,
+            "time": time_col,
+            "rating": rating_col,
+            "title": title_col,
+            "text": list(text_cols),
+            "items_item": items_item_col,
+        },
+        timestamp_unit=unit,
+    )
+    return RawData(interactions=inter, items=catalogue, source=source, notes=notes)
+
+
+# ------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Table:
+    """The requested columns of one file, raw, plus a way back to file positions."""
+
+    path: Path
+    fmt: str
+    frame: pd.DataFrame
+    available: list[str]
+    locate: Callable[[int], int | None]
+    unit: str  # "line" for text files, "row"/"record" where lines mean nothing
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.frame)
+
+    def error(self, index: int, column: str, message: str) -> DataError:
+        """A DataError for the ``index``-th data row (0-based) and ``column``."""
+        pos = self.locate(index)
+        if self.unit == "line":
+            return DataError(message, path=self.path, line=pos, field=column)
+        return DataError(f"{self.unit} {pos}: {message}", path=self.path, field=column)
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """The table format of ``path``: ``fmt`` if given, else from its (.gz-stripped) suffix."""
+    if fmt is not None:
+        key = fmt.lower().lstrip(".")
+        key = {"tab": "tsv", "ndjson": "jsonl", "pq": "parquet"}.get(key, key)
+        if key not in FORMATS:
+            raise DataError(
+                f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", field="fmt"
+            )
+        return key
+    name = Path(path).name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix
+    if suffix not in _SUFFIXES:
+        raise DataError(
+            f"cannot tell the format from the extension {suffix or '(none)'!r}; expected "
+            f"one of {', '.join(_SUFFIXES)} (optionally .gz) or pass fmt= "
+            f"({', '.join(FORMATS)})",
+            path=path,
+        )
+    return _SUFFIXES[suffix]
+
+
+def _read_table(
+    path: Path,
+    fmt: str | None,
+    sep: str | None,
+    encoding: str,
+    names: Sequence[str] | None,
+    columns: list[str],
+    params: dict[str, str],
+    numeric: Sequence[str] = (),
+) -> _Table:
+    kind = detect_format(path, fmt)
+    if kind in ("csv", "tsv"):
+        delimiter = sep or ("\t" if kind == "tsv" else ",")
+        return _read_delimited(path, kind, delimiter, encoding, names, columns, params, numeric)
+    if kind == "parquet":
+        return _read_parquet(path, columns, params)
+    if kind == "json" and _first_char(path) == "[":
+        return _read_json_array(path, encoding, columns, params)
+    return _read_json_lines(path, kind, encoding, columns, params)
+
+
+def _missing_column(
+    path: Path, column: str, available: Sequence[str], params: dict[str, str]
+) -> DataError:
+    shown = ", ".join(repr(c) for c in list(available)[:50])
+    if len(available) > 50:
+        shown += f", ... ({len(available)} in all)"
+    close = difflib.get_close_matches(column, [str(c) for c in available], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    param = params.get(column)
+    how = f" (set {param}=...)" if param else ""
+    return DataError(
+        f"column not found{how}; available columns: {shown or '(none)'}{hint}",
+        path=path,
+        field=column,
+    )
+
+
+def _check_columns(
+    path: Path, columns: list[str], available: Sequence[str], params: dict[str, str]
+) -> None:
+    present = set(available)
+    for col in columns:
+        if col not in present:
+            raise _missing_column(path, col, available, params)
+
+
+def _read_delimited(
+    path: Path,
+    kind: str,
+    sep: str,
+    encoding: str,
+    names: Sequence[str] | None,
+    columns: list[str],
+    params: dict[str, str],
+    numeric: Sequence[str],
+) -> _Table:
+    pd_encoding = (
+        "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    )
+    options: dict[str, Any] = {
+        "sep": sep,
+        "encoding": pd_encoding,
+        "compression": "gzip" if is_gzip(path) else None,
+        "engine": "python" if len(sep) > 1 else "c",
+        "header": None if names else 0,
+        "names": list(names) if names else None,
+    }
+    header = _pandas_read(path, encoding, lambda: pd.read_csv(path, nrows=0, **options))
+    available = [str(c) for c in header.columns]
+    _check_columns(path, columns, available, params)
+    wanted = list(dict.fromkeys(columns))
+
+    # ids and text stay strings ("007" is not 7); times and ratings are left to the
+    # C parser's number conversion, much faster than converting strings afterwards
+    dtypes = {c: object for c in available if c not in numeric}
+
+    def read_all() -> pd.DataFrame:
+        # No usecols: with it pandas silently accepts rows with too many fields. Chunks
+        # keep memory bounded while every field of every row is still tokenised.
+        chunks = pd.read_csv(path, dtype=dtypes, na_filter=False, chunksize=_CHUNK_ROWS, **options)
+        parts = [chunk[wanted] for chunk in chunks]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=wanted)
+
+    frame = _pandas_read(path, encoding, read_all)
+    if frame.empty:
+        raise DataError(f"no data rows after the header (a {kind.upper()} file)", path=path)
+
+    def locate(index: int) -> int | None:
+        return _delimited_line(path, sep, encoding, has_header=not names, index=index)
+
+    return _Table(path, kind, frame, available, locate, "line")
+
+
+def _pandas_read(path: Path, encoding: str, read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """Run a pandas reader, turning its exceptions into DataErrors that say where."""
+    try:
+        return read()
+    except UnicodeDecodeError:
+        pass  # located below, outside the handler, so the report is not a chained one
+    except LookupError:
+        raise DataError(
+            f"unknown text encoding {encoding!r}", path=path, field="encoding"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            "file has no header and no data (empty after decompression?)", path=path
+        ) from None
+    except pd.errors.ParserError as e:
+        found = re.search(r"line (\d+)", str(e))
+        raise DataError(
+            f"malformed row: {str(e).splitlines()[-1].strip()}",
+            path=path,
+            line=int(found.group(1)) if found else None,
+        ) from None
+    except (OSError, EOFError, ValueError) as e:
+        raise DataError(f"cannot read the file: {e}", path=path) from None
+    for _ in iter_lines(path, encoding):  # raises at the first undecodable line
+        pass
+    raise DataError(f"cannot decode the file as {encoding}; pass encoding=...", path=path)
+
+
+def _delimited_line(
+    path: Path, sep: str, encoding: str, *, has_header: bool, index: int
+) -> int | None:
+    """Physical 1-based line where data row ``index`` starts; rescans the file (errors only)."""
+    with (
+        open_binary(path) as raw,
+        io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="") as fh,
+    ):
+        if len(sep) > 1:  # pandas' python engine: no quoting across lines, blank lines skipped
+            rows = ((n, line) for n, line in enumerate(fh, start=1) if line.strip())
+        else:
+            reader = csv.reader(fh, delimiter=sep)
+            rows = _csv_starts(reader)
+        row = -1 if has_header else 0
+        for start, _ in rows:
+            if row == index:
+                return start
+            row += 1
+    return None
+
+
+def _csv_starts(reader: Any) -> Any:
+    end = 0
+    for record in reader:
+        start, end = end + 1, reader.line_num
+        if record:  # pandas skips blank lines
+            yield start, record
+
+
+def _read_parquet(path: Path, columns: list[str], params: dict[str, str]) -> _Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        source: Any = io.BytesIO(gzip.open(path).read()) if is_gzip(path) else path
+        parquet = pq.ParquetFile(source)
+        available = list(parquet.schema_arrow.names)
+        _check_columns(path, columns, available, params)
+        frame = parquet.read(columns=list(dict.fromkeys(columns))).to_pandas()
+    except (pa.ArrowException, OSError, EOFError) as e:
+        raise DataError(f"not a readable Parquet file: {e}", path=path) from None
+    if frame.empty:
+        raise DataError("Parquet file has no rows", path=path)
+    return _Table(path, "parquet", frame, available, lambda i: i + 1, "row")
+
+
+def _first_char(path: Path) -> str:
+    with open_binary(path) as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    return head[:1]
+
+
+def _read_json_array(
+    path: Path, encoding: str, columns: list[str], params: dict[str, str]
+) -> _Table:
+    try:
+        with open_binary(path) as fh:
+            data = json.loads(fh.read().decode(encoding).lstrip("\ufeff"))
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"cannot decode byte at offset {e.start} as {encoding}; pass encoding=...", path=path
+        ) from None
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"malformed JSON: {e.msg} at column {e.colno}", path=path, line=e.lineno
+        ) from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError("expected a JSON array of objects (or JSON lines)", path=path)
+    if not data:
+        raise DataError("JSON array is empty", path=path)
+    available = list(dict.fromkeys(k for r in data[:1000] for k in r))
+    frame = pd.DataFrame({c: [r.get(c) for r in data] for c in dict.fromkeys(columns)})
+    for col in columns:
+        if frame[col].isna().all():
+            raise _missing_column(path, col, available, params)
+    return _Table(path, "json", frame, available, lambda i: i + 1, "record")
+
+
+def _read_json_lines(
+    path: Path, kind: str, encoding: str, columns: list[str], params: dict[str, str]
+) -> _Table:
+    wanted = list(dict.fromkeys(columns))
+    values: dict[str, list[Any]] = {c: [] for c in wanted}
+    lines: list[int] = []
+    seen: set[str] = set()
+    available: dict[str, None] = {}
+    for line, rec in iter_records(path, encoding, python_literals=False):
+        if len(lines) < 1000:
+            available.update(dict.fromkeys(map(str, rec)))
+        lines.append(line)
+        for col in wanted:
+            value = rec.get(col)
+            values[col].append(value)
+            if value is not None:
+                seen.add(col)
+    if not lines:
+        raise DataError("no records (only blank lines)", path=path)
+    for col in wanted:
+        if col not in seen:
+            raise _missing_column(path, col, list(available), params)
+    frame = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in values.items()})
+    return _Table(path, "jsonl", frame, list(available), lambda i: lines[i], "line")
+
+
+# ---------------------------------------------------------------------- converting
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Raw values as stripped ``str`` objects; missing values become ''."""
+    if ptypes.is_float_dtype(series):
+        whole = series.dropna()
+        if (whole == np.floor(whole)).all():  # ids stored as floats because of NaNs
+            series = series.astype("Int64")
+    values = series.astype(object)
+    missing = values.isna()
+    if missing.any():
+        values = values.where(~missing, "")
+    if ptypes.infer_dtype(values, skipna=False) != "string":
+        values = values.map(str)
+    return values.str.strip()
+
+
+def _ids(table: _Table, column: str) -> pd.Series:
+    text = _as_text(table.frame[column])
+    empty = (text == "").to_numpy(dtype=bool)
+    if empty.any():
+        raise table.error(int(empty.argmax()), column, "empty id; every row needs a value")
+    return text
+
+
+def _ratings(table: _Table, column: str) -> np.ndarray:
+    raw = table.frame[column]
+    if ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
+        return raw.astype("float64").to_numpy()
+    text = _as_text(raw)
+    numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+    bad = (numbers.isna() & (text != "")).to_numpy()
+    if bad.any():
+        i = int(bad.argmax())
+        raise table.error(i, column, f"expected a numeric rating (or empty), got {text.iloc[i]!r}")
+    return numbers.astype("float64").to_numpy()
+
+
+def _timestamps(table: _Table, column: str, time_format: str | None) -> tuple[np.ndarray, str]:
+    """Unix seconds for every row, and how they were read (unit or format)."""
+    raw = table.frame[column]
+    if ptypes.is_datetime64_any_dtype(raw):
+        parsed = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+        return _datetime_seconds(table, column, parsed, raw, "a timestamp"), "datetime"
+    numeric_dtype = ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw)
+    text = raw if numeric_dtype else _as_text(raw)
+    if time_format is not None and time_format not in _UNITS:
+        if "%" not in time_format:
+            raise DataError(
+                f"time_format {time_format!r} is neither a strptime format (with % codes) nor "
+                f"an epoch unit ({', '.join(_UNITS)})",
+                field="time_format",
+            )
+        parsed = pd.to_datetime(text, format=time_format, utc=True, errors="coerce")
+        expected = f"a time in the format {time_format!r}"
+        return _datetime_seconds(table, column, parsed, text, expected), time_format
+    numbers = raw if numeric_dtype else pd.to_numeric(text.where(text != ""), errors="coerce")
+    nonempty = (text != "").to_numpy() if not numeric_dtype else raw.notna().to_numpy()
+    first = int(nonempty.argmax()) if nonempty.any() else 0
+    if time_format in _UNITS or numeric_dtype or pd.notna(numbers.iloc[first]):
+        bad = numbers.isna().to_numpy()
+        if bad.any():
+            i = int(bad.argmax())
+            raise table.error(
+                i,
+                column,
+                f"expected a unix timestamp (a number, like the first row's), got "
+                f"{_shown(text.iloc[i])}",
+            )
+        unit = time_format or _guess_unit(numbers)
+        if ptypes.is_integer_dtype(numbers):
+            seconds = numbers.astype("int64").to_numpy() // _UNITS[unit]
+        else:
+            seconds = np.floor(numbers.astype("float64").to_numpy() / _UNITS[unit])
+        _check_range(table, column, seconds, text, f"unix {unit}")
+        return seconds.astype("int64"), unit
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    expected = (
+        "an ISO-8601 date or datetime such as 2019-03-01 or 2019-03-01T12:30:00Z "
+        "(pass time_format='%d/%m/%Y' or similar for other layouts)"
+    )
+    return _datetime_seconds(table, column, parsed, text, expected), "iso8601"
+
+
+def _guess_unit(numbers: pd.Series) -> str:
+    """Epoch unit from magnitude: 1e11 s is year 5138, so larger values are finer units."""
+    typical = float(np.nanmedian(np.abs(numbers.astype("float64").to_numpy())))
+    if typical >= 1e17:
+        return "ns"
+    if typical >= 1e14:
+        return "us"
+    if typical >= 1e11:
+        return "ms"
+    return "s"
+
+
+def _datetime_seconds(
+    table: _Table, column: str, parsed: pd.Series, shown: pd.Series, expected: str
+) -> np.ndarray:
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(bad.argmax())
+        raise table.error(i, column, f"expected {expected}, got {_shown(shown.iloc[i])}")
+    seconds = ((parsed - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(dtype="int64")
+    _check_range(table, column, seconds, shown, "time")
+    return seconds
+
+
+def _check_range(
+    table: _Table, column: str, seconds: np.ndarray, shown: pd.Series, what: str
+) -> None:
+    bad = (seconds < _MIN_SECONDS) | (seconds > _MAX_SECONDS)
+    if bad.any():
+        i = int(bad.argmax())
+        raise table.error(
+            i,
+            column,
+            f"{_shown(shown.iloc[i])} read as {what} falls outside 1900-2200; set "
+            "time_format to the right unit (s, ms, us, ns) or layout",
+        )
+
+
+def _shown(value: Any) -> str:
+    return "an empty value" if value == "" or value is None else snippet(str(value))
+
+
+def _catalogue_columns(
+    table: _Table, item_ids: pd.Series, title_col: str, text_cols: Sequence[str]
+) -> pd.DataFrame:
+    """Item rows (id, cleaned title and text) in file order, repeats removed first.
+
+    In a single-file log every interaction repeats its item's fields; dropping exact
+    repeats before cleaning keeps the per-value Python work to the distinct rows.
+    """
+    raw = pd.DataFrame({"item_id": item_ids.to_numpy()})
+    sources = [title_col, *text_cols]
+    for k, col in enumerate(sources):
+        raw[f"_{k}"] = table.frame[col].to_numpy()
+    try:
+        raw = raw.drop_duplicates(ignore_index=True)
+    except TypeError:
+        pass  # list values (JSON) are unhashable: clean every row instead
+    columns: dict[str, Any] = {"item_id": raw["item_id"], "title": raw["_0"].map(clean_title)}
+    for k, col in enumerate(text_cols, start=1):
+        columns[str(col)] = raw[f"_{k}"].map(join_text)
+    return pd.DataFrame(columns)
+
+
+def _collapse_items(
+    raw_items: pd.DataFrame, text_cols: list[str]
+) -> tuple[pd.DataFrame, list[str], int]:
+    """One row per item: first non-empty title and text per column, in first-seen order.
+
+    Returns the titled items, the ids of items that never had a title, and how many items
+    carried more than one distinct title (the first one wins).
+    """
+    blanked = raw_items.mask(raw_items == "")
+    titles_per_item = blanked.groupby("item_id", sort=False)["title"].nunique()
+    collapsed = blanked.groupby("item_id", sort=False).first().reset_index()
+    collapsed = collapsed[["item_id", "title", *[c for c in text_cols if c != "title"]]]
+    collapsed = collapsed.fillna("").astype(str)
+    titled = collapsed["title"] != ""
+    untitled = collapsed.loc[~titled, "item_id"].tolist()
+    return collapsed[titled].reset_index(drop=True), untitled, int((titles_per_item > 1).sum())

@@ -1,0 +1,153 @@
+"""LANE end to end, as functions the CLI, the demo and users call.
+
+``extract_preferences`` → ``train_lane`` → :class:`~whyrec.explain.LaneExplainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whyrec.data.dataset import Dataset
+from whyrec.explain.fallback import fallback_preferences
+from whyrec.explain.preferences import (
+    PREFERENCES_VERSION,
+    ExtractionReport,
+    PreferenceExtractor,
+    PreferenceStore,
+    UserPreferences,
+    embed_preferences,
+    history_hash,
+)
+from whyrec.paths import cache_dir
+
+
+@dataclass
+class PreferenceSet:
+    """Every user's preferences, their vectors and how they were obtained."""
+
+    prefs: dict[int, UserPreferences]
+    vectors: np.ndarray  # (n_users, m, d)
+    report: ExtractionReport
+    llm_users: list[int] = field(default_factory=list)
+    model: str = ""
+
+    @property
+    def texts(self) -> list[list[str]]:
+        return [self.prefs[u].preferences for u in sorted(self.prefs)]
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.prefs[u].source for u in sorted(self.prefs)]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for printing and for the benchmark."""
+        sampled = [self.prefs[u] for u in self.llm_users]
+        return {
+            "users": len(self.prefs),
+            "llm_users": len(self.llm_users),
+            "llm_model": self.model,
+            "prompt_version": PREFERENCES_VERSION,
+            "asked_now": self.report.asked,
+            "reused": self.report.reused,
+            "seconds": round(self.report.seconds, 1),
+            "sampled_llm_complete": sum(p.source == "llm" for p in sampled),
+            "sampled_partial": sum(p.source == "partial" for p in sampled),
+            "sampled_fallback": sum(p.source == "fallback" for p in sampled),
+            "sampled_fallback_rate": (
+                round(sum(p.source != "llm" for p in sampled) / len(sampled), 3)
+                if sampled
+                else None
+            ),
+            "llm_sentences": sum(p.llm_count for p in sampled),
+        }
+
+
+def default_store(dataset: Dataset) -> Path:
+    """Per-dataset preference store in the cache (shared by runs on the same data)."""
+    return cache_dir("preferences") / f"{dataset.name}-{dataset.fingerprint() or 'nofp'}.sqlite"
+
+
+def extract_preferences(
+    dataset: Dataset,
+    *,
+    client: Any,
+    encoder: Any,
+    m: int = 5,
+    window: int = 200,
+    llm_users: int | None = None,
+    seed: int = 0,
+    store: str | Path | None = None,
+    concurrency: int | None = None,
+    progress: bool = True,
+) -> PreferenceSet:
+    """Preferences for every user: from the LLM for all users (``llm_users=None``) or a
+    seeded sample of ``llm_users``; the others get grounded fallback preferences.
+    """
+    store_path = Path(store) if store else default_store(dataset)
+    pstore = PreferenceStore(store_path)
+    extractor = PreferenceExtractor(
+        client, m=m, window=window, store=pstore, concurrency=concurrency
+    )
+    titles_vec = encoder.encode(dataset.titles, progress=progress)
+    n = dataset.n_users
+    if llm_users is None or llm_users >= n:
+        sample = list(range(n))
+    else:
+        rng = np.random.default_rng(seed)
+        sample = sorted(int(u) for u in rng.choice(n, size=llm_users, replace=False))
+    prefs = extractor.extract_dataset(dataset, sample, title_vectors=titles_vec, progress=progress)
+    report = extractor.last_report
+    rest = [u for u in range(n) if u not in prefs]
+    if rest:
+        seqs = dataset.user_sequences(("train",))
+        field_name = "genres" if "genres" in dataset.items.columns else None
+        fields_all = (
+            dataset.items[field_name].fillna("").astype(str).tolist()
+            if field_name
+            else [""] * dataset.n_items
+        )
+        ids = dataset.users["user_id"].astype(str).tolist()
+        for u in rest:
+            seq = seqs[u][-window:]
+            t = [dataset.titles[i] for i in seq]
+            prefs[u] = UserPreferences(
+                user=ids[u],
+                preferences=fallback_preferences(
+                    t, [fields_all[i] for i in seq], m, titles_vec[seq], field_name or "tag"
+                ),
+                source="fallback",
+                model="none (not in the LLM sample)",
+                prompt_version=PREFERENCES_VERSION,
+                history_hash=history_hash(t, m),
+                problems=["not in the LLM sample"],
+                fallback_count=m,
+            )
+    vectors = embed_preferences(prefs, encoder, n, m)
+    pstore.close()
+    return PreferenceSet(
+        prefs=prefs, vectors=vectors, report=report, llm_users=sample, model=extractor.model_name
+    )
+
+
+def train_lane(
+    dataset: Dataset,
+    preferences: PreferenceSet,
+    *,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+    **config: Any,
+) -> Any:
+    """Fit LANE on ``dataset`` with ``preferences``; save to ``out`` when given."""
+    from whyrec.models.lane import Lane
+
+    model = Lane(n_preferences=preferences.vectors.shape[1], **config)
+    model.set_preferences(preferences.vectors, preferences.texts, preferences.sources)
+    checkpoint = Path(out).with_name(Path(out).name + ".ckpt") if out else None
+    model.fit(dataset, progress=progress, checkpoint_dir=checkpoint)
+    if out:
+        model.save(out)
+    return model

@@ -1,0 +1,135 @@
+"""Heatmaps of preference weights and a self-contained HTML report.
+
+Every string from the data or the LLM is HTML-escaped: titles and model replies are
+untrusted text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whyrec.io import atomic_write
+
+
+def _figure_png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def weights_heatmap(
+    weights: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+    *,
+    cmap: str = "viridis",
+    fmt: str = "{:.2f}",
+) -> bytes:
+    """A PNG heatmap of ``weights`` (rows × columns) with the values written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = np.asarray(weights, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * w.shape[1], 0.8 + 0.45 * w.shape[0]))
+    im = ax.imshow(w, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(w.shape[1]), [str(c)[:28] for c in col_labels], rotation=30, ha="right")
+    ax.set_yticks(range(w.shape[0]), [str(r)[:40] for r in row_labels])
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            ax.text(j, i, fmt.format(w[i, j]), ha="center", va="center", fontsize=7, color="w")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    png = _figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+def write_png(path: str | Path, png: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(png))
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def html_report(
+    *,
+    title: str,
+    metrics: list[dict[str, Any]],
+    preference_summary: dict[str, Any],
+    explanations: list[dict[str, Any]],
+    images: dict[str, bytes],
+    notes: Sequence[str] = (),
+) -> str:
+    """One HTML page: metrics table, preference statistics, heatmaps, explanations."""
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "th{background:#f4f4f4}.src{color:#666;font-size:90%}.card{border:1px solid #ddd;"
+        "border-radius:6px;padding:1em;margin:1em 0}img{max-width:100%}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    for note in notes:
+        parts.append(f"<p class='src'>{e(note)}</p>")
+    if metrics:
+        cols = list(metrics[0].keys())
+        parts.append("<h2>Ranking metrics</h2><table><tr>")
+        parts += [f"<th>{e(str(c))}</th>" for c in cols]
+        parts.append("</tr>")
+        for row in metrics:
+            cells = "".join(
+                f"<td>{e(f'{v:.4f}' if isinstance(v, float) else str(v))}</td>"
+                for v in row.values()
+            )
+            parts.append(f"<tr>{cells}</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Preferences</h2><table>")
+    for k, v in preference_summary.items():
+        parts.append(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>")
+    parts.append("</table>")
+    for name, png in images.items():
+        parts.append(f"<h3>{e(name)}</h3>{_img(png, name)}")
+    parts.append("<h2>Explanations</h2>")
+    for ex in explanations:
+        prefs = "".join(
+            f"<tr><td>{e(p['preference'])}</td><td>{p['weight']:.2f}</td>"
+            f"<td>{p['score_drop']:+.3f}</td><td>{p['rank_without']}</td></tr>"
+            for p in ex["preference_effects"]
+        )
+        hist = "".join(
+            f"<li>{e(h['title'])} (score drop {h['score_drop']:+.3f}, rank without: "
+            f"{h['rank_without']})</li>"
+            for h in ex["history_effects"][:3]
+        )
+        parts.append(
+            "<div class='card'>"
+            f"<h3>{e(ex['title'])} — rank {ex['rank']}</h3>"
+            f"<p>{e(ex['reason'])}</p>"
+            f"<p class='src'>reason from: {e(ex['reason_source'])}"
+            f"{' (' + e(ex['model']) + ')' if ex.get('model') else ''}; preferences from: "
+            f"{e(ex['preference_source'])}</p>"
+            + (
+                f"<p class='src'>baseline (same LLM, no preferences): {e(ex['baseline'])}</p>"
+                if ex.get("baseline")
+                else ""
+            )
+            + "<table><tr><th>preference</th><th>weight</th><th>score drop without it</th>"
+            f"<th>rank without it</th></tr>{prefs}</table>"
+            f"<p>History items that raised the score most:</p><ul>{hist}</ul></div>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,122 @@
+"""Pydantic schemas of the structured LLM replies (validated; also the decoding grammar)."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, create_model, field_validator
+
+_WORD = re.compile(r"[a-z0-9]+")
+_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
+
+#: At most this many characters per preference sentence.
+MAX_PREFERENCE_CHARS = 160
+
+
+def _norm(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def clean_preference(text: str) -> str:
+    """Whitespace collapsed, list numbering ("1.", "-") removed."""
+    return _ENUM.sub("", " ".join(str(text).split()))
+
+
+def preference_problem(text: str) -> str | None:
+    """Why ``text`` is not a usable preference sentence, or None."""
+    if len(text) > MAX_PREFERENCE_CHARS:
+        return f"longer than {MAX_PREFERENCE_CHARS} characters"
+    words = [w for w in _norm(text).split() if not w.isdigit()]
+    if len(words) < 3:
+        return "not a sentence of 3+ words"
+    return None
+
+
+def _validate_preferences(cls: type, values: list[str]) -> list[str]:
+    cleaned = [clean_preference(v) for v in values]
+    seen: set[str] = set()
+    for i, v in enumerate(cleaned):
+        problem = preference_problem(v)
+        if problem:
+            raise ValueError(f"preference {i + 1} ({v[:60]!r}) is {problem}")
+        key = preference_key(v)
+        if key in seen:
+            raise ValueError(f"preference {i + 1} ({v[:60]!r}) repeats an earlier one")
+        seen.add(key)
+    return cleaned
+
+
+def preference_key(text: str) -> str:
+    """Normalised words without numbers: equal keys mean the same preference (or title)."""
+    return " ".join(w for w in _norm(text).split() if not w.isdigit())
+
+
+def salvage_preferences(candidates: list[str], titles: list[str], m: int) -> list[str]:
+    """The usable, distinct sentences among ``candidates`` that are not copied titles."""
+    title_keys = {preference_key(t) for t in titles}
+    out: list[str] = []
+    seen: set[str] = set()
+    for c in candidates:
+        if not isinstance(c, str):
+            continue
+        text = clean_preference(c)
+        key = preference_key(text)
+        if preference_problem(text) or key in seen or key in title_keys:
+            continue
+        seen.add(key)
+        out.append(text)
+    return out[:m]
+
+
+@lru_cache(maxsize=16)
+def preference_schema(m: int) -> type[BaseModel]:
+    """Exactly ``m`` distinct, sentence-like preferences."""
+    model = create_model(
+        f"Preferences{m}",
+        preferences=(list[str], Field(min_length=m, max_length=m)),
+        __validators__={
+            "distinct": field_validator("preferences")(classmethod(_validate_preferences))
+        },
+    )
+    return model
+
+
+class _Reason(BaseModel):
+    preference: int = Field(ge=1, description="preference number, P1 = 1")
+    why: str = Field(min_length=3, max_length=300)
+
+
+def _explanation_fields(m: int) -> dict:
+    return {
+        "preference_reasons": (list[_Reason], Field(min_length=m, max_length=m)),
+        "item_summary": (str, Field(min_length=3, max_length=400)),
+        "fitness": (list[float], Field(min_length=m, max_length=m)),
+        "likelihood": (Literal["Low", "Medium", "High"], ...),
+        "likelihood_reason": (str, Field(min_length=3, max_length=400)),
+        "explanation": (str, Field(min_length=20, max_length=800)),
+    }
+
+
+def _validate_fitness(cls: type, values: list[float]) -> list[float]:
+    for i, v in enumerate(values):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"fitness {i + 1} is {v}; expected a number from 0 to 1")
+    return values
+
+
+@lru_cache(maxsize=16)
+def explanation_schema(m: int) -> type[BaseModel]:
+    """LANE's four chain-of-thought steps for ``m`` preferences."""
+    return create_model(
+        f"Explanation{m}",
+        **_explanation_fields(m),
+        __validators__={"fit": field_validator("fitness")(classmethod(_validate_fitness))},
+    )
+
+
+class BaselineExplanation(BaseModel):
+    """The no-alignment baseline's reply."""
+
+    explanation: str = Field(min_length=20, max_length=800)
