@@ -54,7 +54,13 @@ def test_cli_errors_are_one_clean_line(tmp_path):
 
 @pytest.mark.slow
 def test_demo_writes_the_split(tmp_path, monkeypatch):
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    # the whole pipeline at its smallest: 1 LLM user, 1 epoch per model, 1 explanation
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--llm-users", "1", "--epochs", "1", "-k", "1"]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "943" in res.output and "100,000" in res.output
-    assert (tmp_path / "demo" / "data" / "movielens-100k" / "manifest.json").is_file()
+    assert (out / "data" / "movielens-100k" / "manifest.json").is_file()
+    assert (out / "report.html").is_file() and (out / "weights_users.png").is_file()
+    summary = (out / "demo_summary.json").read_text()
+    assert "sampled-100" in summary and "full" in summary

@@ -19,9 +19,7 @@ def _fit(ds, texts, pref_dim=12):
 def cot_reply(m=5, likelihood="High"):
     return json.dumps(
         {
-            "preference_reasons": [
-                {"preference": i + 1, "why": "seen in history"} for i in range(m)
-            ],
+            "preference_reasons": ["seen in the history"] * m,
             "item_summary": "A film the user may like",
             "fitness": [0.9, 0.2, 0.1, 0.5, 0.3][:m],
             "likelihood": likelihood,

@@ -41,6 +41,15 @@ def _register() -> None:
     from whyrec.cli import demo as demo_cli
 
     demo_cli.register(app)
+    from whyrec.cli import llm as llm_cli
+
+    app.add_typer(llm_cli.app, name="llm")
+    from whyrec.cli import models as models_cli
+
+    models_cli.register(app)
+    from whyrec.cli import explain as explain_cli
+
+    explain_cli.register(app)
 
 
 _register()

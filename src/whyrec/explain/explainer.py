@@ -68,7 +68,7 @@ class LaneExplainer:
         encoder: Any = None,
         item_texts: Sequence[str] | None = None,
         history_window: int = 15,
-        max_tokens: int = 700,
+        max_tokens: int = 450,
         temperature: float = 0.0,
     ) -> None:
         self.model = model

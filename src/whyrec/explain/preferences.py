@@ -154,7 +154,7 @@ class PreferenceExtractor:
         m: int = 5,
         window: int = 200,
         store: PreferenceStore | str | Path | None = None,
-        max_tokens: int = 320,
+        max_tokens: int = 200,
         temperature: float = 0.0,
         concurrency: int | None = None,
         text_field: str | None = "genres",

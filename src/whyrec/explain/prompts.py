@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 
 PREFERENCES_VERSION = "pref-v3"
-EXPLANATION_VERSION = "cot-v1"
+EXPLANATION_VERSION = "cot-v2"
 BASELINE_VERSION = "base-v1"
 
 
@@ -90,7 +90,8 @@ def explanation_messages(
                 else []
             ),
             "Work in four steps and fill the JSON fields in order:",
-            "1. preference_reasons: for each preference, why the history shows it.",
+            "1. preference_reasons: for each preference in order, one short sentence on "
+            "why the history shows it.",
             "2. item_summary: what the item is; fitness: one number from 0 to 1 per "
             "preference, how well the item fits it.",
             "3. likelihood: Low, Medium or High chance the user interacts, combining "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
@@ -83,19 +83,19 @@ def preference_schema(m: int) -> type[BaseModel]:
     return model
 
 
-class _Reason(BaseModel):
-    preference: int = Field(ge=1, description="preference number, P1 = 1")
-    why: str = Field(min_length=3, max_length=300)
+# Length caps bound the reply: with a local model they are part of the decoding
+# grammar, so a small model cannot ramble past them.
+_Reason = Annotated[str, StringConstraints(min_length=3, max_length=120)]
 
 
 def _explanation_fields(m: int) -> dict:
     return {
         "preference_reasons": (list[_Reason], Field(min_length=m, max_length=m)),
-        "item_summary": (str, Field(min_length=3, max_length=400)),
+        "item_summary": (str, Field(min_length=3, max_length=150)),
         "fitness": (list[float], Field(min_length=m, max_length=m)),
         "likelihood": (Literal["Low", "Medium", "High"], ...),
-        "likelihood_reason": (str, Field(min_length=3, max_length=400)),
-        "explanation": (str, Field(min_length=20, max_length=800)),
+        "likelihood_reason": (str, Field(min_length=3, max_length=150)),
+        "explanation": (str, Field(min_length=20, max_length=400)),
     }
 
 
@@ -119,4 +119,4 @@ def explanation_schema(m: int) -> type[BaseModel]:
 class BaselineExplanation(BaseModel):
     """The no-alignment baseline's reply."""
 
-    explanation: str = Field(min_length=20, max_length=800)
+    explanation: str = Field(min_length=20, max_length=400)

@@ -1,0 +1,130 @@
+"""``whyrec preferences`` and ``whyrec explain``: LANE's LLM stages from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the root app."""
+    app.command()(preferences)
+    app.command()(explain)
+
+
+def preferences(
+    data: str = typer.Argument("movielens-100k", help="Dataset name or directory, or a LANE run."),
+    m: int = typer.Option(5, "-m", help="Preferences per user."),
+    window: int = typer.Option(200, help="Most recent training titles shown to the LLM."),
+    llm_users: int | None = typer.Option(
+        None, help="Ask the LLM for a seeded sample of this many users (default: all)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the user sample."),
+    store: Path | None = typer.Option(
+        None, help="SQLite store (default: per dataset in the cache)."
+    ),
+    out: Path | None = typer.Option(None, help="Also write the preferences as JSON lines here."),
+    llm_config: Path | None = typer.Option(None, "--llm-config", help="LLM config file."),
+    show: int = typer.Option(3, help="Print this many users' preferences."),
+) -> None:
+    """Extract m preferences per user with the LLM (grounded fallback when invalid).
+
+    Re-runs only ask about users whose history, model or prompt changed."""
+    from rich.console import Console
+
+    from whyrec.data import load_dataset
+    from whyrec.embed import get_encoder
+    from whyrec.explain.pipeline import extract_preferences
+    from whyrec.llm import LLMClient
+
+    console = Console(stderr=True)
+    run = Path(data)
+    if (run / "manifest.json").is_file() and (run / "preferences.json").is_file():
+        from whyrec.models import load_model
+
+        model = load_model(run)
+        for u in range(min(show, model.n_users)):
+            console.print(f"user {model.user_ids[u]}: {model.preference_texts[u]}")
+        return
+    ds = load_dataset(data)
+    client = LLMClient.from_settings(llm_config)
+    pset = extract_preferences(
+        ds, client=client, encoder=get_encoder(), m=m, window=window, llm_users=llm_users,
+        seed=seed, store=store,
+    )  # fmt: skip
+    summary = pset.summary()
+    console.print_json(json.dumps(summary))
+    ids = ds.users["user_id"].astype(str).tolist()
+    for u in pset.llm_users[:show]:
+        p = pset.prefs[u]
+        console.print(f"[bold]user {ids[u]}[/] ({p.source}):")
+        for s in p.preferences:
+            console.print(f"  - {s}")
+    if out is not None:
+        from whyrec.io import atomic_write
+
+        lines = [
+            json.dumps({"user_id": ids[u], **pset.prefs[u].__dict__}, ensure_ascii=False)
+            for u in sorted(pset.prefs)
+        ]
+        atomic_write(out, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        console.print(f"written: {out}")
+
+
+def explain(
+    run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
+    user: str = typer.Option(..., "--user", "-u", help="Source user id."),
+    k: int = typer.Option(3, "-k", help="How many recommendations to explain."),
+    item: str | None = typer.Option(None, help="Explain this item id instead of the top-k."),
+    fmt: str = typer.Option("text", "--format", help="text or json."),
+    no_llm: bool = typer.Option(False, "--no-llm", help="Template reasons only (no LLM)."),
+    llm_config: Path | None = typer.Option(None, "--llm-config", help="LLM config file."),
+) -> None:
+    """Recommendations with LANE's preference weights, item attribution and reasons."""
+    from whyrec.errors import ConfigError
+    from whyrec.explain.explainer import LaneExplainer
+    from whyrec.models import load_model
+
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"--format must be text or json, got {fmt!r}")
+    model = load_model(run)
+    if model.name != "lane":
+        raise ConfigError(f"{run} holds a {model.name!r} model; explain needs a LANE model")
+    client = None
+    if not no_llm:
+        from whyrec.llm import LLMClient
+
+        client = LLMClient.from_settings(llm_config)
+    explainer = LaneExplainer(model, client)
+    u = model.user_index(user)
+    if item is not None:
+        results = [explainer.explain(model.item_index(item), u, use_llm=not no_llm)]
+    else:
+        results = explainer.recommend_and_explain(u, k=k, use_llm=not no_llm)
+    if fmt == "json":
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        return
+    print_explanations(results)
+
+
+def print_explanations(results: list) -> None:
+    """Human-readable output of explanations."""
+    from rich.console import Console
+
+    console = Console()
+    for r in results:
+        console.rule(f"[bold]{r.title}[/] (rank {r.rank}, score {r.score:.3f})")
+        order = sorted(range(len(r.weights)), key=lambda j: -r.weights[j])
+        for j in order:
+            eff = r.preference_effects[j]
+            console.print(
+                f"  {r.weights[j]:5.1%}  {r.preferences[j]}  "
+                f"[dim](score drop without it {eff['score_drop']:+.3f}, "
+                f"rank {eff['rank_without']})[/]"
+            )
+        infl = ", ".join(h["title"] for h in r.history_effects[:3])
+        console.print(f"  most influential history items: {infl}")
+        console.print(f"  [bold]reason[/] ({r.reason_source}{', ' + r.model if r.model else ''}):")
+        console.print(f"  {r.reason}")

@@ -1,0 +1,23 @@
+"""Backends run one chat completion; the client adds retries, re-asks, cache, accounting."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from whyrec.llm.backends.base import Backend, Message, RawReply
+
+if TYPE_CHECKING:
+    from whyrec.llm.settings import LLMSettings
+
+__all__ = ["Backend", "Message", "RawReply", "make_backend"]
+
+
+def make_backend(settings: LLMSettings) -> Backend:
+    """The backend named by ``settings.backend`` (nothing heavy is loaded yet)."""
+    if settings.backend == "local":
+        from whyrec.llm.backends.local import LocalBackend
+
+        return LocalBackend(settings)
+    from whyrec.llm.backends.openai_compat import OpenAIBackend
+
+    return OpenAIBackend(settings)

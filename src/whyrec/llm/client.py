@@ -1,0 +1,520 @@
+"""``LLMClient``: the one object the rest of whyrec uses to talk to a language model.
+
+Per call it (1) looks the request up in the reply cache, (2) asks the backend, retrying
+transient failures with exponential backoff and jitter, (3) with a schema, parses and
+validates the reply and re-asks with the validation problems fed back, a bounded number
+of times, (4) stores validated replies and (5) books tokens, latency and cost per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from whyrec.llm.accounting import Accounting
+from whyrec.llm.backends import Backend, Message, make_backend
+from whyrec.llm.cache import ReplyCache, cache_key
+from whyrec.llm.errors import (
+    LLMError,
+    LLMOutputError,
+    LLMTransientError,
+    LLMUnavailableError,
+)
+from whyrec.llm.parse import Schema, parse_reply, reask_message
+from whyrec.llm.settings import LLMSettings
+
+SchemaLike = dict[str, Any] | type[BaseModel] | Schema
+MessagesLike = str | Sequence[Mapping[str, str]]
+_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One call for :meth:`LLMClient.complete_many`; ``None`` fields take the settings' value.
+
+    ``tag`` is the caller's own identifier (a user id, say), handed back on the outcome.
+    """
+
+    messages: MessagesLike
+    schema: SchemaLike | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    stage: str = "default"
+    prompt_version: str = "0"
+    use_cache: bool | None = None
+    tag: Any = None
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    """A usable reply.
+
+    ``parsed`` is the validated object when a schema was given (a pydantic instance for
+    a model class, else the JSON value). Token counts describe this reply as the model
+    produced it, also on a cache hit; ``attempts`` counts backend calls made now
+    (0 on a cache hit), ``latency_s`` the wall time of this call.
+    """
+
+    text: str
+    parsed: Any
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    model: str
+    backend: str
+    cached: bool
+    attempts: int
+    stage: str
+    finish_reason: str | None = None
+    tag: Any = None
+    ok: bool = field(default=True, init=False)
+
+
+@dataclass(frozen=True)
+class LLMFailure:
+    """A call in a batch that produced no usable reply; ``error`` says why."""
+
+    error: Exception
+    stage: str
+    tag: Any = None
+    ok: bool = field(default=False, init=False)
+
+    @property
+    def message(self) -> str:
+        """The error text, for logs and reports."""
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+LLMOutcome = LLMResult | LLMFailure
+
+
+def normalize_messages(messages: MessagesLike) -> list[Message]:
+    """A plain string becomes one user turn; anything else must be role/content dicts."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    out: list[Message] = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping):
+            raise ValueError(
+                f"messages[{i}]: expected a dict with 'role' and 'content', got "
+                f"{type(msg).__name__}"
+            )
+        role, content = msg.get("role"), msg.get("content")
+        if role not in _ROLES:
+            raise ValueError(f"messages[{i}]: role {role!r} is not one of {', '.join(_ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(
+                f"messages[{i}]: content must be a string, got {type(content).__name__}"
+            )
+        out.append({"role": role, "content": content})
+    if not out:
+        raise ValueError("messages is empty: expected at least one message")
+    return out
+
+
+class LLMClient:
+    """Chat completions with structured output, retries, a reply cache and accounting.
+
+    >>> client = LLMClient.from_settings()                       # doctest: +SKIP
+    >>> client.complete("Name one film.", max_tokens=16).text    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        settings: LLMSettings | None = None,
+        *,
+        backend: Backend | None = None,
+        cache: ReplyCache | bool | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else LLMSettings.load()
+        self.backend: Backend = backend if backend is not None else make_backend(self.settings)
+        if isinstance(cache, ReplyCache):
+            self.cache: ReplyCache | None = cache
+        elif cache is False or (cache is None and not self.settings.cache):
+            self.cache = None
+        else:
+            self.cache = ReplyCache(self.settings.resolved_cache_path())
+        local = self.backend.name == "local"
+        self.usage = Accounting(
+            price=None if local else self.settings.price_for(self.backend.model), free=local
+        )
+        self._sleep: Callable[[float], None] = time.sleep
+        self._rng = random.Random()
+        self._rng_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, config_file: str | Path | None = None, **overrides: Any) -> LLMClient:
+        """A client from the config file, ``WHYREC_LLM_*`` variables and ``overrides``."""
+        return cls(LLMSettings.load(config_file, **overrides))
+
+    @property
+    def model(self) -> str:
+        """The model name requests go to."""
+        return self.backend.model
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Free the model / connections and the cache handles."""
+        self.backend.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    # ------------------------------------------------------------------ single call
+
+    def complete(
+        self,
+        messages: MessagesLike,
+        *,
+        schema: SchemaLike | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stage: str = "default",
+        prompt_version: str = "0",
+        use_cache: bool | None = None,
+        tag: Any = None,
+    ) -> LLMResult:
+        """Ask the model; with ``schema``, return a reply that parses and validates.
+
+        ``prompt_version`` should change whenever the caller's prompt template changes,
+        so old cached replies stop matching. Raises :class:`LLMOutputError` when no
+        reply validates after the re-asks, :class:`LLMUnavailableError` after the last
+        transient failure and :class:`LLMRequestError` when the backend refuses the call.
+        """
+        start = time.perf_counter()
+        msgs = normalize_messages(messages)
+        sch = Schema.of(schema) if schema is not None else None
+        s = self.settings
+        params = {
+            "max_tokens": s.max_tokens if max_tokens is None else max_tokens,
+            "temperature": s.temperature if temperature is None else temperature,
+            "seed": s.seed if seed is None else seed,
+        }
+        if params["max_tokens"] < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {params['max_tokens']}")
+        caching = self.cache is not None and (use_cache if use_cache is not None else True)
+        key = ""
+        if caching:
+            key = cache_key(
+                {
+                    "backend": self.backend.name,
+                    "model": self.backend.model,
+                    "engine": self.backend.identity(),
+                    "prompt_version": prompt_version,
+                    "messages": msgs,
+                    # as text: property order steers generation, so it is part of the key
+                    "schema": json.dumps(sch.json_schema) if sch else None,
+                    **params,
+                }
+            )
+            hit = self._from_cache(key, sch, stage, start, tag)
+            if hit is not None:
+                return hit
+
+        spent = {"prompt": 0, "completion": 0, "attempts": 0}
+        try:
+            result = self._ask(msgs, sch, params, stage, spent, start, tag)
+        except Exception:
+            self.usage.record(
+                stage,
+                cached=False,
+                failed=True,
+                attempts=spent["attempts"],
+                prompt_tokens=spent["prompt"],
+                completion_tokens=spent["completion"],
+                latency_s=time.perf_counter() - start,
+            )
+            raise
+        if caching:
+            self.cache.put(  # type: ignore[union-attr]
+                key,
+                {
+                    "text": result.text,
+                    "json": sch.to_plain(result.parsed) if sch else None,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "finish_reason": result.finish_reason,
+                    "model": result.model,
+                },
+                backend=self.backend.name,
+                model=self.backend.model,
+                stage=stage,
+            )
+        self.usage.record(
+            stage,
+            cached=False,
+            failed=False,
+            attempts=spent["attempts"],
+            prompt_tokens=spent["prompt"],
+            completion_tokens=spent["completion"],
+            latency_s=result.latency_s,
+        )
+        return result
+
+    def _from_cache(
+        self, key: str, sch: Schema | None, stage: str, start: float, tag: Any
+    ) -> LLMResult | None:
+        payload = self.cache.get(key) if self.cache is not None else None
+        if payload is None:
+            return None
+        parsed = None
+        if sch is not None:
+            parsed, problems = sch.validate(payload.get("json"))
+            if problems:
+                return None  # schema semantics changed under the same JSON: ask again
+        latency = time.perf_counter() - start
+        self.usage.record(
+            stage,
+            cached=True,
+            failed=False,
+            attempts=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_s=latency,
+        )
+        return LLMResult(
+            text=payload["text"],
+            parsed=parsed,
+            prompt_tokens=int(payload.get("prompt_tokens", 0)),
+            completion_tokens=int(payload.get("completion_tokens", 0)),
+            latency_s=latency,
+            model=str(payload.get("model") or self.backend.model),
+            backend=self.backend.name,
+            cached=True,
+            attempts=0,
+            stage=stage,
+            finish_reason=payload.get("finish_reason"),
+            tag=tag,
+        )
+
+    def _ask(
+        self,
+        msgs: list[Message],
+        sch: Schema | None,
+        params: dict[str, Any],
+        stage: str,
+        spent: dict[str, int],
+        start: float,
+        tag: Any,
+    ) -> LLMResult:
+        """Generate, validate, re-ask; ``spent`` accumulates what every attempt cost."""
+        conversation = list(msgs)
+        asks = 1 + (self.settings.max_reasks if sch is not None else 0)
+        problems: list[str] = []
+        text = ""
+        raw_json: Any = None
+        for ask in range(asks):
+            reply = self._generate_with_retries(conversation, sch, params, spent)
+            text = reply.text
+            parsed = None
+            if sch is not None:
+                parsed, raw_json, problems = parse_reply(text, sch)
+                if problems and reply.finish_reason == "length":
+                    problems.append(
+                        f"the reply was cut off at the {params['max_tokens']}-token limit; "
+                        "answer more briefly"
+                    )
+                if problems:
+                    if ask + 1 < asks:
+                        conversation = [
+                            *conversation,
+                            {"role": "assistant", "content": text},
+                            {"role": "user", "content": reask_message(problems, sch)},
+                        ]
+                    continue
+            return LLMResult(
+                text=text,
+                parsed=parsed,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                latency_s=time.perf_counter() - start,
+                model=reply.model,
+                backend=self.backend.name,
+                cached=False,
+                attempts=spent["attempts"],
+                stage=stage,
+                finish_reason=reply.finish_reason,
+                tag=tag,
+            )
+        raise LLMOutputError(
+            f"stage {stage!r}: {self.backend.name} model {self.backend.model!r} gave no reply "
+            f"matching the schema in {asks} tries; last problems: {'; '.join(problems)}",
+            text=text,
+            problems=problems,
+            attempts=asks,
+            raw=raw_json,
+        )
+
+    def _generate_with_retries(
+        self,
+        conversation: list[Message],
+        sch: Schema | None,
+        params: dict[str, Any],
+        spent: dict[str, int],
+    ) -> Any:
+        tries = 1 + self.settings.max_retries
+        last: LLMTransientError | None = None
+        for attempt in range(tries):
+            spent["attempts"] += 1
+            try:
+                reply = self.backend.generate(conversation, schema=sch, **params)
+            except LLMTransientError as exc:
+                last = exc
+                if attempt + 1 < tries:
+                    self._sleep(self.backoff_delay(attempt, exc.retry_after))
+                continue
+            spent["prompt"] += reply.prompt_tokens
+            spent["completion"] += reply.completion_tokens
+            return reply
+        assert last is not None
+        raise LLMUnavailableError(
+            f"{self.backend.name} model {self.backend.model!r}: gave up after {tries} "
+            f"attempt(s); last error: {last}",
+            attempts=tries,
+            last_error=last,
+        )
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Delay before retry ``attempt + 1``: exponential, capped, with jitter in [d/2, d].
+
+        A server's ``Retry-After`` is honoured up to ``backoff_max``.
+        """
+        s = self.settings
+        delay = min(s.backoff_max, s.backoff_base * (2**attempt))
+        with self._rng_lock:
+            delay *= 0.5 + 0.5 * self._rng.random()
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, s.backoff_max))
+        return delay
+
+    # ------------------------------------------------------------------ batches
+
+    def complete_many(
+        self,
+        requests: Iterable[LLMRequest | Mapping[str, Any] | str],
+        *,
+        concurrency: int | None = None,
+        progress: bool = False,
+    ) -> list[LLMOutcome]:
+        """Run many calls with at most ``concurrency`` in flight; results keep input order.
+
+        A call that fails becomes an :class:`LLMFailure` in its slot; the others go on.
+        Requests may be :class:`LLMRequest` objects, dicts of its fields, or strings.
+        """
+        reqs: list[LLMRequest | LLMFailure] = []
+        for item in requests:
+            try:
+                reqs.append(_as_request(item))
+            except (TypeError, ValueError) as exc:
+                reqs.append(LLMFailure(error=exc, stage="default"))
+        workers = max(1, concurrency or self.settings.concurrency)
+        outcomes: list[LLMOutcome | None] = [None] * len(reqs)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(reqs), desc="llm", unit="call")
+
+        def run(i: int) -> None:
+            req = reqs[i]
+            if isinstance(req, LLMFailure):
+                outcomes[i] = req
+                if bar is not None:
+                    bar.update(1)
+                return
+            try:
+                outcomes[i] = self.complete(
+                    req.messages,
+                    schema=req.schema,
+                    max_tokens=req.max_tokens,
+                    temperature=req.temperature,
+                    seed=req.seed,
+                    stage=req.stage,
+                    prompt_version=req.prompt_version,
+                    use_cache=req.use_cache,
+                    tag=req.tag,
+                )
+            except Exception as exc:  # one bad item must not sink the batch
+                outcomes[i] = LLMFailure(error=exc, stage=req.stage, tag=req.tag)
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            if workers == 1 or len(reqs) <= 1:
+                for i in range(len(reqs)):
+                    run(i)
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whyrec-llm") as ex:
+                    list(ex.map(run, range(len(reqs))))
+        finally:
+            if bar is not None:
+                bar.close()
+        return [o for o in outcomes if o is not None]
+
+    # ------------------------------------------------------------------ info
+
+    def info(self) -> dict[str, Any]:
+        """Active backend, model, where things live and cache counters (no secrets)."""
+        out: dict[str, Any] = {
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            **self.backend.describe(),
+            "config_file": str(self.settings.config_file) if self.settings.config_file else None,
+            "cache": "off",
+        }
+        if self.cache is not None:
+            st = self.cache.stats()
+            out.update(
+                cache="on",
+                cache_path=str(st.path),
+                cache_entries=st.entries,
+                cache_size_mb=round(st.size_bytes / 1e6, 3),
+                cache_hits=st.hits,
+                cache_misses=st.misses,
+            )
+        price = None if self.backend.name == "local" else self.settings.price_for(self.model)
+        out["price_per_1m_tokens"] = (
+            "free (local)"
+            if self.backend.name == "local"
+            else (f"${price.input:g} in / ${price.output:g} out" if price else "unknown")
+        )
+        return out
+
+
+def _as_request(item: LLMRequest | Mapping[str, Any] | str) -> LLMRequest:
+    if isinstance(item, LLMRequest):
+        return item
+    if isinstance(item, str):
+        return LLMRequest(messages=item)
+    if isinstance(item, Mapping):
+        try:
+            return LLMRequest(**item)
+        except TypeError as exc:
+            raise ValueError(f"bad request dict {sorted(item)}: {exc}") from exc
+    raise TypeError(f"expected LLMRequest, dict or str, got {type(item).__name__}")
+
+
+__all__ = [
+    "LLMClient",
+    "LLMError",
+    "LLMFailure",
+    "LLMOutcome",
+    "LLMRequest",
+    "LLMResult",
+    "normalize_messages",
+]

@@ -1,0 +1,240 @@
+"""LLM settings: defaults < config file < ``WHYREC_LLM_*`` environment < explicit values.
+
+The config file (TOML or JSON) is named by ``config_file=`` or ``$WHYREC_LLM_CONFIG``;
+its keys are the field names below, either at the top level or under an ``[llm]``
+table. API keys never live in settings: ``api_key_env`` names the environment variable
+that holds the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from whyrec.llm.errors import LLMConfigError
+from whyrec.paths import cache_dir
+
+CONFIG_ENV = "WHYREC_LLM_CONFIG"
+ENV_PREFIX = "WHYREC_LLM_"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FORBIDDEN_KEYS = ("api_key", "key", "token", "secret")
+
+
+class Price(BaseModel):
+    """US dollars per one million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+# Public list prices (USD per 1M tokens) of a few common API models, checked in 2025.
+# They change; override or extend them with the ``prices`` setting.
+BUILTIN_PRICES: dict[str, Price] = {
+    "gpt-4o": Price(input=2.50, output=10.00),
+    "gpt-4o-mini": Price(input=0.15, output=0.60),
+    "gpt-4.1": Price(input=2.00, output=8.00),
+    "gpt-4.1-mini": Price(input=0.40, output=1.60),
+    "gpt-4.1-nano": Price(input=0.10, output=0.40),
+    "gpt-3.5-turbo": Price(input=0.50, output=1.50),
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read the LLM section of a TOML or JSON config file, with errors naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise LLMConfigError(f"{path}: LLM config file not found (expected a .toml or .json file)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise LLMConfigError(f"{path}: not valid {kind}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LLMConfigError(f"{path}: expected a table/object of settings at the top level")
+    if isinstance(data.get("llm"), dict):
+        data = data["llm"]
+    for key in data:
+        if key.lower() in _FORBIDDEN_KEYS:
+            raise LLMConfigError(
+                f"{path}: key {key!r} is not allowed: secrets never go in config files; put "
+                "the key in an environment variable and set 'api_key_env' to that variable's name"
+            )
+    return dict(data)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values from the file named by ``config_file=`` or ``$WHYREC_LLM_CONFIG``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ returns the whole file at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path:
+            return {}
+        data = read_config_file(self.path)
+        data.setdefault("config_file", str(self.path))
+        return data
+
+
+class LLMSettings(BaseSettings):
+    """Everything the LLM client needs; every field is also ``WHYREC_LLM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    backend: Literal["local", "openai"] = Field(
+        "local", description="'local' runs a GGUF file in-process; 'openai' calls an endpoint."
+    )
+    model: str | None = Field(
+        None,
+        description="Model name. Required for 'openai'; for 'local' only a label "
+        "(default: the GGUF file name).",
+    )
+    model_path: Path | None = Field(
+        None, description="GGUF file for 'local' (default: the packaged SmolLM2-135M-Instruct)."
+    )
+    n_threads: int = Field(2, ge=1, description="CPU threads for 'local'.")
+    n_ctx: int = Field(4096, ge=256, description="Context window (tokens) for 'local'.")
+    n_batch: int = Field(512, ge=8, description="Prompt-processing batch size for 'local'.")
+    chat_format: str | None = Field(
+        None, description="llama.cpp chat format; default: the GGUF file's own chat template."
+    )
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Name of the environment variable holding the API key."
+    )
+    structured_output: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        "auto",
+        description="How 'openai' asks for JSON: auto tries json_schema, then llama.cpp's "
+        "json_object+schema, then prompt-and-parse.",
+    )
+    timeout: float = Field(120.0, gt=0, description="Seconds per attempt.")
+    max_retries: int = Field(
+        3, ge=0, description="Extra attempts after a timeout, 429, 5xx or connection error."
+    )
+    backoff_base: float = Field(1.0, ge=0, description="First backoff delay in seconds.")
+    backoff_max: float = Field(30.0, ge=0, description="Longest backoff delay in seconds.")
+    max_reasks: int = Field(
+        2, ge=0, description="Re-asks after a reply that fails the schema, with the error fed back."
+    )
+    max_tokens: int = Field(512, ge=1, description="Default completion budget per call.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Default sampling temperature.")
+    seed: int | None = Field(0, description="Default sampling seed (None: backend's choice).")
+    concurrency: int = Field(4, ge=1, description="Default parallel calls in complete_many.")
+    cache: bool = Field(True, description="Use the persistent reply cache.")
+    cache_path: Path | None = Field(
+        None, description="SQLite cache file (default: <WHYREC_HOME>/llm/cache.sqlite)."
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="USD per 1M input/output tokens by model name; extends the built-in table.",
+    )
+    prefill_tokens_per_second: float | None = Field(
+        None, gt=0, description="Prompt-processing speed for estimates (default: per backend)."
+    )
+    decode_tokens_per_second: float | None = Field(
+        None, gt=0, description="Generation speed for estimates (default: per backend)."
+    )
+    config_file: Path | None = Field(
+        None, description="Where file values came from ($WHYREC_LLM_CONFIG)."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls, path))
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_only(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits, '_'), "
+                "not the key itself"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> LLMSettings:
+        if self.backend == "openai" and not self.model:
+            raise ValueError(
+                "backend 'openai' needs 'model' (the endpoint's model name); set "
+                f"{ENV_PREFIX}MODEL or 'model' in the config file"
+            )
+        return self
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LLMSettings:
+        """Build settings from all sources, turning validation errors into one clear message.
+
+        ``overrides`` whose value is ``None`` are ignored, so CLI options can be passed
+        straight through.
+        """
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if config_file is not None:
+            values["config_file"] = config_file
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            path = config_file or os.environ.get(CONFIG_ENV)
+            raise LLMConfigError(_describe(exc, path)) from None
+
+    def resolved_cache_path(self) -> Path:
+        """Where the reply cache lives."""
+        if self.cache_path is not None:
+            return Path(self.cache_path).expanduser()
+        return cache_dir("llm") / "cache.sqlite"
+
+    def price_for(self, model: str) -> Price | None:
+        """The price of ``model``: exact name first, then the longest matching name prefix
+        (so dated snapshots such as ``gpt-4o-mini-2024-07-18`` find ``gpt-4o-mini``)."""
+        table = {**BUILTIN_PRICES, **self.prices}
+        if model in table:
+            return table[model]
+        matches = [name for name in table if model.startswith(name + "-")]
+        return table[max(matches, key=len)] if matches else None
+
+
+def _describe(exc: ValidationError, config_file: str | Path | None) -> str:
+    """One message naming each bad field, its environment variable and the file."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown setting (see docs/llm.md for the list)")
+        elif loc:
+            env = ENV_PREFIX + str(err["loc"][0]).upper()
+            parts.append(f"{loc} (env {env}): {msg}")
+        else:
+            parts.append(msg)
+    where = f" (config file {config_file})" if config_file else ""
+    return f"invalid LLM settings{where}: " + "; ".join(parts)

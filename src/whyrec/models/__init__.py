@@ -1,0 +1,106 @@
+"""Recommenders with one API: ``fit``, ``recommend``, ``score``, ``save``/``load``.
+
+=============  ====================================================================
+name           model
+=============  ====================================================================
+popularity     most interactions in training (baseline)
+bpr-mf         matrix factorisation, BPR loss (baseline)
+sasrec         SASRec, ID item embeddings
+sasrec-text    SASRec, item table initialised from title embeddings (LANE's backbone)
+gru4rec        GRU4Rec
+=============  ====================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from whyrec.data.dataset import Dataset
+from whyrec.errors import ConfigError, ModelError
+from whyrec.models.backbones import (
+    GRU4RecBackbone,
+    IdItemEmbedding,
+    ItemEmbedding,
+    SASRecBackbone,
+    SequenceBackbone,
+    SequentialModule,
+    TextItemEmbedding,
+)
+from whyrec.models.base import Recommendations, Recommender, read_manifest
+from whyrec.models.bpr import BPRMF
+from whyrec.models.gru4rec import GRU4Rec
+from whyrec.models.popularity import Popularity
+from whyrec.models.sasrec import SASRec, SASRecText
+from whyrec.models.sequential import SequenceTask, SequentialConfig, SequentialRecommender
+from whyrec.models.training import EpochInfo, LoopSettings, run_training
+
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (Popularity, BPRMF, SASRec, SASRecText, GRU4Rec)
+}
+ALIASES = {"pop": "popularity", "bpr": "bpr-mf", "sasrec-id": "sasrec", "gru": "gru4rec"}
+
+__all__ = [
+    "BPRMF",
+    "MODELS",
+    "EpochInfo",
+    "GRU4Rec",
+    "GRU4RecBackbone",
+    "IdItemEmbedding",
+    "ItemEmbedding",
+    "LoopSettings",
+    "Popularity",
+    "Recommendations",
+    "Recommender",
+    "SASRec",
+    "SASRecBackbone",
+    "SASRecText",
+    "SequenceBackbone",
+    "SequenceTask",
+    "SequentialConfig",
+    "SequentialModule",
+    "SequentialRecommender",
+    "TextItemEmbedding",
+    "create_model",
+    "load_model",
+    "model_class",
+    "run_training",
+]
+
+
+def register_model(cls: type[Recommender]) -> type[Recommender]:
+    """Make ``cls`` known to :func:`create_model`, :func:`load_model` and the CLI."""
+    MODELS[cls.name] = cls
+    return cls
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The class registered under ``name`` (aliases such as ``sasrec-id`` accepted)."""
+    key = ALIASES.get(name, name)
+    if key not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+    return MODELS[key]
+
+
+def create_model(name: str, **config: Any) -> Recommender:
+    """An unfitted model by name, e.g. ``create_model("sasrec-text", loss="ce")``."""
+    return model_class(name)(**config)
+
+
+def load_model(path: str | Path, dataset: Dataset | None = None) -> Recommender:
+    """Load any model directory written by :meth:`Recommender.save`."""
+    manifest = read_manifest(path)
+    name = manifest["model"]
+    if name not in MODELS:
+        raise ModelError(f"{path} holds an unknown model type {name!r}; known: {sorted(MODELS)}")
+    return MODELS[name].load(path, dataset)
+
+
+def _register_lane() -> None:
+    # LANE builds on the classes above, so it registers itself last
+    from whyrec.models.lane import Lane
+
+    MODELS[Lane.name] = Lane
+
+
+_register_lane()

@@ -1,0 +1,408 @@
+"""LANE (Zhao et al. 2024): a sequence recommender aligned with LLM-extracted preferences.
+
+The backbone (SASRec over semantic title embeddings by default, or GRU4Rec) produces a
+state per position. Multi-head attention lets each state (query) attend over the user's
+``m`` preference embeddings (keys and values, from the same sentence encoder as the
+items); output projection, residual and LayerNorm, then a position-wise feed-forward
+block with its own residual and LayerNorm. Score = aligned state · item vector.
+
+The attention weights of the last position are LANE's per-preference explanation
+weights. :meth:`Lane.attribution` goes further and measures, for one recommended item,
+how its score and rank change when each preference or each history item is removed.
+
+Preference vectors are data, not parameters: give them with :meth:`Lane.set_preferences`
+before :meth:`fit`; they are saved with the model. Users the model has never seen are
+served with explicit preference vectors (``recommend(history=..., preferences=...)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from whyrec.data.dataset import Dataset
+from whyrec.errors import ConfigError, ModelError
+from whyrec.models.backbones import (
+    GRU4RecBackbone,
+    IdItemEmbedding,
+    SASRecBackbone,
+    SequentialModule,
+    TextItemEmbedding,
+)
+from whyrec.models.sasrec import SASRecTextConfig
+from whyrec.models.sequential import SequentialRecommender, pad_left
+
+PREFS_FILE = "preferences.npz"
+PREF_TEXTS_FILE = "preferences.json"
+
+
+class PreferenceAlignment(nn.Module):
+    """States attend over preference embeddings (LANE's semantic alignment block)."""
+
+    def __init__(self, dim: int, pref_dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ConfigError(f"dim {dim} must be divisible by pref_heads {n_heads}")
+        self.attn = nn.MultiheadAttention(
+            dim, n_heads, dropout=dropout, kdim=pref_dim, vdim=pref_dim, batch_first=True
+        )
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, states: torch.Tensor, prefs: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``states`` (B, L, d), ``prefs`` (B, m, d_pref), ``keep`` (B, m) bool.
+
+        Returns aligned states (B, L, d) and head-averaged weights (B, L, m).
+        """
+        if keep is None:
+            keep = prefs.abs().sum(-1) > 0
+        # a row with no usable preference would give NaN: let it attend to all (zeros)
+        keep = keep | ~keep.any(dim=1, keepdim=True)
+        out, weights = self.attn(
+            states, prefs, prefs, key_padding_mask=~keep, need_weights=True,
+            average_attn_weights=True,
+        )  # fmt: skip
+        x = self.norm1(states + self.drop(out))
+        x = self.norm2(x + self.drop(self.ffn(x)))
+        return x, weights
+
+
+class LaneModule(SequentialModule):
+    """Item table + backbone + preference alignment; queries depend on the user."""
+
+    def __init__(
+        self,
+        items: Any,
+        backbone: Any,
+        user_prefs: torch.Tensor,
+        n_heads: int,
+        dropout: float,
+    ) -> None:
+        super().__init__(items, backbone)
+        self.register_buffer("user_prefs", user_prefs.float())
+        self.align = PreferenceAlignment(backbone.dim, user_prefs.shape[-1], n_heads, dropout)
+
+    def query(
+        self,
+        seq: torch.Tensor,
+        users: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if users is None:
+            raise ModelError(
+                "LANE needs the user's preferences: pass known users, or explicit "
+                "preference vectors (recommend(history=..., preferences=...))"
+            )
+        return self.align(self.hidden(seq, table), self.user_prefs[users])[0]
+
+    def query_with(
+        self,
+        seq: torch.Tensor,
+        prefs: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and weights for explicit preference vectors (B, m, d_pref)."""
+        return self.align(self.hidden(seq, table), prefs, keep)
+
+
+@dataclass
+class LaneConfig(SASRecTextConfig):
+    backbone: str = "sasrec"  # or "gru4rec"
+    item_table: str = "text"  # "text" (semantic, LANE) or "id"
+    pref_heads: int = 4
+    n_preferences: int = 5
+    n_layers: int = 1  # gru4rec backbone only
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backbone not in ("sasrec", "gru4rec"):
+            raise ConfigError(f"unknown backbone {self.backbone!r}; expected sasrec or gru4rec")
+        if self.item_table not in ("text", "id"):
+            raise ConfigError(f"unknown item_table {self.item_table!r}; expected text or id")
+
+
+@dataclass
+class Attribution:
+    """How much each preference and each history item drives one item's score."""
+
+    item: int
+    score: float
+    rank: int  # 1-based among unseen items
+    weights: list[float]  # LANE's per-preference weights (last position)
+    preferences: list[dict[str, Any]]  # index, weight, score_drop, rank_without
+    history: list[dict[str, Any]]  # item, position, score_drop, rank_without (by drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "score": self.score,
+            "rank": self.rank,
+            "weights": self.weights,
+            "preferences": self.preferences,
+            "history": self.history,
+        }
+
+
+class Lane(SequentialRecommender):
+    """LANE: semantic-title sequence model + alignment with per-user preferences."""
+
+    name = "lane"
+    config_class = LaneConfig
+    config: LaneConfig
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._pref_vectors: np.ndarray | None = None
+        self.preference_texts: list[list[str]] = []
+        self.preference_sources: list[str] = []
+        self._override = threading.local()
+
+    # ----------------------------------------------------------- preferences
+    def set_preferences(
+        self,
+        vectors: np.ndarray,
+        texts: Sequence[Sequence[str]] | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> Lane:
+        """Per-user preference vectors ``(n_users, m, d)`` in user-index order."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 3:
+            raise ModelError(f"preference vectors must be (n_users, m, d), got shape {v.shape}")
+        self._pref_vectors = v
+        self.preference_texts = [list(t) for t in texts] if texts is not None else []
+        self.preference_sources = list(sources) if sources is not None else []
+        return self
+
+    def _fit(self, dataset: Dataset, **kwargs: Any) -> None:
+        if self._pref_vectors is None:
+            raise ModelError(
+                "LANE needs user preferences before fit: extract them with "
+                "whyrec.explain.PreferenceExtractor and call model.set_preferences(...)"
+            )
+        if self._pref_vectors.shape[0] != dataset.n_users:
+            raise ModelError(
+                f"preferences cover {self._pref_vectors.shape[0]} users but dataset "
+                f"{dataset.name!r} has {dataset.n_users}"
+            )
+        self._progress = kwargs.get("progress")
+        super()._fit(dataset, **kwargs)
+        self.training["encoder"] = getattr(self, "encoder_id", None)
+
+    _progress: bool | None = None
+
+    def build_module(
+        self, dataset: Dataset | None, state: dict[str, Any] | None = None
+    ) -> SequentialModule:
+        c = self.config
+        if state is not None:
+            prefs = state["user_prefs"]
+        else:
+            assert self._pref_vectors is not None
+            prefs = torch.from_numpy(self._pref_vectors)
+        if c.item_table == "text":
+            if state is not None:
+                vectors = torch.zeros(self.n_items, state["items.weight"].shape[1])
+            else:
+                assert dataset is not None
+                from whyrec.embed import encoder_from_config
+
+                encoder = encoder_from_config(c.encoder)
+                self.encoder_id = encoder.id
+                vectors = torch.from_numpy(
+                    encoder.encode(dataset.item_texts(c.text_fields), progress=self._progress)
+                )
+            items: Any = TextItemEmbedding(vectors, c.dim, center=c.center_text)
+        else:
+            items = IdItemEmbedding(self.n_items, c.dim)
+        if c.backbone == "sasrec":
+            backbone: Any = SASRecBackbone(
+                c.dim, max_len=c.max_len, n_blocks=c.n_blocks, n_heads=c.n_heads,
+                ffn_dim=c.ffn_dim, dropout=c.dropout,
+            )  # fmt: skip
+        else:
+            backbone = GRU4RecBackbone(
+                c.dim, max_len=c.max_len, n_layers=c.n_layers, dropout=c.dropout
+            )
+        return LaneModule(items, backbone, prefs, c.pref_heads, c.dropout)
+
+    # ------------------------------------------------------ serving new users
+    @contextlib.contextmanager
+    def using_preferences(self, vectors: np.ndarray) -> Iterator[None]:
+        """Within the block, histories without a user are scored with ``vectors`` (m, d)."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2:
+            raise ModelError(f"preference vectors must be (m, d), got shape {v.shape}")
+        self._override.vectors = v
+        try:
+            yield
+        finally:
+            self._override.vectors = None
+
+    def recommend(
+        self, user: int | None = None, *, preferences: np.ndarray | None = None, **kw: Any
+    ) -> Any:
+        """As :meth:`Recommender.recommend`; ``preferences`` (m, d) serves a new history."""
+        if preferences is None:
+            return super().recommend(user, **kw)
+        with self.using_preferences(preferences):
+            return super().recommend(None, **kw)
+
+    def score_batch(
+        self, histories: Sequence[np.ndarray], users: np.ndarray | None = None
+    ) -> np.ndarray:
+        override = getattr(self._override, "vectors", None)
+        if users is not None or override is None:
+            return super().score_batch(histories, users)
+        prefs = torch.from_numpy(
+            np.broadcast_to(override, (len(histories), *override.shape)).copy()
+        )
+        scores, _ = self._forward(histories, prefs)
+        return scores
+
+    def user_preference_vectors(self, user: int) -> np.ndarray:
+        """The stored ``(m, d)`` preference vectors of a known user."""
+        self._check_fitted()
+        u = self._check_user(user)
+        return self.module.user_prefs[u].numpy().copy()
+
+    # --------------------------------------------------------- explanations
+    def _forward(
+        self,
+        histories: Sequence[np.ndarray],
+        prefs: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All-item scores (B, n_items) and last-position weights (B, m)."""
+        self.module.eval()
+        x = torch.from_numpy(pad_left(histories, self.config.max_len))
+        width = max(int((x != 0).sum(1).max()), 1)
+        with torch.inference_mode():
+            table = self.module.item_table()
+            q, w = self.module.query_with(x[:, -width:], prefs, keep, table)
+            scores = q[:, -1] @ table[1:].T
+        return scores.numpy(), w[:, -1].numpy()
+
+    def _prefs_for(self, user: int | None, preferences: np.ndarray | None) -> np.ndarray:
+        if preferences is not None:
+            return np.asarray(preferences, dtype=np.float32)
+        if user is None:
+            raise ModelError("give a known user or explicit preference vectors")
+        return self.user_preference_vectors(user)
+
+    def preference_weights(
+        self,
+        user: int | None = None,
+        *,
+        history: Sequence[int] | None = None,
+        preferences: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """LANE's weights: softmax over the m preferences for the last-position query."""
+        self._check_fitted()
+        u, hist = self._resolve(user, history)
+        prefs = torch.from_numpy(self._prefs_for(u, preferences)[None])
+        return self._forward([hist], prefs)[1][0]
+
+    def attribution(
+        self,
+        item: int,
+        user: int | None = None,
+        *,
+        history: Sequence[int] | None = None,
+        preferences: np.ndarray | None = None,
+        top_history: int = 5,
+    ) -> Attribution:
+        """Item-specific evidence: the score and rank of ``item`` without each preference
+        and without each history item (the most recent ``max_len`` items)."""
+        self._check_fitted()
+        item = int(self._check_items([item], "item")[0])
+        u, hist = self._resolve(user, history)
+        pv = self._prefs_for(u, preferences)
+        m = pv.shape[0]
+        hist_win = np.asarray(hist[-self.config.max_len :])
+        seen = np.unique(hist)
+
+        def rank_of(scores: np.ndarray) -> np.ndarray:
+            s = scores.astype(np.float64).copy()
+            s[:, seen] = -np.inf
+            target = s[:, item : item + 1]
+            return (s > target).sum(1) + 1
+
+        base_scores, base_w = self._forward([hist], torch.from_numpy(pv[None]))
+        base_score = float(base_scores[0, item])
+        base_rank = int(rank_of(base_scores)[0])
+
+        keep = ~torch.eye(m, dtype=torch.bool)
+        p_scores, _ = self._forward([hist] * m, torch.from_numpy(np.repeat(pv[None], m, 0)), keep)
+        p_ranks = rank_of(p_scores)
+        prefs_out = [
+            {
+                "index": j,
+                "weight": float(base_w[0, j]),
+                "score_drop": base_score - float(p_scores[j, item]),
+                "rank_without": int(p_ranks[j]),
+            }
+            for j in range(m)
+        ]
+
+        hist_out: list[dict[str, Any]] = []
+        if len(hist_win) > 1:
+            variants = [np.delete(hist_win, i) for i in range(len(hist_win))]
+            h_scores, _ = self._forward(
+                variants, torch.from_numpy(np.repeat(pv[None], len(variants), 0))
+            )
+            h_ranks = rank_of(h_scores)
+            drops = base_score - h_scores[:, item]
+            offset = len(hist) - len(hist_win)
+            order = np.argsort(-drops, kind="stable")[:top_history]
+            hist_out = [
+                {
+                    "item": int(hist_win[i]),
+                    "position": int(offset + i),
+                    "score_drop": float(drops[i]),
+                    "rank_without": int(h_ranks[i]),
+                }
+                for i in order
+            ]
+        return Attribution(
+            item=item,
+            score=base_score,
+            rank=base_rank,
+            weights=[float(x) for x in base_w[0]],
+            preferences=prefs_out,
+            history=hist_out,
+        )
+
+    # -------------------------------------------------------------------- io
+    def _save_state(self, directory: Path) -> None:
+        super()._save_state(directory)
+        (directory / PREF_TEXTS_FILE).write_text(
+            json.dumps(
+                {"texts": self.preference_texts, "sources": self.preference_sources},
+                ensure_ascii=False,
+            )
+        )
+
+    def _load_state(self, directory: Path) -> None:
+        super()._load_state(directory)
+        f = directory / PREF_TEXTS_FILE
+        if f.is_file():
+            data = json.loads(f.read_text())
+            self.preference_texts = data.get("texts", [])
+            self.preference_sources = data.get("sources", [])
+        self._pref_vectors = self.module.user_prefs.numpy()

