@@ -29,7 +29,9 @@ def demo(
         "grounded fallback preferences. Use a larger number, or 943 for all, when time allows.",
     ),
     window: int = typer.Option(30, help="Most recent history titles shown to the LLM."),
-    epochs: int = typer.Option(40, help="Maximum training epochs per model (early stopping)."),
+    epochs: int = typer.Option(
+        15, help="Maximum training epochs per model (early stopping; full runs: bench/)."
+    ),
     explain_user: str = typer.Option(
         "", help="Source user id to explain (default: first sampled)."
     ),
