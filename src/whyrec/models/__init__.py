@@ -64,6 +64,7 @@ __all__ = [
     "create_model",
     "load_model",
     "model_class",
+    "register_model",
     "run_training",
 ]
 
