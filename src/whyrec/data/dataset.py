@@ -150,8 +150,13 @@ class Dataset:
 
     # ------------------------------------------------------------------- io
     def fingerprint(self) -> str:
-        """A short hash identifying the exact data (used to match model directories)."""
-        return str(self.manifest.get("fingerprint", ""))
+        """A short hash identifying the exact data (used to match model directories).
+
+        Computed on first use for a dataset that was never saved, then kept in the manifest.
+        """
+        if not self.manifest.get("fingerprint"):
+            self.manifest["fingerprint"] = _fingerprint(self)
+        return str(self.manifest["fingerprint"])
 
     def save(self, path: str | Path) -> Path:
         """Write the dataset directory atomically (a crash leaves no half-written dir)."""

@@ -258,6 +258,6 @@ def evaluate(
     return EvaluationReport(
         model=model.name,
         dataset=dataset.name,
-        fingerprint=dataset.fingerprint() or "unsaved",
+        fingerprint=dataset.fingerprint(),
         results=results,
     )

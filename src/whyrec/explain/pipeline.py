@@ -68,7 +68,7 @@ class PreferenceSet:
 
 def default_store(dataset: Dataset) -> Path:
     """Per-dataset preference store in the cache (shared by runs on the same data)."""
-    return cache_dir("preferences") / f"{dataset.name}-{dataset.fingerprint() or 'nofp'}.sqlite"
+    return cache_dir("preferences") / f"{dataset.name}-{dataset.fingerprint()}.sqlite"
 
 
 def extract_preferences(

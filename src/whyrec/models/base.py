@@ -377,13 +377,8 @@ class Recommender(ABC):
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
-    """The dataset's fingerprint; computed for in-memory datasets that were never saved."""
-    fp = dataset.fingerprint()
-    if not fp:
-        from whyrec.data.dataset import _fingerprint
-
-        fp = _fingerprint(dataset)
-    return fp
+    """The dataset's fingerprint (``Dataset.fingerprint`` also covers unsaved datasets)."""
+    return dataset.fingerprint()
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -34,12 +34,10 @@ from whyrec.errors import ConfigError, ModelError
 from whyrec.models.backbones import (
     GRU4RecBackbone,
     IdItemEmbedding,
-    SASRecBackbone,
     SequentialModule,
-    TextItemEmbedding,
 )
-from whyrec.models.sasrec import SASRecTextConfig
-from whyrec.models.sequential import SequentialRecommender, pad_left
+from whyrec.models.sasrec import SASRecText, SASRecTextConfig
+from whyrec.models.sequential import pad_left
 
 PREFS_FILE = "preferences.npz"
 PREF_TEXTS_FILE = "preferences.json"
@@ -159,7 +157,7 @@ class Attribution:
         }
 
 
-class Lane(SequentialRecommender):
+class Lane(SASRecText):
     """LANE: semantic-title sequence model + alignment with per-user preferences."""
 
     name = "lane"
@@ -200,11 +198,7 @@ class Lane(SequentialRecommender):
                 f"preferences cover {self._pref_vectors.shape[0]} users but dataset "
                 f"{dataset.name!r} has {dataset.n_users}"
             )
-        self._progress = kwargs.get("progress")
         super()._fit(dataset, **kwargs)
-        self.training["encoder"] = getattr(self, "encoder_id", None)
-
-    _progress: bool | None = None
 
     def build_module(
         self, dataset: Dataset | None, state: dict[str, Any] | None = None
@@ -216,25 +210,11 @@ class Lane(SequentialRecommender):
             assert self._pref_vectors is not None
             prefs = torch.from_numpy(self._pref_vectors)
         if c.item_table == "text":
-            if state is not None:
-                vectors = torch.zeros(self.n_items, state["items.weight"].shape[1])
-            else:
-                assert dataset is not None
-                from whyrec.embed import encoder_from_config
-
-                encoder = encoder_from_config(c.encoder)
-                self.encoder_id = encoder.id
-                vectors = torch.from_numpy(
-                    encoder.encode(dataset.item_texts(c.text_fields), progress=self._progress)
-                )
-            items: Any = TextItemEmbedding(vectors, c.dim, center=c.center_text)
+            items: Any = self.text_item_table(dataset, state)
         else:
             items = IdItemEmbedding(self.n_items, c.dim)
         if c.backbone == "sasrec":
-            backbone: Any = SASRecBackbone(
-                c.dim, max_len=c.max_len, n_blocks=c.n_blocks, n_heads=c.n_heads,
-                ffn_dim=c.ffn_dim, dropout=c.dropout,
-            )  # fmt: skip
+            backbone: Any = self._backbone()
         else:
             backbone = GRU4RecBackbone(
                 c.dim, max_len=c.max_len, n_layers=c.n_layers, dropout=c.dropout

@@ -89,16 +89,17 @@ class SASRecText(SASRec):
         self.encoder_id = encoder.id
         return encoder.encode(dataset.item_texts(self.config.text_fields), progress=progress)
 
-    def build_module(
+    def text_item_table(
         self, dataset: Dataset | None, state: dict[str, Any] | None = None
-    ) -> SequentialModule:
+    ) -> TextItemEmbedding:
+        """The semantic item table from the encoder (at fit) or shaped for ``state`` (at load)."""
         if state is not None:
             vectors = torch.zeros(self.n_items, state["items.weight"].shape[1])
         else:
             assert dataset is not None
             vectors = torch.from_numpy(self.item_text_vectors(dataset, self._progress))
         c = self.config
-        items = TextItemEmbedding(
+        return TextItemEmbedding(
             vectors,
             c.dim,
             center=c.center_text,
@@ -106,7 +107,11 @@ class SASRecText(SASRec):
             id_residual=c.id_residual,
             projection=c.projection,
         )
-        return SequentialModule(items, self._backbone())
+
+    def build_module(
+        self, dataset: Dataset | None, state: dict[str, Any] | None = None
+    ) -> SequentialModule:
+        return SequentialModule(self.text_item_table(dataset, state), self._backbone())
 
     _progress: bool | None = None
 
