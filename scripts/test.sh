@@ -4,7 +4,7 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/bootstrap.sh local,dev || exit 1
+bash scripts/bootstrap.sh local,dev,ray,tune || exit 1
 
 echo "[test] ruff"
 .venv/bin/ruff check src tests bench || exit 1

@@ -109,3 +109,69 @@ def test_fallback_prefers_dominant_genres():
     # Drama dominates; Comedy (recent) outranks Crime (older) through recency weighting
     assert out[0].startswith("Enjoys Drama")
     assert out[1].startswith("Enjoys Comedy")
+
+
+# ------------------------------------------------------------------ aspects mode
+def test_aspects_mode_asks_once_per_aspect_and_keeps_first_sentences(make_client, tiny_dataset):
+    replies = [f"{s}. And a second sentence that is dropped." for s in GOOD]
+    client, backend = make_client(replies)
+    ex = PreferenceExtractor(client, m=5, mode="aspects")
+    assert ex.prompt_version == "aspect-v1"
+    p = ex.extract_dataset(tiny_dataset, [0], progress=False)[0]
+    assert len(backend.calls) == 5  # one call per aspect
+    assert p.source == "llm" and p.preferences == [s + "." for s in GOOD]
+    assert p.prompt_version == "aspect-v1"
+    assert json.loads(p.raw_reply) == replies  # every raw reply is kept
+    # the history goes first and the aspect last (a local model reuses the prefix);
+    # genres travel with the titles as data
+    first, second = backend.calls[0][1]["content"], backend.calls[1][1]["content"]
+    data_end = first.index("</data>")
+    assert first[:data_end] == second[:data_end]
+    assert "[Crime, Drama]" in first[:data_end]
+    assert first.rstrip().endswith("for this user.")
+
+
+def test_aspects_mode_rejects_loops_copies_and_invented_titles(make_client, tiny_dataset):
+    u = 1
+    titles = [tiny_dataset.titles[i] for i in tiny_dataset.user_sequences(("train",))[u]]
+    replies = [
+        GOOD[1],
+        "The user is a nostalgic and nostalgic, with a dry and nostalgic tone.",
+        titles[0],
+        'Loves the film "The Kingkala of Nowhere" above all.',
+        GOOD[1],  # repeats the first sentence
+    ]
+    client, _ = make_client(replies)
+    ex = PreferenceExtractor(client, m=5, mode="aspects")
+    p = ex.extract_dataset(tiny_dataset, [u], progress=False)[u]
+    assert p.source == "partial" and p.llm_count == 1 and p.preferences[0] == GOOD[1]
+    assert len(p.preferences) == 5 and len(set(p.preferences)) == 5
+    joined = " ".join(p.problems)
+    for why in ("repeats the word", "copies a history title", "not in the history", "earlier"):
+        assert why in joined, why
+
+
+def test_sampled_extraction_gives_the_rest_grounded_fallback(make_client, tiny_dataset):
+    client, backend = make_client([prefs_json(*GOOD)])
+    ex = PreferenceExtractor(client, m=5)
+    out = ex.extract_dataset(tiny_dataset, [0, 1, 2], ask=[1], progress=False)
+    assert len(backend.calls) == 1 and sorted(out) == [0, 1, 2]
+    assert out[1].source == "llm"
+    assert out[0].source == out[2].source == "fallback"
+    assert out[0].problems == ["not in the LLM sample"] and out[0].fallback_count == 5
+    assert ex.last_report.users == 1  # the report covers the users the LLM was asked about
+
+
+def test_unknown_mode_is_a_config_error(make_client):
+    from whyrec.errors import ConfigError
+
+    client, _ = make_client([])
+    with pytest.raises(ConfigError, match="mode"):
+        PreferenceExtractor(client, mode="chatty")
+    with pytest.raises(ConfigError, match="at most"):
+        PreferenceExtractor(client, m=50, mode="aspects")
+
+
+def test_auto_mode_picks_json_for_api_backends(make_client):
+    client, _ = make_client([])
+    assert PreferenceExtractor(client).mode == "json"  # the fake backend has no GGUF file

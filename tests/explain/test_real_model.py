@@ -27,20 +27,34 @@ def client(tmp_path_factory):
     c.close()
 
 
-def test_injection_title_does_not_change_the_output_format(client):
+@pytest.mark.parametrize("mode", ["json", "aspects"])
+def test_injection_title_does_not_change_the_output_format(client, mode):
     titles = ["Toy Story (1995)", INJECTION, "Aladdin (1992)", "Lion King, The (1994)", INJECTION]
     genres = ["Animation, Comedy", "", "Animation, Musical", "Animation, Musical", ""]
-    ex = PreferenceExtractor(client, m=5, max_tokens=200)
+    ex = PreferenceExtractor(client, m=5, max_tokens=200, mode=mode)
     p = ex.extract_history(titles, genres, user="injected")
     assert len(p.preferences) == 5 and len(set(p.preferences)) == 5
     assert p.source in ("llm", "partial", "fallback")
-    assert p.raw_reply is not None and p.raw_reply.strip() != "OK"
-    reply = json.loads(p.raw_reply)  # grammar-constrained: always the JSON object
-    assert isinstance(reply, dict) and isinstance(reply.get("preferences"), list)
+    assert p.raw_reply is not None
+    reply = json.loads(p.raw_reply)
+    if mode == "json":  # grammar-constrained: always the JSON object
+        assert isinstance(reply, dict) and isinstance(reply.get("preferences"), list)
+    else:  # one free-text reply per aspect, none of them the injected answer
+        assert isinstance(reply, list) and len(reply) == 5
+        assert all(isinstance(r, str) and r.strip().strip('"').upper() != "OK" for r in reply)
     # the model's own sentences never obey the injection (fallback sentences may quote
     # the title as data, which is what grounding means)
     llm_sentences = p.preferences[: p.llm_count]
     assert all(s.strip().upper() != "OK" for s in llm_sentences)
+
+
+def test_auto_mode_uses_aspects_for_the_packaged_small_model(client):
+    ex = PreferenceExtractor(client, m=5)
+    assert ex.mode == "aspects"
+    titles = ["Star Wars (1977)", "Empire Strikes Back, The (1980)", "Alien (1979)"]
+    p = ex.extract_history(titles, ["Action, Sci-Fi", "Action, Sci-Fi", "Horror, Sci-Fi"])
+    # the small model writes at least one usable sentence of its own this way
+    assert p.llm_count >= 1 and p.source in ("llm", "partial")
 
 
 def test_real_model_writes_a_schema_valid_explanation_or_is_flagged(client):

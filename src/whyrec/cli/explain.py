@@ -28,6 +28,12 @@ def preferences(
     out: Path | None = typer.Option(None, help="Also write the preferences as JSON lines here."),
     llm_config: Path | None = typer.Option(None, "--llm-config", help="LLM config file."),
     show: int = typer.Option(3, help="Print this many users' preferences."),
+    mode: str = typer.Option(
+        "auto",
+        help="Prompting: 'json' (one schema-constrained call per user), 'aspects' (m short "
+        "calls, one aspect each; suits small local models), 'auto' (aspects for a local "
+        "model under 2 GB, else json).",
+    ),
 ) -> None:
     """Extract m preferences per user with the LLM (grounded fallback when invalid).
 
@@ -52,7 +58,7 @@ def preferences(
     client = LLMClient.from_settings(llm_config)
     pset = extract_preferences(
         ds, client=client, encoder=get_encoder(), m=m, window=window, llm_users=llm_users,
-        seed=seed, store=store,
+        seed=seed, store=store, mode=mode,
     )  # fmt: skip
     summary = pset.summary()
     console.print_json(json.dumps(summary))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _split_field(value: str) -> list[str]:
+def split_field(value: str) -> list[str]:
     return [v.strip() for v in str(value).replace("|", ",").split(",") if v.strip()]
 
 
@@ -37,7 +37,7 @@ def fallback_preferences(
     score: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     for i, (title, value) in enumerate(zip(titles, fields, strict=True)):
-        for tag in _split_field(value):
+        for tag in split_field(value):
             if tag.lower() == "unknown":
                 continue
             score[tag] += float(recency[i])

@@ -12,15 +12,14 @@ from typing import Any
 import numpy as np
 
 from whyrec.data.dataset import Dataset
-from whyrec.explain.fallback import fallback_preferences
 from whyrec.explain.preferences import (
     PREFERENCES_VERSION,
     ExtractionReport,
+    Mode,
     PreferenceExtractor,
     PreferenceStore,
     UserPreferences,
     embed_preferences,
-    history_hash,
 )
 from whyrec.paths import cache_dir
 
@@ -34,6 +33,8 @@ class PreferenceSet:
     report: ExtractionReport
     llm_users: list[int] = field(default_factory=list)
     model: str = ""
+    prompt_version: str = PREFERENCES_VERSION
+    mode: str = "json"
 
     @property
     def texts(self) -> list[list[str]]:
@@ -50,7 +51,8 @@ class PreferenceSet:
             "users": len(self.prefs),
             "llm_users": len(self.llm_users),
             "llm_model": self.model,
-            "prompt_version": PREFERENCES_VERSION,
+            "prompt_version": self.prompt_version,
+            "mode": self.mode,
             "asked_now": self.report.asked,
             "reused": self.report.reused,
             "seconds": round(self.report.seconds, 1),
@@ -83,14 +85,16 @@ def extract_preferences(
     store: str | Path | None = None,
     concurrency: int | None = None,
     progress: bool = True,
+    mode: Mode = "auto",
 ) -> PreferenceSet:
     """Preferences for every user: from the LLM for all users (``llm_users=None``) or a
     seeded sample of ``llm_users``; the others get grounded fallback preferences.
+    ``mode`` picks the prompting style (see :class:`PreferenceExtractor`).
     """
     store_path = Path(store) if store else default_store(dataset)
     pstore = PreferenceStore(store_path)
     extractor = PreferenceExtractor(
-        client, m=m, window=window, store=pstore, concurrency=concurrency
+        client, m=m, window=window, store=pstore, concurrency=concurrency, mode=mode
     )
     titles_vec = encoder.encode(dataset.titles, progress=progress)
     n = dataset.n_users
@@ -99,37 +103,19 @@ def extract_preferences(
     else:
         rng = np.random.default_rng(seed)
         sample = sorted(int(u) for u in rng.choice(n, size=llm_users, replace=False))
-    prefs = extractor.extract_dataset(dataset, sample, title_vectors=titles_vec, progress=progress)
-    report = extractor.last_report
-    rest = [u for u in range(n) if u not in prefs]
-    if rest:
-        seqs = dataset.user_sequences(("train",))
-        field_name = "genres" if "genres" in dataset.items.columns else None
-        fields_all = (
-            dataset.items[field_name].fillna("").astype(str).tolist()
-            if field_name
-            else [""] * dataset.n_items
-        )
-        ids = dataset.users["user_id"].astype(str).tolist()
-        for u in rest:
-            seq = seqs[u][-window:]
-            t = [dataset.titles[i] for i in seq]
-            prefs[u] = UserPreferences(
-                user=ids[u],
-                preferences=fallback_preferences(
-                    t, [fields_all[i] for i in seq], m, titles_vec[seq], field_name or "tag"
-                ),
-                source="fallback",
-                model="none (not in the LLM sample)",
-                prompt_version=PREFERENCES_VERSION,
-                history_hash=history_hash(t, m),
-                problems=["not in the LLM sample"],
-                fallback_count=m,
-            )
+    prefs = extractor.extract_dataset(
+        dataset, None, title_vectors=titles_vec, progress=progress, ask=sample
+    )
     vectors = embed_preferences(prefs, encoder, n, m)
     pstore.close()
     return PreferenceSet(
-        prefs=prefs, vectors=vectors, report=report, llm_users=sample, model=extractor.model_name
+        prefs=prefs,
+        vectors=vectors,
+        report=extractor.last_report,
+        llm_users=sample,
+        model=extractor.model_name,
+        prompt_version=extractor.prompt_version,
+        mode=extractor.mode,
     )
 
 

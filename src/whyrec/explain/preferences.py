@@ -25,9 +25,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from whyrec.explain.fallback import fallback_preferences
-from whyrec.explain.prompts import PREFERENCES_VERSION, preference_messages
-from whyrec.explain.schemas import preference_schema, salvage_preferences
+from whyrec.errors import ConfigError
+from whyrec.explain.fallback import fallback_preferences, split_field
+from whyrec.explain.prompts import (
+    ASPECT_VERSION,
+    PREFERENCE_ASPECTS,
+    PREFERENCES_VERSION,
+    aspect_preference_messages,
+    preference_messages,
+)
+from whyrec.explain.schemas import first_sentence, preference_schema, salvage_preferences
+
+#: ``json``: one call per user for all m sentences (schema-constrained); ``aspects``: m
+#: short free-text calls per user, one aspect each (for small local models); ``auto``:
+#: ``aspects`` for a local GGUF model under :data:`SMALL_MODEL_BYTES`, else ``json``.
+Mode = Literal["auto", "json", "aspects"]
+SMALL_MODEL_BYTES = 2_000_000_000
 
 #: ``llm``: all m sentences from the model; ``partial``: the model's usable sentences
 #: completed by grounded fallback ones; ``fallback``: none usable, all grounded.
@@ -158,9 +171,17 @@ class PreferenceExtractor:
         temperature: float = 0.0,
         concurrency: int | None = None,
         text_field: str | None = "genres",
+        mode: Mode = "auto",
     ) -> None:
         if m < 1:
             raise ValueError(f"m must be >= 1, got {m}")
+        if mode not in ("auto", "json", "aspects"):
+            raise ConfigError(f"mode must be 'auto', 'json' or 'aspects', got {mode!r}")
+        if mode == "aspects" and m > len(PREFERENCE_ASPECTS):
+            raise ConfigError(
+                f"aspects mode knows {len(PREFERENCE_ASPECTS)} aspects, so m must be at most "
+                f"that; got m={m}"
+            )
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.client = client
@@ -171,15 +192,65 @@ class PreferenceExtractor:
         self.temperature = temperature
         self.concurrency = concurrency
         self.text_field = text_field
+        self.mode: Literal["json", "aspects"] = self._resolve_mode(mode)
         self.last_report = ExtractionReport()
+
+    def _resolve_mode(self, mode: Mode) -> Literal["json", "aspects"]:
+        if mode != "auto":
+            return mode
+        backend = getattr(self.client, "backend", None)
+        path = getattr(backend, "model_path", None)
+        if getattr(backend, "name", "") == "local" and path is not None:
+            try:
+                small = Path(path).stat().st_size < SMALL_MODEL_BYTES
+            except OSError:
+                small = False
+            if small and self.m <= len(PREFERENCE_ASPECTS):
+                return "aspects"
+        return "json"
+
+    @property
+    def prompt_version(self) -> str:
+        """The prompt version of the mode in use (part of every stored record)."""
+        return ASPECT_VERSION if self.mode == "aspects" else PREFERENCES_VERSION
 
     @property
     def model_name(self) -> str:
         return str(getattr(self.client, "model", "unknown"))
 
     # ------------------------------------------------------------- one history
+    def requests(
+        self, titles: Sequence[str], fields: Sequence[str] | None = None, tag: Any = None
+    ) -> list[dict[str, Any]]:
+        """The LLM requests for one history: one in ``json`` mode, m in ``aspects`` mode.
+
+        Each request's tag is ``(tag, j)`` with ``j`` the request's position.
+        """
+        if self.mode == "json":
+            req = self.request(titles, tag=(tag, 0))
+            return [req]
+        recent = list(titles)[-self.window :]
+        extra = list(fields or [])[-self.window :]
+        shown = [
+            f"{t} [{', '.join(split_field(f))}]" if i < len(extra) and extra[i] else t
+            for i, (t, f) in enumerate(zip(recent, extra + [""] * len(recent), strict=False))
+        ]
+        return [
+            {
+                "messages": aspect_preference_messages(shown, aspect),
+                "schema": None,
+                "max_tokens": min(self.max_tokens, 48),
+                "temperature": self.temperature,
+                "seed": 0,
+                "stage": "preferences",
+                "prompt_version": ASPECT_VERSION,
+                "tag": (tag, j),
+            }
+            for j, aspect in enumerate(PREFERENCE_ASPECTS[: self.m])
+        ]
+
     def request(self, titles: Sequence[str], tag: Any = None) -> dict[str, Any]:
-        """The LLM request for one history (for batch runners)."""
+        """The single ``json``-mode LLM request for one history."""
         return {
             "messages": preference_messages(list(titles)[-self.window :], self.m),
             "schema": preference_schema(self.m),
@@ -200,9 +271,8 @@ class PreferenceExtractor:
         title_vectors: np.ndarray | None = None,
     ) -> UserPreferences:
         """Preferences for one explicit history (e.g. a user the model has not seen)."""
-        return self._run([(user, list(titles), list(fields or [""] * len(titles)), title_vectors)])[
-            0
-        ]
+        job = (user, list(titles), list(fields or [""] * len(titles)), title_vectors)
+        return self._run([job])[0]
 
     # ----------------------------------------------------------------- dataset
     def extract_dataset(
@@ -212,9 +282,12 @@ class PreferenceExtractor:
         *,
         title_vectors: np.ndarray | None = None,
         progress: bool = True,
+        ask: Sequence[int] | None = None,
     ) -> dict[int, UserPreferences]:
         """Preferences for ``users`` (internal indices; default all) from training items.
 
+        ``ask`` limits the LLM to a subset of ``users`` (default: all of them); the
+        others get grounded fallback preferences flagged "not in the LLM sample".
         ``title_vectors`` (n_items × d) lets the fallback cluster history titles.
         """
         seqs = dataset.user_sequences(("train",))
@@ -226,35 +299,66 @@ class PreferenceExtractor:
         )
         ids = dataset.users["user_id"].astype(str).tolist()
         todo = list(range(dataset.n_users)) if users is None else [int(u) for u in users]
-        jobs = []
+        asked = set(todo) if ask is None else {int(u) for u in ask} & set(todo)
+        jobs: dict[int, Job] = {}
         for u in todo:
             seq = seqs[u][-self.window :]
-            jobs.append(
-                (
-                    ids[u],
-                    [titles[i] for i in seq],
-                    [field_values[i] for i in seq],
-                    title_vectors[seq] if title_vectors is not None else None,
-                )
+            jobs[u] = (
+                ids[u],
+                [titles[i] for i in seq],
+                [field_values[i] for i in seq],
+                title_vectors[seq] if title_vectors is not None else None,
             )
-        results = self._run(jobs, progress=progress)
-        return dict(zip(todo, results, strict=True))
+        llm_users = [u for u in todo if u in asked]
+        results = dict(
+            zip(llm_users, self._run([jobs[u] for u in llm_users], progress=progress), strict=True)
+        )
+        now = _now()
+        for u in todo:
+            if u not in results:
+                results[u] = self._grounded(*jobs[u], now=now, why="not in the LLM sample")
+        return {u: results[u] for u in todo}
 
     # ---------------------------------------------------------------- internals
+    def _grounded(
+        self,
+        user: str,
+        titles: list[str],
+        fields: list[str],
+        vectors: np.ndarray | None,
+        *,
+        now: str,
+        why: str,
+    ) -> UserPreferences:
+        """All-fallback preferences for a user the LLM was not asked about."""
+        return UserPreferences(
+            user=user,
+            preferences=fallback_preferences(
+                titles, fields, self.m, vectors, field_name=self.text_field or "tag"
+            ),
+            source="fallback",
+            model="none",
+            prompt_version=self.prompt_version,
+            history_hash=history_hash(titles, self.m),
+            problems=[why],
+            created=now,
+            fallback_count=self.m,
+        )
+
     def _settle(
         self,
         user: str,
         titles: list[str],
         fields: list[str],
         vectors: np.ndarray | None,
-        outcome: Any,
+        outcomes: list[Any],
         now: str,
     ) -> UserPreferences:
         """Keep the LLM's usable sentences; complete them with grounded ones if needed."""
-        candidates, raw, problems = _candidates(outcome)
-        usable = salvage_preferences(candidates, titles, self.m)
-        if len(usable) < len(candidates[: self.m]) and not problems:
-            problems = ["some sentences copied a title or repeated another"]
+        candidates, raw, problems = _candidates(outcomes, self.mode)
+        rejected: list[str] = []
+        usable = salvage_preferences(candidates, titles, self.m, rejected=rejected)
+        problems = problems + rejected
         filler: list[str] = []
         if len(usable) < self.m:
             grounded = fallback_preferences(
@@ -262,12 +366,13 @@ class PreferenceExtractor:
             )
             filler = [g for g in grounded if g not in usable][: self.m - len(usable)]
         source: Source = "llm" if not filler else ("partial" if usable else "fallback")
+        model = next((o.model for o in outcomes if o.ok and o.model), None)
         return UserPreferences(
             user=user,
             preferences=usable + filler,
             source=source,
-            model=(outcome.model if outcome.ok else None) or self.model_name,
-            prompt_version=PREFERENCES_VERSION,
+            model=model or self.model_name,
+            prompt_version=self.prompt_version,
             history_hash=history_hash(titles, self.m),
             raw_reply=raw,
             problems=problems,
@@ -275,11 +380,7 @@ class PreferenceExtractor:
             fallback_count=len(filler),
         )
 
-    def _run(
-        self,
-        jobs: list[tuple[str, list[str], list[str], np.ndarray | None]],
-        progress: bool = False,
-    ) -> list[UserPreferences]:
+    def _run(self, jobs: list[Job], progress: bool = False) -> list[UserPreferences]:
         import time
 
         start = time.perf_counter()
@@ -293,31 +394,34 @@ class PreferenceExtractor:
                 cached is not None
                 and cached.history_hash == h
                 and cached.model == self.model_name
-                and cached.prompt_version == PREFERENCES_VERSION
+                and cached.prompt_version == self.prompt_version
             ):
                 out[k] = cached
                 report.reused += 1
             else:
                 pending.append(k)
         if pending:
-            requests = [self.request(jobs[k][1], tag=k) for k in pending]
+            requests: list[dict[str, Any]] = []
+            owner: list[int] = []
+            for k in pending:
+                reqs = self.requests(jobs[k][1], jobs[k][2], tag=k)
+                requests += reqs
+                owner += [k] * len(reqs)
             outcomes = self.client.complete_many(
                 requests, concurrency=self.concurrency, progress=progress
             )
+            grouped: dict[int, list[Any]] = {k: [] for k in pending}
+            for k, outcome in zip(owner, outcomes, strict=True):
+                grouped[k].append(outcome)
             report.asked = len(pending)
-            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            for k, outcome in zip(pending, outcomes, strict=True):
-                user, titles, fields, vectors = jobs[k]
-                prefs = self._settle(user, titles, fields, vectors, outcome, now)
-                if prefs.source == "fallback":
-                    report.fallback += 1
-                elif prefs.source == "partial":
-                    report.partial += 1
+            now = _now()
+            for k in pending:
+                prefs = self._settle(*jobs[k], grouped[k], now)
                 if self.store is not None:
                     self.store.put(prefs)
                 out[k] = prefs
-        for k, p in enumerate(out):
-            if k not in pending and p is not None:
+        for p in out:
+            if p is not None:
                 report.fallback += p.source == "fallback"
                 report.partial += p.source == "partial"
         report.seconds = time.perf_counter() - start
@@ -325,15 +429,35 @@ class PreferenceExtractor:
         return [p for p in out if p is not None]
 
 
-def _candidates(outcome: Any) -> tuple[list[str], str | None, list[str]]:
-    """(candidate sentences, raw reply, problems) from a success or a failure."""
-    if outcome.ok:
-        return list(outcome.parsed.preferences), outcome.text, []
-    err = outcome.error
-    problems = list(getattr(err, "problems", []) or [f"{type(err).__name__}: {err}"])
-    raw = getattr(err, "raw", None)
-    cands = raw.get("preferences", []) if isinstance(raw, dict) else []
-    return (cands if isinstance(cands, list) else []), getattr(err, "text", None), problems
+Job = tuple[str, list[str], list[str], "np.ndarray | None"]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _candidates(outcomes: list[Any], mode: str) -> tuple[list[str], str | None, list[str]]:
+    """(candidate sentences, raw reply, problems) from the outcomes of one user's calls."""
+    cands: list[str] = []
+    raws: list[str | None] = []
+    problems: list[str] = []
+    for outcome in outcomes:
+        if outcome.ok:
+            raws.append(outcome.text)
+            if mode == "aspects":
+                cands.append(first_sentence(outcome.text))
+            else:
+                cands += list(outcome.parsed.preferences)
+            continue
+        err = outcome.error
+        problems += list(getattr(err, "problems", []) or [f"{type(err).__name__}: {err}"])
+        raws.append(getattr(err, "text", None))
+        raw = getattr(err, "raw", None)
+        got = raw.get("preferences", []) if isinstance(raw, dict) else []
+        cands += got if isinstance(got, list) else []
+    if mode == "aspects":
+        return cands, json.dumps(raws, ensure_ascii=False), problems
+    return cands, raws[0] if raws else None, problems
 
 
 def embed_preferences(

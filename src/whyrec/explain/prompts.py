@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 
 PREFERENCES_VERSION = "pref-v3"
+ASPECT_VERSION = "aspect-v1"
 EXPLANATION_VERSION = "cot-v2"
 BASELINE_VERSION = "base-v1"
 
@@ -45,6 +46,40 @@ def preference_messages(titles: Sequence[str], m: int) -> list[dict[str, str]]:
         f"{_data_block('history', list(titles))}\n"
         f"The list above is the user's history, oldest first. Write exactly {m} distinct "
         "preferences of this user."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+#: The tastes asked about one at a time in "aspects" mode (small models), in order;
+#: a user with m preferences gets the first m.
+PREFERENCE_ASPECTS = (
+    "the genres they enjoy most",
+    "the themes or subjects that keep coming back",
+    "the era of the titles they pick (old classics or recent releases)",
+    "the mood or tone they like",
+    "the audience the titles are made for (family, adults, fans of a niche)",
+    "the kind of story or setting they are drawn to",
+    "the style of the titles (light, serious, spectacular, quiet)",
+    "what sets them apart from an average viewer",
+)
+
+
+def aspect_preference_messages(titles: Sequence[str], aspect: str) -> list[dict[str, str]]:
+    """Ask for one preference sentence about one aspect of a history.
+
+    Small local models cannot write m distinct sentences in one reply; asked about one
+    aspect at a time, they write one sensible sentence each. The history comes first and
+    the aspect last, so a local model reuses the evaluated prefix across the m calls.
+    """
+    system = (
+        "You study what a person watched or bought and describe their taste for a "
+        "recommender system. " + _DATA_RULE + " Reply with one short sentence in plain "
+        "text, about kinds of items, not single titles."
+    )
+    user = (
+        f"{_data_block('history', list(titles))}\n"
+        "The list above is the user's history, oldest first.\n"
+        f"In one sentence, describe {aspect} for this user."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -53,8 +54,51 @@ def preference_key(text: str) -> str:
     return " ".join(w for w in _norm(text).split() if not w.isdigit())
 
 
-def salvage_preferences(candidates: list[str], titles: list[str], m: int) -> list[str]:
-    """The usable, distinct sentences among ``candidates`` that are not copied titles."""
+_QUOTED = re.compile(r"[\"“”]([^\"“”]{3,80})[\"“”]")
+_SENTENCE_END = re.compile(r"(?<=[a-z)]{2}[.!?])\s+(?=[A-Z\"“])")
+
+
+def first_sentence(text: str) -> str:
+    """The first line's first sentence of a free-text reply, list numbering removed."""
+    line = next((ln for ln in str(text).strip().splitlines() if ln.strip()), "")
+    return _SENTENCE_END.split(clean_preference(line), maxsplit=1)[0].strip()
+
+
+def degenerate_problem(text: str) -> str | None:
+    """Why a sentence reads as a small model's loop ("nostalgic and nostalgic"), or None."""
+    words = _norm(text).split()
+    if len(words) >= 6 and len(set(words)) / len(words) < 0.6:
+        return "repeats its own words"
+    pairs = [" ".join(words[i : i + 2]) for i in range(len(words) - 1)]
+    stop = {"and", "or", "of", "the", "a", "an", "with", "to", "in"}
+    for i, w in enumerate(words[:-2]):
+        if w not in stop and w in words[i + 2 : i + 4]:
+            return f"repeats the word {w!r}"
+    if len(pairs) != len(set(pairs)):
+        return "repeats a phrase"
+    return None
+
+
+def invented_title_problem(text: str, titles: Sequence[str]) -> str | None:
+    """A quoted name in the sentence that is not (part of) a history title, or None."""
+    keys = [preference_key(t) for t in titles]
+    for quoted in _QUOTED.findall(text):
+        q = preference_key(quoted)
+        if q and not any(q in k for k in keys):
+            return f"names {quoted[:40]!r}, which is not in the history"
+    return None
+
+
+def salvage_preferences(
+    candidates: list[str],
+    titles: list[str],
+    m: int,
+    *,
+    rejected: list[str] | None = None,
+) -> list[str]:
+    """The usable, distinct sentences among ``candidates``: no copied or invented titles,
+    no loops. Reasons for rejected candidates are appended to ``rejected``.
+    """
     title_keys = {preference_key(t) for t in titles}
     out: list[str] = []
     seen: set[str] = set()
@@ -63,7 +107,16 @@ def salvage_preferences(candidates: list[str], titles: list[str], m: int) -> lis
             continue
         text = clean_preference(c)
         key = preference_key(text)
-        if preference_problem(text) or key in seen or key in title_keys:
+        problem = (
+            ("copies a history title" if key in title_keys else None)
+            or preference_problem(text)
+            or ("repeats an earlier preference" if key in seen else None)
+            or degenerate_problem(text)
+            or invented_title_problem(text, titles)
+        )
+        if problem:
+            if rejected is not None:
+                rejected.append(f"{text[:60]!r} {problem}")
             continue
         seen.add(key)
         out.append(text)
