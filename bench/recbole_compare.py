@@ -222,12 +222,10 @@ def report(out: Path) -> None:
         "early-stopping on validation NDCG@10 with patience 10; RecBole with its SASRec "
         "defaults and per-epoch full validation. Test metrics, full ranking over all items.",
         "",
-        "| run | HR@10 | NDCG@10 | MRR@10 | epochs | s/epoch (median) | train wall s | train CPU s |",
+        "| run | HR@10 | NDCG@10 | MRR@10 | epochs | s/epoch (median) | train wall s "
+        "| train CPU s |",
         "|---|---|---|---|---|---|---|---|",
-        *[
-            "| " + " | ".join("–" if v is None else str(v) for v in row) + " |"
-            for row in rows
-        ],
+        *["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows],
         "",
         f"whyrec median over {len(ours)} seed(s): NDCG@10 {w_ndcg:.4f} vs RecBole "
         f"{rb['test']['ndcg@10']:.4f} (ratio {w_ndcg / rb['test']['ndcg@10']:.2f}); training "
