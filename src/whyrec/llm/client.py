@@ -423,6 +423,9 @@ class LLMClient:
             except (TypeError, ValueError) as exc:
                 reqs.append(LLMFailure(error=exc, stage="default"))
         workers = max(1, concurrency or self.settings.concurrency)
+        # a backend that serialises calls (one in-process model) gains nothing from
+        # threads, and in-order calls let it reuse the evaluated prompt prefix
+        workers = min(workers, getattr(self.backend, "max_concurrency", None) or workers)
         outcomes: list[LLMOutcome | None] = [None] * len(reqs)
         bar = None
         if progress:

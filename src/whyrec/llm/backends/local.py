@@ -62,6 +62,8 @@ class LocalBackend:
     """llama-cpp-python over one GGUF file, loaded on first use."""
 
     name = "local"
+    #: one model instance decodes one sequence at a time (calls are serialised)
+    max_concurrency = 1
 
     def __init__(self, settings: LLMSettings) -> None:
         path = Path(settings.model_path).expanduser() if settings.model_path else None
