@@ -6,6 +6,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh local,dev,ray,tune || exit 1
 
+# the browser tests drive Debian's Chromium; CI must have it, a local run may skip them
+if ! bash scripts/ensure_chromium.sh; then
+    if [ -n "${CI:-}" ]; then exit 1; fi
+    echo "[test] warning: no Chromium; the browser tests will be skipped" >&2
+fi
+
 echo "[test] ruff"
 .venv/bin/ruff check src tests bench || exit 1
 .venv/bin/ruff format --check src tests bench || exit 1

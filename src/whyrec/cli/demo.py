@@ -28,7 +28,9 @@ def demo(
         help="Users whose preferences the LLM extracts (seeded sample); the others get "
         "grounded fallback preferences. Use a larger number, or 943 for all, when time allows.",
     ),
-    window: int = typer.Option(30, help="Most recent history titles shown to the LLM."),
+    window: int = typer.Option(
+        20, help="Most recent history titles shown to the LLM (the LANE benchmark uses 20 too)."
+    ),
     epochs: int = typer.Option(
         15, help="Maximum training epochs per model (early stopping; full runs: bench/)."
     ),

@@ -1,0 +1,267 @@
+"""The HTTP API (FastAPI) and the web page, over :class:`whyrec.serve.service.RecService`.
+
+``create_app(settings)`` loads the run and opens the store at once (so a bad run or
+store fails before anything listens); background work starts with the app's lifespan.
+Interactive API documentation: ``/docs`` (OpenAPI at ``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path as FsPath
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+
+from whyrec import __version__
+from whyrec.errors import WhyrecError
+from whyrec.serve.schemas import (
+    ExplainBody,
+    ExplanationOut,
+    HealthOut,
+    HistoryOut,
+    InteractionsBody,
+    InteractionsOut,
+    ItemsOut,
+    PreferencesOut,
+    RecommendationsOut,
+    RecommendBody,
+    UsersOut,
+)
+from whyrec.serve.service import InvalidInput, NotFound, RecService, check_k
+from whyrec.serve.settings import ServeSettings
+
+STATIC = FsPath(__file__).parent / "static"
+JSON = "application/json"
+USER = Path(..., min_length=1, max_length=128, description="Source user id.")
+# The page loads only its own files; nothing inline, nothing from elsewhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+DESCRIPTION = """
+Recommendations from a trained whyrec run, with reasons on demand.
+
+* The recommendation path never waits for the LLM.
+* With `explain=true` each item carries its reason, LANE's preference weights and the
+  item's attribution. A reason comes from the cache, from the LLM within the time budget,
+  or is the grounded template reason (`reason_source: "template"`, `pending: true`) while
+  the LLM writes its version in the background.
+* `/v1/*` needs `Authorization: Bearer <key>` when API keys are configured.
+"""
+
+
+def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None) -> FastAPI:
+    """The FastAPI application for ``settings`` (default: from env / config file).
+
+    ``llm_client`` replaces the client built from the LLM settings (any object with
+    ``complete``/``complete_many``/``model``/``backend``, e.g. an ``LLMClient``).
+    """
+    settings = settings if settings is not None else ServeSettings.load()
+    service = RecService(settings, llm_client=llm_client)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="whyrec",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
+        detail = [{"loc": exc.loc, "msg": str(exc), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(WhyrecError)
+    async def _whyrec(_: Request, exc: WhyrecError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    keys = [k.encode("utf-8") for k in settings.keys()]
+    bearer = HTTPBearer(auto_error=False, description="One of the configured API keys.")
+
+    async def require_key(
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> None:
+        given = creds.credentials.encode("utf-8") if creds is not None else b""
+        # compare with every key so the time taken does not say which one nearly matched
+        ok = False
+        for key in keys:
+            ok |= hmac.compare_digest(given, key)
+        if not ok:
+            raise HTTPException(
+                status_code=401,
+                detail="missing or invalid API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    guard = [Depends(require_key)] if keys else []
+    k_query = Query(settings.k_default, ge=1, le=settings.k_max, description=f"1..{settings.k_max}")
+
+    # ----------------------------------------------------------------- open
+    @app.get("/health", response_model=HealthOut, tags=["service"])
+    async def health() -> dict[str, Any]:
+        """Liveness and state: model, store, LLM (never needs a key)."""
+        return service.health()
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ------------------------------------------------------------- /v1 API
+    @app.get(
+        "/v1/users/{user}/recommendations",
+        response_model=RecommendationsOut,
+        dependencies=guard,
+        tags=["recommendations"],
+    )
+    async def user_recommendations(
+        user: str = USER,
+        k: int = k_query,
+        explain: bool = Query(False, description="Attach reasons, weights and attribution."),
+    ) -> Response:
+        """Top-k for a user (from training data or created through /v1/interactions)."""
+        body = await service.user_recommendations(user, k, explain)
+        return Response(body, media_type=JSON)
+
+    @app.post(
+        "/v1/recommendations",
+        response_model=RecommendationsOut,
+        dependencies=guard,
+        tags=["recommendations"],
+    )
+    async def history_recommendations(body: RecommendBody) -> Response:
+        """Top-k for an explicit history (item ids or titles) — users the model has not seen."""
+        k = check_k(body.k, settings, ["body", "k"])
+        items = service.resolve_items(body.item_ids, body.titles)
+        budget = _wait(body.wait_s, settings)
+        out = await service.history_recommendations(items, k, body.explain, budget)
+        return Response(out, media_type=JSON)
+
+    @app.get(
+        "/v1/users/{user}/preferences",
+        response_model=PreferencesOut,
+        dependencies=guard,
+        tags=["users"],
+    )
+    async def user_preferences(user: str = USER) -> dict[str, Any]:
+        """The user's preferences with LANE's weights (empty for non-LANE models)."""
+        history = service.history_of(user)
+        return await service.call(service.user_preferences, history)
+
+    @app.get(
+        "/v1/users/{user}/history", response_model=HistoryOut, dependencies=guard, tags=["users"]
+    )
+    async def user_history(
+        user: str = USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
+    ) -> dict[str, Any]:
+        """The user's most recent items, newest first (training data and posted ones)."""
+        history = service.history_of(user)
+        n = len(history.items)
+        first_api = n - history.version
+        rows = []
+        for pos in range(n - 1, max(-1, n - 1 - limit), -1):
+            i = int(history.items[pos])
+            rows.append(
+                {
+                    "position": pos,
+                    "item_id": service.item_ids[i],
+                    "title": service.item_titles[i],
+                    "source": "api" if pos >= first_api else "training",
+                    "text": service.item_fields[i] if service.item_fields else None,
+                }
+            )
+        return {"user": user, "history_length": n, "items": rows}
+
+    @app.get("/v1/users", response_model=UsersOut, dependencies=guard, tags=["users"])
+    async def users(
+        offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000)
+    ) -> dict[str, Any]:
+        """User ids the service knows: the model's, then those created through the API."""
+        rows, total = service.user_ids(offset, limit)
+        return {"total": total, "offset": offset, "users": rows}
+
+    @app.get("/v1/items", response_model=ItemsOut, dependencies=guard, tags=["items"])
+    async def items(
+        q: str = Query(..., min_length=1, max_length=200, description="Title words or an id."),
+        limit: int = Query(10, ge=1, le=50),
+    ) -> dict[str, Any]:
+        """Catalogue search by title (fuzzy) or exact item id."""
+        return {"items": await service.call(service.search_items, q, limit)}
+
+    @app.post(
+        "/v1/explanations",
+        response_model=ExplanationOut,
+        dependencies=guard,
+        tags=["explanations"],
+    )
+    async def explanations(body: ExplainBody) -> dict[str, Any]:
+        """Explain one item for a user or a history — also one another recommender chose."""
+        if body.user is not None:
+            history = service.history_of(body.user)
+        else:
+            items = service.resolve_items(body.item_ids, body.titles)
+            history = service.new_history(items)
+        if body.item_id is not None:
+            item = service.item_index(body.item_id)
+            if item is None:
+                raise InvalidInput(["body", "item_id"], f"unknown item id {body.item_id!r}")
+        else:
+            assert body.item_title is not None
+            item = service.title_index(body.item_title)
+            if item is None:
+                raise InvalidInput(
+                    ["body", "item_title"],
+                    f"unknown title {body.item_title!r}{service.title_hint(body.item_title)}",
+                )
+        return await service.explain_one(history, item, _wait(body.wait_s, settings))
+
+    @app.post(
+        "/v1/interactions",
+        response_model=InteractionsOut,
+        dependencies=guard,
+        tags=["users"],
+    )
+    async def interactions(body: InteractionsBody) -> dict[str, Any]:
+        """Append interactions (oldest first); stored durably before the reply, used next."""
+        items = service.resolve_items(body.item_ids, body.titles)
+        return await service.call(service.add_interactions, body.user, items)
+
+    return app
+
+
+def _wait(wait_s: float | None, settings: ServeSettings) -> float:
+    if wait_s is None:
+        return settings.explain_budget_s
+    return min(float(wait_s), settings.explain_max_wait_s)
+
+
+def app_from_env() -> Any:
+    """Factory for ``uvicorn --factory whyrec.serve.app:app_from_env`` (settings from env)."""
+    return create_app(ServeSettings.load())
+
+
+__all__ = ["app_from_env", "create_app"]

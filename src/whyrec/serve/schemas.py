@@ -1,0 +1,221 @@
+"""Request and response models of the HTTP API (they are also the OpenAPI documentation)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+#: Hard cap on list lengths in a body; the configured ``max_history`` is usually lower.
+HARD_MAX_ITEMS = 10_000
+
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+UserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f/]+$")
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HistoryBody(_Body):
+    """A history given explicitly, oldest first: item ids *or* titles."""
+
+    item_ids: list[Ref] | None = Field(
+        None, max_length=HARD_MAX_ITEMS, description="Source item ids, oldest first."
+    )
+    titles: list[Ref] | None = Field(
+        None,
+        max_length=HARD_MAX_ITEMS,
+        description="Item titles, oldest first (case-insensitive; '(year)' optional).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> HistoryBody:
+        if (self.item_ids is None) == (self.titles is None):
+            raise ValueError("give exactly one of 'item_ids' or 'titles'")
+        return self
+
+
+class RecommendBody(HistoryBody):
+    """Recommendations for a history the model has not seen."""
+
+    k: int | None = Field(None, description="How many items (1..k_max; default k_default).")
+    explain: bool = Field(False, description="Attach a reason and the evidence to each item.")
+    wait_s: float | None = Field(
+        None, ge=0, description="How long to wait for LLM reasons (default: the budget)."
+    )
+
+
+class InteractionsBody(HistoryBody):
+    """New interactions of one user, oldest first; persisted before the reply."""
+
+    user: UserId = Field(..., description="Source user id (a new id creates a new user).")
+
+
+class ExplainBody(_Body):
+    """Explain one item for a user or a history — also an item another system chose."""
+
+    user: UserId | None = Field(None, description="Source user id (or give a history).")
+    item_ids: list[Ref] | None = Field(None, max_length=HARD_MAX_ITEMS)
+    titles: list[Ref] | None = Field(None, max_length=HARD_MAX_ITEMS)
+    item_id: Ref | None = Field(None, description="The item to explain (or item_title).")
+    item_title: Ref | None = Field(None, description="The item to explain, by title.")
+    wait_s: float | None = Field(
+        None, ge=0, description="How long to wait for the LLM's reason (default: the budget)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ExplainBody:
+        has_history = self.item_ids is not None or self.titles is not None
+        if (self.user is None) == (not has_history):
+            raise ValueError("give exactly one of 'user' or a history ('item_ids' or 'titles')")
+        if self.item_ids is not None and self.titles is not None:
+            raise ValueError("give the history as 'item_ids' or as 'titles', not both")
+        if (self.item_id is None) == (self.item_title is None):
+            raise ValueError("give exactly one of 'item_id' or 'item_title'")
+        return self
+
+
+class PreferenceEffect(BaseModel):
+    index: int
+    preference: str
+    weight: float
+    score_drop: float = Field(description="Score drop of the item without this preference.")
+    rank_without: int
+
+
+class HistoryEffect(BaseModel):
+    item_id: str
+    title: str
+    position: int
+    score_drop: float = Field(description="Score drop of the item without this history item.")
+    rank_without: int
+
+
+class Attribution(BaseModel):
+    preferences: list[PreferenceEffect]
+    history: list[HistoryEffect]
+
+
+class ExplanationOut(BaseModel):
+    """A reason with the evidence it must be faithful to."""
+
+    item_id: str
+    title: str
+    user: str | None
+    rank: int = Field(description="The model's rank of the item among unseen items.")
+    score: float | None
+    reason: str
+    reason_source: str = Field(description="llm | baseline-llm | template")
+    reason_note: str | None = Field(None, description="Why a template reason is shown.")
+    llm_status: str = Field(description="done | pending | failed | unavailable | disabled")
+    pending: bool = Field(description="The LLM is writing this reason now; ask again later.")
+    cache: str = Field(description="memory | store | miss")
+    preferences: list[str]
+    preference_source: str
+    weights: list[float] = Field(description="LANE's per-preference weights (empty: not LANE).")
+    attribution: Attribution
+    steps: dict[str, Any] | None = None
+    llm_model: str
+    prompt_version: str
+    problems: list[str]
+    history_length: int
+    model: str
+    created: str
+
+
+class RecommendedItem(BaseModel):
+    rank: int
+    item_id: str
+    title: str
+    score: float
+    explanation: ExplanationOut | None = None
+
+
+class RecommendationsOut(BaseModel):
+    user: str | None
+    model: str
+    k: int
+    explained: bool
+    history_length: int
+    new_interactions: int
+    items: list[RecommendedItem]
+
+
+class PreferenceOut(BaseModel):
+    index: int
+    text: str
+    weight: float
+
+
+class PreferencesOut(BaseModel):
+    user: str | None
+    model: str
+    model_has_preferences: bool
+    source: str | None = None
+    pending: bool = False
+    preferences: list[PreferenceOut]
+    order: list[int] = Field(default_factory=list, description="Indices by weight, largest first.")
+    note: str | None = None
+
+
+class InteractionsOut(BaseModel):
+    user: str
+    added: int
+    item_ids: list[str]
+    sequence: list[int] = Field(description="Store sequence numbers, in acknowledgement order.")
+    history_length: int
+    new_interactions: int
+    known_to_model: bool
+
+
+class UserRow(BaseModel):
+    user: str
+    known_to_model: bool
+    history_length: int
+    new_interactions: int
+
+
+class UsersOut(BaseModel):
+    total: int
+    offset: int
+    users: list[UserRow]
+
+
+class HistoryItem(BaseModel):
+    position: int
+    item_id: str
+    title: str
+    source: str = Field(description="training | api")
+    text: str | None = None
+
+
+class HistoryOut(BaseModel):
+    user: str
+    history_length: int
+    items: list[HistoryItem] = Field(description="Most recent first.")
+
+
+class ItemMatch(BaseModel):
+    item_id: str
+    title: str
+    match: float
+
+
+class ItemsOut(BaseModel):
+    items: list[ItemMatch]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    model: dict[str, Any]
+    precomputed_users: int
+    store: dict[str, Any]
+    auth: bool
+    llm: dict[str, Any]
+    explain_budget_s: float
+    k_max: int
+    uptime_s: float

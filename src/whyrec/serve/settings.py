@@ -1,0 +1,221 @@
+"""Service settings: defaults < config file < ``WHYREC_SERVE_*`` environment < explicit values.
+
+The config file (TOML or JSON) is named by ``config_file=`` or ``$WHYREC_SERVE_CONFIG``;
+its keys are the field names below, at the top level or under a ``[serve]`` table.
+
+API keys: ``api_keys`` (comma-separated in ``$WHYREC_SERVE_API_KEYS``, or a list in the
+file) and/or ``api_keys_file`` (one key per line; ``#`` starts a comment). Without any
+key the service refuses to bind to anything but a loopback address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from whyrec.errors import ConfigError
+
+CONFIG_ENV = "WHYREC_SERVE_CONFIG"
+ENV_PREFIX = "WHYREC_SERVE_"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The ``[serve]`` section (or top level) of a TOML/JSON file, errors naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: serve config file not found (expected a .toml or .json file)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table/object of settings at the top level")
+    if isinstance(data.get("serve"), dict):
+        data = data["serve"]
+    return dict(data)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: str | Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole file
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path:
+            return {}
+        data = read_config_file(self.path)
+        data.setdefault("config_file", str(self.path))
+        return data
+
+
+class ServeSettings(BaseSettings):
+    """Everything ``whyrec serve`` needs; every field is also ``WHYREC_SERVE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    run: Path = Field(..., description="Model directory written by 'whyrec train'.")
+    host: str = Field("127.0.0.1", description="Address to bind (non-loopback needs API keys).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    api_keys: SecretStr | None = Field(
+        None, description="Accepted bearer tokens, comma-separated (a list in the file)."
+    )
+    api_keys_file: Path | None = Field(None, description="File with one accepted key per line.")
+    store: Path | None = Field(
+        None, description="SQLite store (default: <RUN>.serve.sqlite next to the run)."
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="FULL: an acknowledged write survives a power cut; NORMAL: survives a "
+        "killed process only.",
+    )
+    dataset: str | None = Field(
+        None,
+        description="Dataset name or directory for item text fields (genres); default: the "
+        "one named in the run's manifest. Optional: the run alone is enough to serve.",
+    )
+    llm: bool = Field(True, description="Write reasons with the LLM (else grounded templates).")
+    llm_config: Path | None = Field(None, description="LLM config file (see docs/llm.md).")
+    llm_workers: int | None = Field(
+        None, ge=1, le=64, description="Parallel background LLM jobs (default: 1 local, 4 API)."
+    )
+    explain_budget_s: float = Field(
+        1.5, ge=0, le=600, description="How long a request waits for a new LLM reason."
+    )
+    explain_max_wait_s: float = Field(
+        60.0, ge=0, le=600, description="Upper bound of a request's own 'wait_s'."
+    )
+    llm_retry_s: float = Field(
+        300.0, ge=0, description="After a failed LLM reason, ask again no sooner than this."
+    )
+    llm_outage_cooldown_s: float = Field(
+        30.0, ge=0, description="After an LLM outage, start no new LLM job for this long."
+    )
+    max_pending_llm: int = Field(256, ge=1, description="Most queued background LLM jobs.")
+    k_default: int = Field(10, ge=1, description="k when the request gives none.")
+    k_max: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
+    max_history: int = Field(
+        2000, ge=1, description="Most items in a posted history or interaction batch."
+    )
+    explanation_cache_size: int = Field(
+        20_000, ge=0, description="Explanations kept in memory (LRU in front of SQLite)."
+    )
+    response_cache_size: int = Field(4096, ge=0, description="Encoded responses kept in memory.")
+    precompute: bool = Field(
+        True, description="Compute every known user's top-k_max at start (in the background)."
+    )
+    model_threads: int = Field(2, ge=1, le=64, description="Threads for model computations.")
+    history_window: int = Field(15, ge=1, description="History titles shown to the LLM.")
+    pref_window: int = Field(200, ge=1, description="History titles for new users' preferences.")
+    access_log: bool = Field(True, description="uvicorn access log.")
+    config_file: Path | None = Field(None, description="Where file values came from.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls, path))
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _join_list(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeSettings:
+        if self.k_default > self.k_max:
+            raise ValueError(f"k_default ({self.k_default}) is larger than k_max ({self.k_max})")
+        if self.api_keys_file is not None and not Path(self.api_keys_file).is_file():
+            raise ValueError(f"api_keys_file {self.api_keys_file} does not exist")
+        if not self.keys() and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve on {self.host!r} without API keys: anyone on the network "
+                f"could use it. Set {ENV_PREFIX}API_KEYS (or api_keys_file), or bind 127.0.0.1"
+            )
+        return self
+
+    def keys(self) -> list[str]:
+        """Every accepted API key (empty: authentication is off)."""
+        out: list[str] = []
+        if self.api_keys is not None:
+            out += [k.strip() for k in self.api_keys.get_secret_value().split(",")]
+        if self.api_keys_file is not None:
+            for line in Path(self.api_keys_file).read_text(encoding="utf-8").splitlines():
+                out.append(line.split("#", 1)[0].strip())
+        return [k for k in dict.fromkeys(out) if k]
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.keys())
+
+    def store_path(self) -> Path:
+        """The SQLite file: ``store`` or ``<run>.serve.sqlite`` beside the run directory."""
+        if self.store is not None:
+            return Path(self.store).expanduser()
+        run = Path(self.run).expanduser().resolve()
+        return run.with_name(run.name + ".serve.sqlite")
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> ServeSettings:
+        """Settings from all sources; ``None`` overrides are ignored (CLI pass-through).
+
+        Invalid values raise :class:`whyrec.errors.ConfigError` naming the field, its
+        environment variable and the config file.
+        """
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if config_file is not None:
+            values["config_file"] = config_file
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, config_file or os.environ.get(CONFIG_ENV))) from None
+
+
+def _describe(exc: ValidationError, config_file: str | Path | None) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown setting (see docs/serve.md for the list)")
+        elif err["type"] == "missing":
+            parts.append(f"{loc} (env {ENV_PREFIX}{loc.upper()}): required")
+        elif loc:
+            parts.append(f"{loc} (env {ENV_PREFIX}{str(err['loc'][0]).upper()}): {msg}")
+        else:
+            parts.append(msg)
+    where = f" (config file {config_file})" if config_file else ""
+    return f"invalid serve settings{where}: " + "; ".join(parts)

@@ -1,0 +1,273 @@
+// whyrec web page: talks to the /v1 API of the same server. All data goes into the page
+// through textContent (never innerHTML), so titles and reasons cannot inject markup.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { user: null, polls: 0, pollTimer: null, auth: false };
+const POLL_MS = 3000;
+const MAX_POLLS = 40;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function setStatus(text, isError = false) {
+  const s = $("status");
+  s.textContent = text;
+  s.classList.toggle("error", isError);
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = "Bearer " + key;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+  });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    let msg = data.detail;
+    if (Array.isArray(msg)) msg = msg.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+    if (res.status === 401) {
+      $("auth").hidden = false;
+      msg = "this server needs an API key: enter it at the top right";
+    }
+    throw new Error(msg || `HTTP ${res.status}`);
+  }
+  return data;
+}
+
+function badge(source, pending) {
+  const llm = source === "llm" || source === "baseline-llm";
+  const b = el("span", { class: "badge " + (llm ? "llm" : "template"), text: llm ? "LLM" : "template" });
+  if (pending) b.append(el("span", { class: "pending", text: " · LLM writing…" }));
+  return b;
+}
+
+function pct(x) {
+  return (100 * x).toFixed(1) + "%";
+}
+
+// ------------------------------------------------------------------ sections
+function renderHistory(data) {
+  const list = $("history");
+  list.replaceChildren();
+  $("history-count").textContent = `(${data.history_length} items)`;
+  for (const it of data.items) {
+    const li = el("li", {}, el("span", { class: "title", text: it.title }));
+    if (it.text) li.append(el("span", { class: "muted small", text: " · " + it.text }));
+    if (it.source === "api") li.append(el("span", { class: "badge new", text: "new" }));
+    list.append(li);
+  }
+}
+
+function renderPreferences(data) {
+  const box = $("prefs");
+  box.replaceChildren();
+  if (!data.model_has_preferences) {
+    $("prefs-source").textContent = "";
+    box.append(el("p", { class: "muted", text: data.note || "no preferences for this model" }));
+    return;
+  }
+  $("prefs-source").textContent = `(${data.source}${data.pending ? ", LLM version pending" : ""})`;
+  const max = Math.max(...data.preferences.map((p) => p.weight), 1e-9);
+  for (const j of data.order) {
+    const p = data.preferences[j];
+    const bar = el("div", { class: "bar" });
+    bar.style.width = (100 * p.weight / max).toFixed(1) + "%";
+    box.append(
+      el("div", { class: "pref", "data-index": String(j) },
+        el("div", { class: "pref-text", text: `P${j + 1}. ${p.text}` }),
+        el("div", { class: "bar-row" }, el("div", { class: "bar-track" }, bar),
+          el("span", { class: "weight", text: pct(p.weight) })))
+    );
+  }
+}
+
+function reasonBlock(exp) {
+  const block = el("div", { class: "reason-block" });
+  block.append(el("p", { class: "reason", text: exp.reason }));
+  const meta = el("div", { class: "meta" }, badge(exp.reason_source, exp.pending));
+  if (exp.llm_model) meta.append(el("span", { class: "muted small", text: " " + exp.llm_model }));
+  if (exp.reason_note && !exp.pending) meta.append(el("span", { class: "muted small", text: " · " + exp.reason_note }));
+  block.append(meta);
+  const infl = (exp.attribution.history || []).filter((h) => h.score_drop > 0).slice(0, 3);
+  if (infl.length && exp.reason_source !== "template") {
+    block.append(el("p", { class: "muted small",
+      text: "history items that raise it most: " + infl.map((h) => h.title).join(", ") }));
+  }
+  return block;
+}
+
+function renderRecommendations(data) {
+  const list = $("recs");
+  list.replaceChildren();
+  let pending = false;
+  for (const it of data.items) {
+    const li = el("li", { class: "rec", "data-item": it.item_id },
+      el("div", { class: "rec-head" },
+        el("span", { class: "title", text: it.title }),
+        el("span", { class: "muted small", text: ` score ${it.score.toFixed(3)}` })));
+    if (it.explanation) {
+      li.append(reasonBlock(it.explanation));
+      pending = pending || it.explanation.pending;
+    }
+    list.append(li);
+  }
+  if (!data.items.length) list.append(el("li", { class: "muted", text: "nothing left to recommend" }));
+  renderHeatmap(data);
+  return pending;
+}
+
+function renderHeatmap(data) {
+  const rows = data.items.filter((it) => it.explanation && it.explanation.weights.length);
+  const box = $("heatmap-box");
+  const table = $("heatmap");
+  table.replaceChildren();
+  if (!rows.length) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  const prefs = rows[0].explanation.preferences;
+  const head = el("tr", {}, el("th", { text: "item" }));
+  prefs.forEach((p, j) => head.append(el("th", { title: p, text: `P${j + 1}` })));
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  let maxAbs = 1e-9;
+  for (const r of rows) for (const e of r.explanation.attribution.preferences) maxAbs = Math.max(maxAbs, Math.abs(e.score_drop));
+  for (const r of rows) {
+    const tr = el("tr", {}, el("th", { class: "row-title", text: r.title }));
+    for (const e of r.explanation.attribution.preferences) {
+      const v = e.score_drop / maxAbs;
+      const td = el("td", { title: `${e.preference}\nscore drop ${e.score_drop.toFixed(4)}, rank without it ${e.rank_without}`,
+        text: e.score_drop.toFixed(3) });
+      td.style.background = v >= 0 ? `rgba(22, 163, 74, ${0.1 + 0.8 * v})` : `rgba(220, 38, 38, ${0.1 + 0.8 * -v})`;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  table.append(body);
+}
+
+// ------------------------------------------------------------------ actions
+async function loadRecommendations(user) {
+  const k = $("k").value;
+  const explain = $("explain").checked;
+  const data = await api(`/v1/users/${encodeURIComponent(user)}/recommendations?k=${k}&explain=${explain}`);
+  if (state.user !== user) return;
+  const pending = renderRecommendations(data);
+  clearTimeout(state.pollTimer);
+  if (pending && state.polls < MAX_POLLS) {
+    state.polls += 1;
+    state.pollTimer = setTimeout(() => loadRecommendations(user).catch((e) => setStatus(e.message, true)), POLL_MS);
+  }
+}
+
+async function loadUser(user) {
+  state.user = user;
+  state.polls = 0;
+  clearTimeout(state.pollTimer);
+  setStatus(`loading user ${user}…`);
+  try {
+    const [hist, prefs] = await Promise.all([
+      api(`/v1/users/${encodeURIComponent(user)}/history?limit=15`),
+      api(`/v1/users/${encodeURIComponent(user)}/preferences`),
+    ]);
+    renderHistory(hist);
+    renderPreferences(prefs);
+    await loadRecommendations(user);
+    setStatus(`user ${user}`);
+    document.body.dataset.loaded = user;
+  } catch (e) {
+    setStatus(e.message, true);
+  }
+}
+
+async function explainItem(title) {
+  const box = $("why");
+  box.replaceChildren(el("p", { class: "muted", text: "explaining…" }));
+  try {
+    const body = { user: state.user, item_title: title, wait_s: 5 };
+    const exp = await api("/v1/explanations", { method: "POST", body });
+    box.replaceChildren(
+      el("h3", {}, el("span", { class: "title", text: exp.title }),
+        el("span", { class: "muted small", text: ` — the model ranks it #${exp.rank}` })),
+      reasonBlock(exp));
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "error", text: e.message }));
+  }
+}
+
+let searchTimer = null;
+function suggestItems() {
+  clearTimeout(searchTimer);
+  const q = $("why-input").value.trim();
+  if (q.length < 2) return;
+  searchTimer = setTimeout(async () => {
+    try {
+      const data = await api(`/v1/items?q=${encodeURIComponent(q)}&limit=10`);
+      $("item-list").replaceChildren(...data.items.map((it) => el("option", { value: it.title })));
+    } catch (e) { /* suggestions are optional */ }
+  }, 200);
+}
+
+async function init() {
+  $("api-key").value = localStorage.getItem("whyrec-key") || "";
+  $("auth").addEventListener("submit", (ev) => ev.preventDefault());
+  $("api-key").addEventListener("change", () => {
+    localStorage.setItem("whyrec-key", $("api-key").value.trim());
+    loadUsers();
+  });
+  $("user-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const u = $("user-input").value.trim();
+    if (u) loadUser(u);
+  });
+  $("random").addEventListener("click", () => {
+    const opts = [...$("user-list").options];
+    if (!opts.length) return;
+    const u = opts[Math.floor(Math.random() * opts.length)].value;
+    $("user-input").value = u;
+    loadUser(u);
+  });
+  $("why-input").addEventListener("input", suggestItems);
+  $("why-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (!state.user) { setStatus("pick a user first", true); return; }
+    explainItem($("why-input").value.trim());
+  });
+  try {
+    const h = await fetch("/health").then((r) => r.json());
+    state.auth = h.auth;
+    $("auth").hidden = !h.auth;
+    const llm = h.llm.enabled ? `LLM ${h.llm.model || "?"} (${h.llm.state})` : "LLM off: template reasons";
+    $("model-info").textContent = `${h.model.name} · ${h.model.users} users · ${h.model.items} items · ${llm}`;
+  } catch (e) {
+    $("model-info").textContent = "server not reachable";
+  }
+  await loadUsers();
+}
+
+async function loadUsers() {
+  try {
+    const data = await api("/v1/users?limit=500");
+    $("user-list").replaceChildren(...data.users.map((u) => el("option", { value: u.user })));
+    setStatus(`${data.total} users — type or pick one`);
+    document.body.dataset.ready = "1";
+  } catch (e) {
+    setStatus(e.message, true);
+  }
+}
+
+init();
