@@ -59,12 +59,23 @@ class PreferenceSet:
             "sampled_llm_complete": sum(p.source == "llm" for p in sampled),
             "sampled_partial": sum(p.source == "partial" for p in sampled),
             "sampled_fallback": sum(p.source == "fallback" for p in sampled),
+            # users whose preferences are all grounded fallback (the LLM gave nothing usable)
             "sampled_fallback_rate": (
-                round(sum(p.source != "llm" for p in sampled) / len(sampled), 3)
+                round(sum(p.source == "fallback" for p in sampled) / len(sampled), 3)
                 if sampled
                 else None
             ),
             "llm_sentences": sum(p.llm_count for p in sampled),
+            # share of all preference sentences that are grounded fallback, not LLM-written
+            "fallback_sentence_rate": (
+                round(
+                    1
+                    - sum(p.llm_count for p in sampled) / sum(len(p.preferences) for p in sampled),
+                    3,
+                )
+                if sampled
+                else None
+            ),
         }
 
 
