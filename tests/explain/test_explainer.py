@@ -21,7 +21,7 @@ def cot_reply(m=5, likelihood="High"):
         {
             "preference_reasons": ["seen in the history"] * m,
             "item_summary": "A film the user may like",
-            "fitness": [0.9, 0.2, 0.1, 0.5, 0.3][:m],
+            "fitness": [9, 2, 1, 5, 3][:m],
             "likelihood": likelihood,
             "likelihood_reason": "fits the top preference",
             "explanation": "You enjoy tense crime dramas, and this film is one of them.",
@@ -34,7 +34,7 @@ def test_llm_explanation_is_parsed_and_carries_evidence(make_client, tiny_datase
     client, backend = make_client([cot_reply()])
     ex = LaneExplainer(model, client).recommend_and_explain(0, k=1)[0]
     assert ex.reason_source == "llm" and ex.reason.startswith("You enjoy")
-    assert ex.steps["likelihood"] == "High" and len(ex.steps["fitness"]) == 5
+    assert ex.steps["likelihood"] == "High" and ex.steps["fitness"] == [0.9, 0.2, 0.1, 0.5, 0.3]
     assert np.isclose(sum(ex.weights), 1.0, atol=1e-5)
     assert [p["preference"] for p in ex.preference_effects] == GOOD
     assert ex.rank == 1

@@ -175,3 +175,21 @@ def test_unknown_mode_is_a_config_error(make_client):
 def test_auto_mode_picks_json_for_api_backends(make_client):
     client, _ = make_client([])
     assert PreferenceExtractor(client).mode == "json"  # the fake backend has no GGUF file
+
+
+def test_invented_dated_titles_are_rejected_but_history_titles_pass():
+    from whyrec.explain.schemas import invented_title_problem
+
+    history = ["Toy Story (1995)", "Aladdin (1992)"]
+    assert "Nightmare On Ice" in invented_title_problem("Nightmare On Ice (1994)", history)
+    assert invented_title_problem("Loves films like Toy Story (1995) and more", history) is None
+    assert invented_title_problem('Enjoys "Aladdin" and other musicals', history) is None
+    assert invented_title_problem('Enjoys "Space Pirates" above all', history) is not None
+
+
+def test_a_reply_cut_by_the_length_cap_ends_at_its_last_sentence():
+    from whyrec.explain.schemas import trim_to_sentence
+
+    assert trim_to_sentence("You will like it. It has songs and a cast that") == "You will like it."
+    assert trim_to_sentence("Complete sentence here.") == "Complete sentence here."
+    assert trim_to_sentence("no sentence end at all") == "no sentence end at all"

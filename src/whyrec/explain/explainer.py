@@ -22,7 +22,7 @@ from whyrec.explain.prompts import (
     baseline_messages,
     explanation_messages,
 )
-from whyrec.explain.schemas import BaselineExplanation, explanation_schema
+from whyrec.explain.schemas import BaselineExplanation, explanation_schema, trim_to_sentence
 from whyrec.explain.templates import template_reason
 
 
@@ -68,7 +68,7 @@ class LaneExplainer:
         encoder: Any = None,
         item_texts: Sequence[str] | None = None,
         history_window: int = 15,
-        max_tokens: int = 450,
+        max_tokens: int = 600,
         temperature: float = 0.0,
     ) -> None:
         self.model = model
@@ -203,9 +203,10 @@ class LaneExplainer:
                 prompt_version=EXPLANATION_VERSION, problems=problems,
             )  # fmt: skip
         steps = res.parsed.model_dump()
+        steps["fitness"] = [v / 10 for v in steps["fitness"]]  # the 0–10 scale → 0–1
         return Explanation(
             **base,
-            reason=steps.pop("explanation").strip(),
+            reason=trim_to_sentence(steps.pop("explanation")),
             reason_source="llm",
             steps=steps,
             model=res.model,
@@ -234,4 +235,4 @@ class LaneExplainer:
             )
         except Exception:
             return None
-        return res.parsed.explanation.strip()
+        return trim_to_sentence(res.parsed.explanation)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
-EXPLANATION_VERSION = "cot-v2"
+EXPLANATION_VERSION = "cot-v3"
 BASELINE_VERSION = "base-v1"
 
 
@@ -127,8 +127,8 @@ def explanation_messages(
             "Work in four steps and fill the JSON fields in order:",
             "1. preference_reasons: for each preference in order, one short sentence on "
             "why the history shows it.",
-            "2. item_summary: what the item is; fitness: one number from 0 to 1 per "
-            "preference, how well the item fits it.",
+            "2. item_summary: what the item is; fitness: one whole number from 0 (does "
+            "not fit) to 10 (fits perfectly) per preference, how well the item fits it.",
             "3. likelihood: Low, Medium or High chance the user interacts, combining "
             "fitness and weights; likelihood_reason: why.",
             "4. explanation: two or three sentences to the user saying why this item is "

@@ -79,12 +79,17 @@ def degenerate_problem(text: str) -> str | None:
     return None
 
 
+_DATED = re.compile(r"([A-Z][^()\"“”]{1,60}?)\s*\((?:19|20)\d\d\)")
+
+
 def invented_title_problem(text: str, titles: Sequence[str]) -> str | None:
-    """A quoted name in the sentence that is not (part of) a history title, or None."""
+    """A quoted name or a dated "Title (1994)" in the sentence that is not (part of) a
+    history title, or None."""
     keys = [preference_key(t) for t in titles]
-    for quoted in _QUOTED.findall(text):
+    for quoted in _QUOTED.findall(text) + _DATED.findall(text):
         q = preference_key(quoted)
-        if q and not any(q in k for k in keys):
+        # a quoted part of a title, or a dated run ending in a full history title
+        if q and not any(q in k or (k and q.endswith(k)) for k in keys):
             return f"names {quoted[:40]!r}, which is not in the history"
     return None
 
@@ -138,25 +143,37 @@ def preference_schema(m: int) -> type[BaseModel]:
 
 # Length caps bound the reply: with a local model they are part of the decoding
 # grammar, so a small model cannot ramble past them.
-_Reason = Annotated[str, StringConstraints(min_length=3, max_length=120)]
+_Reason = Annotated[str, StringConstraints(min_length=3, max_length=100)]
+#: Fitness as a whole number 0–10: an enum the decoding grammar enforces (small models
+#: write floats such as 2.0 when asked for 0–1). The explainer rescales it to 0–1.
+_Fit = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def _explanation_fields(m: int) -> dict:
     return {
         "preference_reasons": (list[_Reason], Field(min_length=m, max_length=m)),
         "item_summary": (str, Field(min_length=3, max_length=150)),
-        "fitness": (list[float], Field(min_length=m, max_length=m)),
+        "fitness": (list[_Fit], Field(min_length=m, max_length=m)),
         "likelihood": (Literal["Low", "Medium", "High"], ...),
         "likelihood_reason": (str, Field(min_length=3, max_length=150)),
         "explanation": (str, Field(min_length=20, max_length=400)),
     }
 
 
-def _validate_fitness(cls: type, values: list[float]) -> list[float]:
-    for i, v in enumerate(values):
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"fitness {i + 1} is {v}; expected a number from 0 to 1")
-    return values
+_PROMPT_LABEL = re.compile(r"\bP\d+\b|\(weight\s*[\d.]+\)", re.IGNORECASE)
+
+
+def _validate_reason(cls: type, text: str) -> str:
+    """A user-facing reason: no repeated sentences, no copied prompt labels."""
+    if _PROMPT_LABEL.search(text):
+        raise ValueError("copies the prompt's labels (P1, weight 0.40); write plain prose")
+    seen: set[str] = set()
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        key = _norm(sentence)
+        if key and key in seen:
+            raise ValueError(f"repeats the sentence {sentence[:50]!r}")
+        seen.add(key)
+    return text
 
 
 @lru_cache(maxsize=16)
@@ -165,11 +182,24 @@ def explanation_schema(m: int) -> type[BaseModel]:
     return create_model(
         f"Explanation{m}",
         **_explanation_fields(m),
-        __validators__={"fit": field_validator("fitness")(classmethod(_validate_fitness))},
+        __validators__={"prose": field_validator("explanation")(classmethod(_validate_reason))},
     )
+
+
+_CLAUSE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut a reply that a length cap stopped mid-sentence back to its last full sentence."""
+    text = " ".join(str(text).split())
+    if not text or text[-1] in ".!?":
+        return text
+    ends = [m.end() for m in _CLAUSE_END.finditer(text)]
+    return text[: ends[-1]] if ends and ends[-1] >= 10 else text
 
 
 class BaselineExplanation(BaseModel):
     """The no-alignment baseline's reply."""
 
     explanation: str = Field(min_length=20, max_length=400)
+    _prose = field_validator("explanation")(classmethod(_validate_reason))
