@@ -50,6 +50,18 @@ def _register() -> None:
     from whyrec.cli import explain as explain_cli
 
     explain_cli.register(app)
+    from whyrec.cli import align as align_cli
+
+    align_cli.register(app)
+    from whyrec.cli import explanations as explanations_cli
+
+    explanations_cli.register(app)
+    from whyrec.cli import serve as serve_cli
+
+    serve_cli.register(app)
+    from whyrec.cli import batch as batch_cli
+
+    batch_cli.register(app)
 
 
 _register()

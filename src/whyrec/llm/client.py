@@ -422,7 +422,9 @@ class LLMClient:
                 reqs.append(_as_request(item))
             except (TypeError, ValueError) as exc:
                 reqs.append(LLMFailure(error=exc, stage="default"))
-        workers = max(1, concurrency or self.settings.concurrency)
+        # batched local decoding needs at least n_parallel calls in flight to fill a batch
+        default = max(self.settings.concurrency, self.settings.n_parallel)
+        workers = max(1, concurrency or default)
         # a backend that serialises calls (one in-process model) gains nothing from
         # threads, and in-order calls let it reuse the evaluated prompt prefix
         workers = min(workers, getattr(self.backend, "max_concurrency", None) or workers)

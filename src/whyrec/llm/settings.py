@@ -114,6 +114,13 @@ class LLMSettings(BaseSettings):
     n_threads: int = Field(2, ge=1, description="CPU threads for 'local'.")
     n_ctx: int = Field(4096, ge=256, description="Context window (tokens) for 'local'.")
     n_batch: int = Field(512, ge=8, description="Prompt-processing batch size for 'local'.")
+    n_parallel: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Sequences 'local' decodes together (>1: batched decoding, see "
+        "docs/batch.md; KV memory grows to n_ctx x n_parallel).",
+    )
     chat_format: str | None = Field(
         None, description="llama.cpp chat format; default: the GGUF file's own chat template."
     )

@@ -1,0 +1,176 @@
+"""``whyrec batch``: resumable LLM jobs over many users (Parquet shards + manifest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    help="Resumable batch jobs: LANE preferences or explanations for many users, written as "
+    "Parquet shards plus a manifest. Kill and rerun at will; nothing is computed twice.",
+    no_args_is_help=True,
+)
+
+_USERS = typer.Option("all", "--users", help="'all' or a file with one user id per line.")
+_OUT = typer.Option(..., "--out", "-o", help="Output directory (shards + manifest.json).")
+_BACKEND = typer.Option("local", "--backend", help="local (threads) or ray (Ray Data actors).")
+_RETRY = typer.Option(
+    False, "--retry-failed", help="Run only the items that failed before (nothing else)."
+)
+_CONC = typer.Option(
+    None, "--concurrency", help="LLM calls in flight (per actor with ray); default: settings."
+)
+_PAR = typer.Option(
+    None, "--n-parallel", help="Local model: sequences decoded together (batched decoding)."
+)
+_SHARD = typer.Option(64, "--shard-size", help="Items per Parquet shard.")
+_QPS = typer.Option(None, "--qps", help="Request-rate limit across the job (HTTP endpoints).")
+_ACTORS = typer.Option(1, "--actors", help="ray: number of LLM actors.")
+_CPUS = typer.Option(None, "--cpus-per-actor", help="ray: CPUs per actor (default n_threads).")
+_ADDR = typer.Option(
+    None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else local)."
+)
+_CFG = typer.Option(None, "--llm-config", help="LLM config file.")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+
+
+def _run(
+    job_factory: Any, users: str, out: Path, settings_overrides: dict[str, Any], **o: Any
+) -> None:
+    from whyrec.batch import BatchOptions, run_batch
+    from whyrec.llm import LLMClient, LLMSettings
+
+    settings = LLMSettings.load(o.pop("llm_config"), **settings_overrides)
+    opts = BatchOptions(
+        backend=o["backend"],
+        retry_failed=o["retry_failed"],
+        concurrency=o["concurrency"],
+        shard_size=o["shard_size"],
+        progress=o["progress"],
+        qps=o["qps"],
+        ray_address=o["ray_address"],
+        actors=o["actors"],
+        cpus_per_actor=o["cpus_per_actor"],
+    )
+    opts.check()
+    # with ray the driver only needs the model's name; nothing is loaded here
+    client = LLMClient(settings, cache=None if opts.backend == "local" else False)
+    try:
+        job = job_factory(client)
+        report = run_batch(job, out, users, client=client, settings=settings, options=opts)
+    finally:
+        client.close()
+    for note in report.notes:
+        typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(json.dumps(report.to_dict()))
+    if report.status == "complete_with_failures":
+        raise typer.Exit(3)
+
+
+@app.command()
+def preferences(
+    run: str = typer.Argument(..., help="Dataset name or directory, or a model directory."),
+    users: str = _USERS,
+    out: Path = _OUT,
+    m: int = typer.Option(5, "-m", help="Preferences per user."),
+    window: int = typer.Option(200, help="Most recent training titles shown to the LLM."),
+    max_tokens: int = typer.Option(200, help="Completion budget per call."),
+    mode: str = typer.Option(
+        "auto", help="Prompt mode: json, aspects (one call per aspect) or auto (by model size)."
+    ),
+    backend: str = _BACKEND,
+    retry_failed: bool = _RETRY,
+    concurrency: int | None = _CONC,
+    n_parallel: int | None = _PAR,
+    shard_size: int = _SHARD,
+    qps: float | None = _QPS,
+    actors: int = _ACTORS,
+    cpus_per_actor: float | None = _CPUS,
+    ray_address: str | None = _ADDR,
+    llm_config: Path | None = _CFG,
+    progress: bool = _PROGRESS,
+) -> None:
+    """m LANE preferences per user (grounded fallback when the reply never validates)."""
+    from whyrec.batch import PreferenceJob
+
+    _run(
+        lambda client: PreferenceJob(
+            run, client=client, m=m, window=window, max_tokens=max_tokens, mode=mode
+        ),
+        users, out, {"n_parallel": n_parallel},
+        backend=backend, retry_failed=retry_failed, concurrency=concurrency,
+        shard_size=shard_size, qps=qps, actors=actors, cpus_per_actor=cpus_per_actor,
+        ray_address=ray_address, llm_config=llm_config, progress=progress,
+    )  # fmt: skip
+
+
+@app.command()
+def explanations(
+    run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
+    users: str = _USERS,
+    out: Path = _OUT,
+    k: int = typer.Option(1, "-k", help="Recommendations explained per user."),
+    max_tokens: int | None = typer.Option(
+        None, help="Completion budget per call (default: the explainer's)."
+    ),
+    history_window: int = typer.Option(15, help="Recent history titles shown to the LLM."),
+    backend: str = _BACKEND,
+    retry_failed: bool = _RETRY,
+    concurrency: int | None = _CONC,
+    n_parallel: int | None = _PAR,
+    shard_size: int = _SHARD,
+    qps: float | None = _QPS,
+    actors: int = _ACTORS,
+    cpus_per_actor: float | None = _CPUS,
+    ray_address: str | None = _ADDR,
+    llm_config: Path | None = _CFG,
+    progress: bool = _PROGRESS,
+) -> None:
+    """LANE's four-step explanation of each user's top-k recommendations."""
+    from whyrec.batch import ExplanationJob
+
+    _run(
+        lambda client: ExplanationJob(
+            run, client=client, k=k, max_tokens=max_tokens, history_window=history_window
+        ),
+        users, out, {"n_parallel": n_parallel},
+        backend=backend, retry_failed=retry_failed, concurrency=concurrency,
+        shard_size=shard_size, qps=qps, actors=actors, cpus_per_actor=cpus_per_actor,
+        ray_address=ray_address, llm_config=llm_config, progress=progress,
+    )  # fmt: skip
+
+
+@app.command()
+def status(
+    out: Path = typer.Argument(..., help="A batch output directory."),
+    failures: int = typer.Option(5, help="Show this many failure reasons."),
+) -> None:
+    """Job, counts, shards and the latest failure reasons of a batch directory."""
+    from whyrec.batch import read_manifest, read_output
+
+    manifest = read_manifest(out)
+    shards = manifest.get("shards", [])
+    summary = {
+        "job": manifest.get("job"),
+        "status": manifest.get("status"),
+        "counts": manifest.get("counts"),
+        "data_shards": sum(e.get("kind", "data") == "data" for e in shards),
+        "failure_shards": sum(e.get("kind") == "failures" for e in shards),
+        "rows": sum(e["rows"] for e in shards if e.get("kind", "data") == "data"),
+        "runs": len(manifest.get("runs", [])),
+    }
+    typer.echo(json.dumps(summary, indent=2))
+    if failures > 0 and summary["failure_shards"]:
+        done = set(read_output(out)["key"])
+        fails = read_output(out, failures=True).drop_duplicates("key", keep="last")
+        fails = fails[~fails["key"].isin(done)]
+        for row in fails.tail(failures).itertuples():
+            typer.echo(f"failed {row.key}: {row.error_type}: {row.reason}", err=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``whyrec batch ...`` to the root command."""
+    root.add_typer(app, name="batch")
