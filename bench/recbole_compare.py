@@ -278,7 +278,9 @@ def report(out: Path) -> None:
         "|---|---|---|---|---|---|---|",
         *["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows],
         "",
-        f"CPU time per epoch: RecBole / whyrec = {cpu_ratio:.0f}×.",
+        f"CPU time per epoch: RecBole / whyrec = {cpu_ratio:.0f}×. RecBole's CPU seconds "
+        "include one extra test-set evaluation per epoch (logged so that a run cut short "
+        "still shows where it stood), a small part of an epoch's cost.",
     ]
     if not rb["complete"]:
         lines += [

@@ -167,6 +167,10 @@ def _validate_reason(cls: type, text: str) -> str:
     """A user-facing reason: no repeated sentences, no copied prompt labels."""
     if _PROMPT_LABEL.search(text):
         raise ValueError("copies the prompt's labels (P1, weight 0.40); write plain prose")
+    words = _norm(text).split()
+    grams = [" ".join(words[i : i + 4]) for i in range(len(words) - 3)]
+    if len(grams) != len(set(grams)):
+        raise ValueError("repeats a four-word run (the reply loops)")
     seen: set[str] = set()
     for sentence in re.split(r"(?<=[.!?])\s+", text):
         key = _norm(sentence)
