@@ -8,17 +8,15 @@ that holds the key.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from whyrec.config import ConfigFileSource, read_config_section
 from whyrec.llm.errors import LLMConfigError
 from whyrec.paths import cache_dir
 
@@ -49,48 +47,15 @@ BUILTIN_PRICES: dict[str, Price] = {
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read the LLM section of a TOML or JSON config file, with errors naming the file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise LLMConfigError(f"{path}: LLM config file not found (expected a .toml or .json file)")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise LLMConfigError(f"{path}: not valid {kind}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise LLMConfigError(f"{path}: expected a table/object of settings at the top level")
-    if isinstance(data.get("llm"), dict):
-        data = data["llm"]
+    data = read_config_section(path, "llm", error=LLMConfigError)
     for key in data:
         if key.lower() in _FORBIDDEN_KEYS:
             raise LLMConfigError(
-                f"{path}: key {key!r} is not allowed: secrets never go in config files; put "
-                "the key in an environment variable and set 'api_key_env' to that variable's name"
+                f"{Path(path).expanduser()}: key {key!r} is not allowed: secrets never go in "
+                "config files; put the key in an environment variable and set 'api_key_env' "
+                "to that variable's name"
             )
-    return dict(data)
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """Values from the file named by ``config_file=`` or ``$WHYREC_LLM_CONFIG``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: str | Path | None) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        # Unused: __call__ returns the whole file at once.
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if not self.path:
-            return {}
-        data = read_config_file(self.path)
-        data.setdefault("config_file", str(self.path))
-        return data
+    return data
 
 
 class LLMSettings(BaseSettings):
@@ -177,7 +142,7 @@ class LLMSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
         path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls, path))
+        return (init_settings, env_settings, ConfigFileSource(settings_cls, path, read_config_file))
 
     @field_validator("api_key_env")
     @classmethod

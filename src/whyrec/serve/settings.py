@@ -11,16 +11,14 @@ key the service refuses to bind to anything but a loopback address.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from whyrec.config import ConfigFileSource, read_config_section
 from whyrec.errors import ConfigError
 
 CONFIG_ENV = "WHYREC_SERVE_CONFIG"
@@ -39,36 +37,7 @@ def is_loopback(host: str) -> bool:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The ``[serve]`` section (or top level) of a TOML/JSON file, errors naming the file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: serve config file not found (expected a .toml or .json file)")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise ConfigError(f"{path}: not valid {kind}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a table/object of settings at the top level")
-    if isinstance(data.get("serve"), dict):
-        data = data["serve"]
-    return dict(data)
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings], path: str | Path | None) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ returns the whole file
-
-    def __call__(self) -> dict[str, Any]:
-        if not self.path:
-            return {}
-        data = read_config_file(self.path)
-        data.setdefault("config_file", str(self.path))
-        return data
+    return read_config_section(path, "serve")
 
 
 class ServeSettings(BaseSettings):
@@ -145,7 +114,7 @@ class ServeSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
         path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls, path))
+        return (init_settings, env_settings, ConfigFileSource(settings_cls, path, read_config_file))
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -670,7 +670,7 @@ class BatchedLocalBackend:
             plan = self._plan(messages, kwargs, seed)
         except _Unsupported:
             self.sequential_fallbacks += 1
-            return self._sequential(messages, kwargs)
+            return self._local.complete_prepared(messages, kwargs)
         except ValueError as exc:  # e.g. a chat template rejecting the messages
             raise LLMRequestError(f"local model {self.model}: {exc}") from exc
         try:
@@ -685,24 +685,6 @@ class BatchedLocalBackend:
             prompt_tokens=len(plan.prompt),
             completion_tokens=n_completion,
             finish_reason=finish,
-            model=self.model,
-        )
-
-    def _sequential(self, messages: list[Message], kwargs: dict[str, Any]) -> RawReply:
-        """The sequential path with already prepared arguments (grammar included)."""
-        llama = self._local.llama
-        with self._local._lock:
-            try:
-                out = llama.create_chat_completion(messages=messages, **kwargs)
-            except ValueError as exc:
-                raise LLMRequestError(f"local model {self.model}: {exc}") from exc
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return RawReply(
-            text=choice["message"].get("content") or "",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=choice.get("finish_reason"),
             model=self.model,
         )
 

@@ -145,7 +145,7 @@ class LocalBackend:
         seed: int | None,
     ) -> RawReply:
         """One chat completion; with a schema, decoding is constrained by its grammar."""
-        llama = self.llama
+        _ = self.llama  # load first: a missing or broken model fails before grammar work
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
         if seed is not None:
             kwargs["seed"] = seed
@@ -154,9 +154,13 @@ class LocalBackend:
             kwargs["grammar"] = grammar
             if not exact:
                 messages = with_schema_instruction(messages, schema_instruction(schema))
+        return self.complete_prepared(messages, kwargs)
+
+    def complete_prepared(self, messages: list[Message], kwargs: dict[str, Any]) -> RawReply:
+        """One chat completion with already prepared arguments (grammar included)."""
         with self._lock:
             try:
-                out = llama.create_chat_completion(messages=messages, **kwargs)
+                out = self.llama.create_chat_completion(messages=messages, **kwargs)
             except ValueError as exc:
                 raise LLMRequestError(
                     f"local model {self.model}: {exc} (n_ctx={self.n_ctx}; raise n_ctx or "
