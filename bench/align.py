@@ -44,6 +44,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument(
+        "--train-only",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="train just these surrogates (behaviour, intention, hybrid, rec-only, rec+aux) "
+        "into --work and exit: a second process on another core can train some while the "
+        "main run trains the others (a later full run reuses them)",
+    )
+    ap.add_argument(
         "--report-only",
         action="store_true",
         help="re-render the docs section from bench/results/align.json (no training)",
@@ -135,6 +144,11 @@ def main() -> None:
         "rec-only": (knowledge_sets["rec-only"], args.knowledge_steps),
         "rec+aux": (knowledge_sets["rec+aux"], 2 * args.knowledge_steps),
     }
+    if args.train_only:
+        unknown = sorted(set(args.train_only) - set(runs))
+        if unknown:
+            raise SystemExit(f"--train-only: unknown run(s) {unknown}; expected {list(runs)}")
+        runs = {name: runs[name] for name in args.train_only}
     surrogates: dict[str, Surrogate] = {}
     train_info: dict[str, dict] = {}
     for name, (sset, steps) in runs.items():
@@ -154,6 +168,8 @@ def main() -> None:
         timings[f"train {name}"] = time.perf_counter() - t
         print(name, json.dumps(train_info[name]), flush=True)
 
+    if args.train_only:
+        return
     surrogates["untuned"] = Surrogate.untuned()
     trie = TitleTrie(surrogates["untuned"], ds.titles)
 

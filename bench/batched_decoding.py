@@ -24,7 +24,6 @@ Usage: .venv/bin/python bench/batched_decoding.py [--users 12] [--parallel 1 4 8
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
@@ -84,6 +83,40 @@ def explanation_requests(ds: Any, users: list[int], prefs: dict) -> list[LLMRequ
     return out
 
 
+def weights_quality(backends: dict[str, LocalBackend], text: str, n_tokens: int = 2000) -> dict:
+    """Perplexity of each weight format on ``text`` and its next-token agreement with the
+    first format (top-1 equal; KL divergence from the first format's distribution)."""
+    from llama_cpp import Llama
+
+    out: dict[str, dict[str, float]] = {}
+    ref: tuple[np.ndarray, np.ndarray] | None = None
+    for name, b in backends.items():
+        llama = Llama(
+            model_path=str(b.loaded_path), n_ctx=n_tokens + 16, n_batch=512,
+            n_threads=b.n_threads, logits_all=True, verbose=False,
+        )  # fmt: skip
+        toks = llama.tokenize(text.encode("utf-8"))[:n_tokens]
+        llama.eval(toks)
+        logits = np.asarray(llama.scores[: len(toks)], dtype=np.float64)
+        llama.close()
+        logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        nll = float(-logp[np.arange(len(toks) - 1), toks[1:]].mean())
+        row = {"tokens": len(toks), "perplexity": round(float(np.exp(nll)), 3)}
+        top = logits.argmax(1)
+        if ref is None:
+            ref = (logp, top)
+        else:
+            p_ref = np.exp(ref[0])
+            row["top1_agreement"] = round(float(np.mean(top == ref[1])), 3)
+            row["kl_from_first"] = round(float((p_ref * (ref[0] - logp)).sum(1).mean()), 4)
+        out[name] = row
+    return out
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v}x"
+
+
 def timed(fn: Any) -> tuple[Any, float, float]:
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -101,79 +134,146 @@ def main() -> None:
     ap.add_argument(
         "--pref-mode", default="auto", help="preference prompt mode: auto, json or aspects"
     )
+    ap.add_argument(
+        "--weights",
+        nargs="+",
+        default=["file", "f16"],
+        help="weight formats to compare (the first is the baseline): file = the packaged "
+        "Q4_1 as stored; f16, q8_0, q4_0, ... = re-encoded once by llama.cpp",
+    )
+    ap.add_argument(
+        "--batched-for",
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="weights that get batched runs (default: all)",
+    )
+    ap.add_argument(
+        "--sequential-for",
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="weights that get a sequential run (default: all; the first always does)",
+    )
+    ap.add_argument(
+        "--name",
+        default="batched_decoding",
+        help="result name: bench/results/<name>.json and its docs/benchmarks.md section",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
     args = ap.parse_args()
 
     ds = load_dataset("movielens-100k")
     users = list(range(args.users))
-    settings = LLMSettings(backend="local", n_threads=args.threads, n_ctx=args.n_ctx, cache=False)
-    local = LocalBackend(settings)
-    assert local.llama is not None  # load once, outside the timings
     rows: list[dict[str, Any]] = []
-
-    def client_for(p: int | None) -> tuple[LLMClient, Any]:
-        if p is None:
-            return LLMClient(settings, backend=local, cache=False), None
-        backend = BatchedLocalBackend(settings, n_parallel=p, local=local)
-        assert backend.engine is not None  # create the context outside the timings
-        return LLMClient(settings, backend=backend, cache=False), backend
-
-    configs: list[int | None] = [None, *args.parallel]
-    ref: dict[str, list[str]] = {}
+    ref: dict[tuple[str, str], list[str]] = {}  # (stage, weights) -> sequential replies
     prefs_ref: dict | None = None
-    for stage in args.stages:
-        for p in configs:
-            client, batched = client_for(p)
-            conc = 1 if p is None else p
-            if stage == "preferences":
-                (texts, mode, prefs), wall, cpu = timed(
-                    lambda c=client, k=conc: preference_stage(
-                        c, ds, users, args.window, k, args.pref_mode
-                    )
-                )
-                if p is None:
-                    prefs_ref = prefs
-                usage = client.usage.by_stage().get("preferences")
-            else:
-                if prefs_ref is None:  # explanations need preferences: take them sequentially
-                    _, _, prefs_ref = preference_stage(
-                        LLMClient(settings, backend=local, cache=False),
-                        ds, users, args.window, 1, args.pref_mode,
-                    )  # fmt: skip
-                reqs = explanation_requests(ds, users, prefs_ref)
-                outs, wall, cpu = timed(
-                    lambda c=client, r=reqs, k=conc: c.complete_many(r, concurrency=k)
-                )
-                texts = [o.text if o.ok else f"FAILED {o.message}" for o in outs]
-                mode = "json"
-                usage = client.usage.by_stage().get("explanations")
+    loaded: dict[str, LocalBackend] = {}
+    for weights in args.weights:
+        settings = LLMSettings(
+            backend="local", n_threads=args.threads, n_ctx=args.n_ctx, cache=False,
+            weights=weights,
+        )  # fmt: skip
+        local = LocalBackend(settings)
+        assert local.llama is not None  # convert/load once, outside the timings
+        loaded[weights] = local
+
+        def client_for(p: int | None, s: LLMSettings = settings, lb: Any = local) -> tuple:
             if p is None:
-                ref[stage] = texts
-            same = sum(a == b for a, b in zip(ref[stage], texts, strict=True))
-            row = {
-                "stage": stage,
-                "decoding": "sequential" if p is None else "batched",
-                "n_parallel": 1 if p is None else p,
-                "users": len(users),
-                "prompt_mode": mode,
-                "wall_s": round(wall, 2),
-                "cpu_s": round(cpu, 2),
-                "users_per_min": round(len(users) / wall * 60, 2),
-                "identical": f"{same}/{len(users)}",
-                "calls": getattr(usage, "calls", None),
-                "completion_tokens": getattr(usage, "completion_tokens", None),
-                "steps": batched.engine.steps if batched is not None else None,
-            }
-            rows.append(row)
-            print(row, flush=True)
-            if batched is not None:
-                batched.close()
+                return LLMClient(s, backend=lb, cache=False), None
+            backend = BatchedLocalBackend(s, n_parallel=p, local=lb)
+            assert backend.engine is not None  # create the context outside the timings
+            return LLMClient(s, backend=backend, cache=False), backend
+
+        for stage in args.stages:
+            configs: list[int | None] = []
+            if weights == args.weights[0] or weights in (args.sequential_for or args.weights):
+                configs.append(None)
+            if weights in (args.batched_for or args.weights):
+                configs += args.parallel
+            for p in configs:
+                client, batched = client_for(p)
+                conc = 1 if p is None else p
+                if stage == "preferences":
+                    (texts, mode, prefs), wall, cpu = timed(
+                        lambda c=client, k=conc: preference_stage(
+                            c, ds, users, args.window, k, args.pref_mode
+                        )
+                    )
+                    if p is None and prefs_ref is None:
+                        prefs_ref = prefs  # explanation prompts: the first weights' preferences
+                    usage = client.usage.by_stage().get("preferences")
+                else:
+                    if prefs_ref is None:  # explanations need preferences: take them sequentially
+                        _, _, prefs_ref = preference_stage(
+                            LLMClient(settings, backend=local, cache=False),
+                            ds, users, args.window, 1, args.pref_mode,
+                        )  # fmt: skip
+                    reqs = explanation_requests(ds, users, prefs_ref)
+                    outs, wall, cpu = timed(
+                        lambda c=client, r=reqs, k=conc: c.complete_many(r, concurrency=k)
+                    )
+                    texts = [o.text if o.ok else f"FAILED {o.message}" for o in outs]
+                    mode = "json"
+                    usage = client.usage.by_stage().get("explanations")
+                if p is None:
+                    ref[(stage, weights)] = texts
+                same_ref = ref.get((stage, weights))
+                same = (
+                    f"{sum(a == b for a, b in zip(same_ref, texts, strict=True))}/{len(users)}"
+                    if same_ref is not None
+                    else "—"
+                )
+                base = ref[(stage, args.weights[0])]
+                same_base = sum(a == b for a, b in zip(base, texts, strict=True))
+                row = {
+                    "stage": stage,
+                    "weights": weights,
+                    "decoding": "sequential" if p is None else "batched",
+                    "n_parallel": 1 if p is None else p,
+                    "users": len(users),
+                    "prompt_mode": mode,
+                    "wall_s": round(wall, 2),
+                    "cpu_s": round(cpu, 2),
+                    "users_per_min": round(len(users) / wall * 60, 2),
+                    "identical": same,
+                    "identical_to_first_weights": f"{same_base}/{len(users)}",
+                    "calls": getattr(usage, "calls", None),
+                    "completion_tokens": getattr(usage, "completion_tokens", None),
+                    "steps": batched.engine.steps if batched is not None else None,
+                }
+                rows.append(row)
+                print(row, flush=True)
+                if batched is not None:
+                    batched.close()
+        local.close()
+    assert prefs_ref is not None
+    quality_text = "\n\n".join(
+        m["content"] for r in explanation_requests(ds, users, prefs_ref) for m in r.messages
+    )
+    quality = weights_quality(loaded, quality_text)
+    print(quality, flush=True)
     for stage in args.stages:
-        base = next(r for r in rows if r["stage"] == stage and r["decoding"] == "sequential")
+        first = next(
+            r for r in rows
+            if r["stage"] == stage and r["decoding"] == "sequential"
+            and r["weights"] == args.weights[0]
+        )  # fmt: skip
         for r in rows:
-            if r["stage"] == stage:
-                r["speedup"] = round(r["users_per_min"] / base["users_per_min"], 2)
-    local.close()
+            if r["stage"] != stage:
+                continue
+            same_w = next(
+                (
+                    x for x in rows
+                    if x["stage"] == stage and x["decoding"] == "sequential"
+                    and x["weights"] == r["weights"]
+                ),
+                None,
+            )  # fmt: skip
+            r["speedup"] = round(r["users_per_min"] / first["users_per_min"], 2)
+            r["speedup_same_weights"] = (
+                round(r["users_per_min"] / same_w["users_per_min"], 2) if same_w else None
+            )
     if args.no_write:
         return
     best = {
@@ -181,38 +281,60 @@ def main() -> None:
         for s in args.stages
     }
     pref_mode = next((r["prompt_mode"] for r in rows if r["stage"] == "preferences"), "-")
+    first = args.weights[0]
     lines = [
-        "## Batched local decoding (issue 8)",
+        "## Batched local decoding (issue 8)"
+        + ("" if args.name == "batched_decoding" else f": {len(users)} users"),
         "",
-        f"Users per minute of the two LLM stages with the packaged SmolLM2-135M (Q4_1) on "
-        f"{len(users)} MovieLens-100k users, llama.cpp threads {args.threads}, history "
-        f"window {args.window}, preference prompt mode {pref_mode}, "
-        "temperature 0, reply cache off, the client's default re-asks. *sequential* is "
-        "`LocalBackend` (one sequence at a time); *batched* is `BatchedLocalBackend` with "
-        "`n_parallel` sequences per decode call. *identical* counts replies equal to the "
-        "sequential run's.",
+        f"Users per minute of the two LLM stages with the packaged SmolLM2-135M on "
+        f"{len(users)} MovieLens-100k users (one request per user per stage: the m "
+        f"preference calls; one explanation of the held-out item), llama.cpp threads "
+        f"{args.threads}, history window {args.window}, preference prompt mode {pref_mode}, "
+        "temperature 0, reply cache off, the client's default re-asks. *weights*: `file` = "
+        "the packaged Q4_1 GGUF as stored; `f16` etc. = the same file re-encoded once by "
+        "llama.cpp (`WHYREC_LLM_WEIGHTS`). *sequential* is `LocalBackend` (one sequence at a "
+        "time); *batched* is `BatchedLocalBackend` with `n_parallel` sequences per decode "
+        "call. *speedup* is against the sequential run on the packaged weights (today's "
+        f"default); *same w.* against the sequential run on the same weights. *identical* "
+        "counts replies equal to the sequential run's on the same weights; *= file* those "
+        "equal to the packaged weights' sequential replies.",
         "",
-        "| stage | decoding | n_parallel | users/min | speedup | identical | wall s | CPU s |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        "| stage | weights | decoding | n_parallel | users/min | speedup | same w. | "
+        "identical | = file | wall s |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['stage']} | {r['decoding']} | {r['n_parallel']} | {r['users_per_min']} | "
-            f"{r['speedup']}x | {r['identical']} | {r['wall_s']} | {r['cpu_s']} |"
+            f"| {r['stage']} | {r['weights']} | {r['decoding']} | {r['n_parallel']} | "
+            f"{r['users_per_min']} | {r['speedup']}x | "
+            f"{_x(r['speedup_same_weights'])} | "
+            f"{r['identical']} | {r['identical_to_first_weights']} | {r['wall_s']} |"
         )
     lines += [
         "",
         "Best: "
         + "; ".join(
-            f"{s} {b['users_per_min']} users/min ({b['speedup']}x, n_parallel {b['n_parallel']})"
+            f"{s} {b['users_per_min']} users/min ({b['speedup']}x, {b['weights']}, "
+            f"n_parallel {b['n_parallel']})"
             for s, b in best.items()
         )
-        + ". Median speedup of the batched runs: "
-        + f"{statistics.median(r['speedup'] for r in rows if r['decoding'] == 'batched'):.2f}x.",
+        + ".",
+        "",
+        f"Quality of the weight formats (next-token predictions over the {len(users)} "
+        "explanation prompts' text, first "
+        f"{next(iter(quality.values()))['tokens']} tokens; agreement and KL against `{first}`):",
+        "",
+        "| weights | perplexity | top-1 agreement | KL |",
+        "|---|---:|---:|---:|",
     ]
+    for name, q in quality.items():
+        lines.append(
+            f"| {name} | {q['perplexity']} | {q.get('top1_agreement', '—')} | "
+            f"{q.get('kl_from_first', '—')} |"
+        )
     write_result(
-        "batched_decoding",
-        {"settings": vars(args), "rows": rows},
+        args.name,
+        {"settings": vars(args), "rows": rows, "weights_quality": quality},
         "\n".join(lines),
     )
 

@@ -76,6 +76,13 @@ class LLMSettings(BaseSettings):
     model_path: Path | None = Field(
         None, description="GGUF file for 'local' (default: the packaged SmolLM2-135M-Instruct)."
     )
+    weights: Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"] = Field(
+        "file",
+        description="'local': 'file' loads the GGUF's weights as stored; f16, bf16, q8_0, "
+        "q5_k_m, q4_k_m, q4_0 or iq4_nl re-encode them once (cached under "
+        "<WHYREC_HOME>/llm/models). f16 keeps the packaged model's quality and makes prompt "
+        "processing and batched decoding faster on CPUs; see docs/batch.md.",
+    )
     n_threads: int = Field(2, ge=1, description="CPU threads for 'local'.")
     n_ctx: int = Field(4096, ge=256, description="Context window (tokens) for 'local'.")
     n_batch: int = Field(512, ge=8, description="Prompt-processing batch size for 'local'.")

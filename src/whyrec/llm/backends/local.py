@@ -7,9 +7,11 @@ use threads (cache hits and bookkeeping run in parallel). Generation is bounded 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import json
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +60,69 @@ def _file_fingerprint(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:16]}"
 
 
+#: ``weights`` values: llama.cpp file types a GGUF can be re-encoded into before loading
+WEIGHT_FORMATS: dict[str, str] = {
+    "f16": "LLAMA_FTYPE_MOSTLY_F16",
+    "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
+}
+
+
+def converted_model_path(src: Path, weights: str, out_dir: Path | None = None) -> Path:
+    """``src`` with its weights re-encoded as ``weights`` (one of :data:`WEIGHT_FORMATS`).
+
+    The conversion runs once (llama.cpp's own quantiser, in-process, about a second for
+    the packaged model); the result is kept in ``<WHYREC_HOME>/llm/models`` under a name
+    that carries the source file's fingerprint, so a changed source is converted again.
+    Written to a temporary file and renamed, so concurrent processes never load half a file.
+    """
+    key = weights.lower()
+    if key not in WEIGHT_FORMATS:
+        raise LLMConfigError(
+            f"weights={weights!r} is not a known format; expected 'file' or one of "
+            f"{', '.join(WEIGHT_FORMATS)}"
+        )
+    try:
+        import llama_cpp
+        from llama_cpp._utils import suppress_stdout_stderr
+    except ImportError as exc:
+        raise LLMConfigError(
+            "backend 'local' needs llama-cpp-python: pip install 'whyrec[local]'"
+        ) from exc
+    if out_dir is None:
+        from whyrec.paths import cache_dir
+
+        out_dir = cache_dir("llm", "models")
+    digest = hashlib.sha256(_file_fingerprint(src).encode()).hexdigest()[:12]
+    out = out_dir / f"{src.stem}.{key}.{digest}.gguf"
+    if out.is_file():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, WEIGHT_FORMATS[key])
+    params.allow_requantize = True
+    params.nthread = max(1, os.cpu_count() or 1)
+    try:
+        with suppress_stdout_stderr(disable=False):
+            rc = llama_cpp.llama_model_quantize(
+                str(src).encode(), str(tmp).encode(), ctypes.byref(params)
+            )
+        if rc != 0 or not tmp.is_file():
+            raise LLMConfigError(
+                f"{src}: llama.cpp could not re-encode the weights as {key} (code {rc}); "
+                "expected a valid GGUF file"
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 class LocalBackend:
     """llama-cpp-python over one GGUF file, loaded on first use."""
 
@@ -73,7 +138,18 @@ class LocalBackend:
                 f"{self.model_path}: GGUF model file not found (setting model_path); "
                 "expected a path to a .gguf file"
             )
-        self.model = settings.model or self.model_path.stem
+        #: the weights as stored ("file") or the format they are re-encoded into on load
+        self.weights = (getattr(settings, "weights", "file") or "file").lower()
+        if self.weights != "file" and self.weights not in WEIGHT_FORMATS:
+            raise LLMConfigError(
+                f"weights={self.weights!r} is not a known format; expected 'file' or one of "
+                f"{', '.join(WEIGHT_FORMATS)}"
+            )
+        self.model = settings.model or (
+            self.model_path.stem
+            if self.weights == "file"
+            else f"{self.model_path.stem}.{self.weights}"
+        )
         self.n_threads = settings.n_threads
         self.n_ctx = settings.n_ctx
         self.n_batch = settings.n_batch
@@ -82,6 +158,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._grammars: dict[str, tuple[LlamaGrammar, bool]] = {}
         self._fingerprint: str | None = None
+        self.loaded_path: Path | None = None
 
     @property
     def llama(self) -> Llama:
@@ -99,9 +176,13 @@ class LocalBackend:
             raise LLMConfigError(
                 "backend 'local' needs llama-cpp-python: pip install 'whyrec[local]'"
             ) from exc
+        path = self.model_path
+        if self.weights != "file":
+            path = converted_model_path(self.model_path, self.weights)
+        self.loaded_path = path
         try:
             return Llama(
-                model_path=str(self.model_path),
+                model_path=str(path),
                 n_ctx=self.n_ctx,
                 n_batch=self.n_batch,
                 n_threads=self.n_threads,
@@ -180,13 +261,17 @@ class LocalBackend:
         """The model file (by content fingerprint) and the settings that change replies."""
         if self._fingerprint is None:
             self._fingerprint = _file_fingerprint(self.model_path)
-        return {"file": self._fingerprint, "chat_format": self.chat_format}
+        out = {"file": self._fingerprint, "chat_format": self.chat_format}
+        if self.weights != "file":  # a re-encoded model replies differently
+            out["weights"] = self.weights
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Facts for ``whyrec llm info``."""
         return {
             "model_path": str(self.model_path),
             "model_size_mb": round(self.model_path.stat().st_size / 1e6, 1),
+            "weights": self.weights,
             "n_threads": self.n_threads,
             "n_ctx": self.n_ctx,
             "chat_format": self.chat_format or "(from the GGUF chat template)",
