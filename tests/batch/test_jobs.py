@@ -198,6 +198,11 @@ def test_batch_cli_runs_and_reports_status(endpoint, tiny_data_dir, tmp_path, mo
         app, ["batch", "preferences", str(tiny_data_dir), "--out", str(out), "--backend", "spark"]
     )
     assert res.exit_code != 0 and "--backend must be one of local, ray" in str(res.exception)
+    res = CliRunner().invoke(
+        app, ["batch", "preferences", str(tiny_data_dir), "--out", str(out), "--weights", "q9"]
+    )
+    assert res.exit_code != 0
+    assert "WHYREC_LLM_WEIGHTS" in str(res.exception) + res.output  # the setting is named
 
 
 def test_rate_limiter_spaces_calls():
