@@ -300,7 +300,9 @@ def markdown(p: dict) -> str:
     ]
     for name, t in tr.items():
         lines.append(
-            f"| {name} | {t['steps']} | {t['samples']} | {_f(t['loss_first10'], 2)} → "
+            f"| {name} | {t['steps']}"
+            + (f" (resumed at {t['resumed_from_step']})" if t.get("resumed_from_step") else "")
+            + f" | {t['samples']} | {_f(t['loss_first10'], 2)} → "
             f"{_f(t['loss_last10'], 2)} | {t['seconds_per_step']:.2f} |"
         )
     lines += [
@@ -308,7 +310,9 @@ def markdown(p: dict) -> str:
         f"Wall time {p['total_s'] / 60:.1f} min in one process pinned to one core "
         f"(`taskset -c 1`, 1 torch thread); 1-minute load average before/after "
         f"{p['load_before_after'][0]} / {p['load_before_after'][1]} on 2 cores shared with "
-        "other jobs, so times are upper bounds. Stages (s): "
+        "other jobs, so times are upper bounds. A run marked *resumed* was started by a "
+        "second process (`--train-only`) on the other core and finished from its checkpoint "
+        "here; its s / step mixes both. Stages (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in p["timings_s"].items())
         + ".",
     ]
@@ -344,56 +348,106 @@ def beyond_chance(r: dict) -> list[str]:
     return out
 
 
+def _hits(rate: float, n: int) -> int:
+    return int(round(rate * n))
+
+
+def _fisher_greater(a: int, b: int, n_a: int, n_b: int) -> float:
+    """One-sided Fisher exact p-value that a's hit rate exceeds b's."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[a, n_a - a], [b, n_b - b]], alternative="greater")[1])
+
+
 def claims(p: dict) -> list[str]:
+    """The papers' orderings, checked metric by metric with the noise stated.
+
+    Retrieval is compared by hits (trie decoding where measured): chance is 5 / 1,682 per
+    user, so a hit is signal and a difference in hits gets a one-sided Fisher exact test.
+    Ranking and interest only count when they leave chance by more than 2 s.e.
+    """
     al, kn = p["alignment"], p["knowledge"]
     signal = {n: beyond_chance(r) for n, r in al.items()}
 
-    def score(name: str) -> float:
-        r = al[name]
-        return (r["retrieval"]["HR@5"] + r["ranking"]["NDCG@5"] + r["interest"]["accuracy"]) / 3
+    def retrieval(name: str) -> tuple[int, int]:
+        r = al[name].get("retrieval_trie") or al[name]["retrieval"]
+        return _hits(r["HR@5"], r["n"]), r["n"]
 
     out = [
-        "Metrics beyond chance (more than 2 standard errors from a random answer): "
+        "Metrics beyond chance (more than 2 standard errors from a random answer; any "
+        "retrieval hit counts): "
         + "; ".join(f"{n}: {', '.join(s) or 'none'}" for n, s in signal.items())
         + "."
     ]
-    u = score("untuned")
-    tuned = {n: score(n) for n in ("behaviour", "intention", "hybrid")}
-    means = ", ".join(f"{n} {v:.3f}" for n, v in tuned.items())
-    if not any(signal[n] for n in tuned):
+    hits = {n: retrieval(n) for n in al}
+    hit_text = ", ".join(f"{n} {h}/{m}" for n, (h, m) in hits.items())
+    flat = [
+        n for n in ("behaviour", "intention", "hybrid")
+        if not ({"ranking", "interest"} & set(signal[n]))
+    ]  # fmt: skip
+    chance_note = (
+        "ranking and interest stay at chance for "
+        + ("every tuned surrogate" if len(flat) == 3 else ", ".join(flat))
+        + " (NDCG@5 "
+        + ", ".join(f"{al[n]['ranking']['NDCG@5']:.3f}" for n in al)
+        + f" vs chance {al['untuned']['ranking']['chance_NDCG@5']:.3f}; interest accuracy "
+        + ", ".join(f"{al[n]['interest']['accuracy']:.3f}" for n in al)
+        + " vs 0.5)"
+    )
+    u_hits, u_n = hits["untuned"]
+    better = [
+        n for n in ("behaviour", "intention", "hybrid") if hits[n][0] > u_hits
+    ]  # fmt: skip
+    if not better:
         out.append(
-            "aligned > untuned: not shown. No tuned surrogate departs from chance on any "
-            f"alignment metric (mean of retrieval HR@5, ranking NDCG@5, interest accuracy: "
-            f"untuned {u:.3f}, {means}); the tuning learned the answer formats (ranking "
-            "replies became complete) but not f's preferences. The run is too small to test "
-            "the claim, so it is neither confirmed nor refuted."
+            f"aligned > untuned: not shown — retrieval hits (f's top 5, trie decoding): "
+            f"{hit_text}; {chance_note}."
         )
     else:
-        verdict = "holds" if all(v > u for v in tuned.values()) else "does not hold"
-        out.append(f"aligned > untuned {verdict}: untuned {u:.3f} vs {means}.")
-    b = tuned["behaviour"]
+        pv = {n: _fisher_greater(hits[n][0], u_hits, hits[n][1], u_n) for n in better}
+        sig = [n for n in better if pv[n] < 0.05]
+        ps = ", ".join(f"{n} p = {pv[n]:.3g}" for n in better)
+        verdict = (
+            f"holds on retrieval for {', '.join(sig)}" if sig
+            else "points that way on retrieval but is within noise"
+        )  # fmt: skip
+        out.append(
+            f"aligned > untuned {verdict}: hits {hit_text} (one-sided Fisher exact vs "
+            f"untuned: {ps}); {chance_note}."
+        )
+    b_hits, b_n = hits["behaviour"]
     for n in ("intention", "hybrid"):
-        if not signal[n] and not signal["behaviour"]:
-            out.append(
-                f"{n} > behaviour: not testable here (neither is above chance; "
-                f"{tuned[n]:.3f} vs {b:.3f})."
-            )
+        h, m = hits[n]
+        pv = _fisher_greater(h, b_hits, m, b_n)
+        if h > b_hits and pv < 0.05:
+            verdict = "holds on retrieval"
+        elif h > b_hits:
+            verdict = "points that way on retrieval but is within noise"
         else:
-            verdict = "holds" if tuned[n] > b else "does not hold"
-            out.append(f"{n} > behaviour {verdict} here ({tuned[n]:.3f} vs {b:.3f}).")
+            verdict = "does not hold"
+        out.append(
+            f"{n} > behaviour {verdict}: {h}/{m} vs {b_hits}/{b_n} retrieval hits "
+            f"(one-sided Fisher exact p = {pv:.3g}); the other metrics cannot separate them."
+        )
     r0, r1 = kn["rec-only"], kn["rec+aux"]
-    if r0["Recall@10"] == 0 and r1["Recall@10"] == 0:
+    h0, h1 = _hits(r0["Recall@10"], r0["n"]), _hits(r1["Recall@10"], r1["n"])
+    if h0 == 0 and h1 == 0:
         out.append(
             "auxiliary tasks > rec tasks only: not testable here — neither surrogate places a "
             f"single test item in its top 10 (n = {r0['n']}; SASRec and popularity do, see "
             "above)."
         )
     else:
-        verdict = "holds" if r1["NDCG@10"] > r0["NDCG@10"] else "does not hold"
+        pv = _fisher_greater(h1, h0, r1["n"], r0["n"])
+        verdict = (
+            "holds" if h1 > h0 and pv < 0.05
+            else "points that way but is within noise" if h1 > h0
+            else "does not hold"
+        )  # fmt: skip
         out.append(
-            f"auxiliary tasks > rec tasks only {verdict} here (NDCG@10 {r1['NDCG@10']:.3f} vs "
-            f"{r0['NDCG@10']:.3f}, Recall@10 {r1['Recall@10']:.3f} vs {r0['Recall@10']:.3f}; "
-            f"n = {r0['n']}, so a difference of one or two hits is noise)."
+            f"auxiliary tasks > rec tasks only {verdict}: {h1}/{r1['n']} vs {h0}/{r0['n']} test "
+            f"items in the top 10 (NDCG@10 {r1['NDCG@10']:.3f} vs {r0['NDCG@10']:.3f}; "
+            f"one-sided Fisher exact p = {pv:.3g}); both far below SASRec on the same users."
         )
     return out
 
