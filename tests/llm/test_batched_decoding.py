@@ -116,44 +116,6 @@ def test_client_complete_many_batches_and_keeps_order(backends):
     assert sum(o.text == r.text for o, r in zip(out, ref, strict=True)) >= 2
 
 
-def test_a_released_stream_is_held_for_its_follow_up(backends, monkeypatch):
-    """A re-ask (prompt + reply + error message) finds its evaluated prefix even when an
-    unrelated request was queued first: the released slot is held for a moment."""
-    import time
-
-    import whyrec.llm.backends.batched as mod
-
-    local, _ = backends
-    monkeypatch.setattr(mod, "_HOLD_S", 2.0)  # generous, so a loaded machine cannot race it
-    settings = LLMSettings(backend="local", n_threads=1, n_ctx=1024, cache=False)
-    one = BatchedLocalBackend(settings, n_parallel=1, local=local)
-    gen = {"schema": None, "temperature": 0.0, "seed": 0}
-    try:
-        first = [{"role": "user", "content": "Name one film about the sea."}]
-        a = one.generate(first, max_tokens=16, **gen)
-        engine = one.engine
-        reused_before = engine.reused_tokens
-        done: dict[str, float] = {}
-
-        def run(name: str, messages: list[dict], n: int):
-            out = one.generate(messages, max_tokens=n, **gen)
-            done[name] = time.perf_counter()
-            return out
-
-        follow = [*first, {"role": "assistant", "content": a.text},
-                  {"role": "user", "content": "Shorter, please."}]  # fmt: skip
-        with ThreadPoolExecutor(2) as pool:
-            other = pool.submit(run, "other", [{"role": "user", "content": "Name a dog."}], 8)
-            time.sleep(0.2)  # the unrelated request is queued first
-            again = pool.submit(run, "again", follow, 8)
-            assert other.result().text and again.result().text
-        assert done["again"] < done["other"]  # the follow-up took the held slot
-        # ...and skipped evaluating the first prompt and its reply again
-        assert engine.reused_tokens - reused_before >= a.prompt_tokens
-    finally:
-        one.close()
-
-
 def test_too_long_prompts_fail_like_the_sequential_backend(backends):
     local, batched = backends
     long = [{"role": "user", "content": "film " * 1500}]

@@ -53,9 +53,6 @@ if TYPE_CHECKING:
 _PIECE_BUF = 32  # llama-cpp-python's own detokenize buffer size
 _MIN_SHARED = 32  # copy another slot's stream when it saves at least this many tokens
 _TOP_K = 64  # candidates checked one by one before the grammar runs over the vocabulary
-#: a released slot is held this long for a follow-up that extends its stream (a re-ask:
-#: prompt + reply + error message) before unrelated requests may take it
-_HOLD_S = 0.05
 
 
 class _Unsupported(Exception):
@@ -179,8 +176,6 @@ class BatchedEngine:
         )
         self._slots: list[_Seq | None] = [None] * n_parallel
         self._cached: list[list[int]] = [[] for _ in range(n_parallel)]  # tokens in each stream
-        self._held_until: list[float] = [0.0] * n_parallel  # see _HOLD_S
-        self._released_at: list[float] = [0.0] * n_parallel
         self._queue: deque[_Seq] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -189,7 +184,6 @@ class BatchedEngine:
         self.tokens_decoded = 0
         self.max_active = 0
         self.prefix_copies = 0
-        self.reused_tokens = 0  # prompt tokens not evaluated thanks to a cached prefix
         self._thread = threading.Thread(target=self._loop, name="whyrec-batched", daemon=True)
         self._thread.start()
 
@@ -240,12 +234,6 @@ class BatchedEngine:
                 if self._closed:
                     return
                 self._admit()
-                if self._queue and not any(self._slots):
-                    # everything queued waits for a held slot: sleep until the first hold ends
-                    now = time.perf_counter()
-                    wake = min((h for h in self._held_until if h > now), default=now) - now
-                    self._cond.wait(timeout=max(wake, 0.001))
-                    continue
             try:
                 self._step()
             except Exception as exc:  # keep serving: fail only the sequences in flight
@@ -269,21 +257,8 @@ class BatchedEngine:
                 break
             seq = self._queue.popleft()
             prompt = seq.plan.prompt
-            now = time.perf_counter()
-            lcps = {i: _common_prefix(self._cached[i], prompt) for i in free}
-            open_ = [i for i in free if self._held_until[i] <= now]
-            base = max((lcps[i] for i in open_), default=0)
-            # a held slot goes only to a request that continues its stream; ties go to the
-            # slot released longest ago, so recent streams stay around for follow-ups
-            eligible = [
-                i for i in free
-                if i in open_ or lcps[i] > max(base + _MIN_SHARED, len(self._cached[i]) // 2)
-            ]  # fmt: skip
-            if not eligible:
-                deferred.append(seq)
-                continue
             own, own_lcp = max(
-                ((i, lcps[i]) for i in eligible), key=lambda t: (t[1], -self._released_at[t[0]])
+                ((i, _common_prefix(self._cached[i], prompt)) for i in free), key=lambda t: t[1]
             )
             busy = [i for i, s in enumerate(self._slots) if s is not None]
             src, src_lcp = max(
@@ -318,7 +293,6 @@ class BatchedEngine:
                 reuse = 0
                 self._lc.llama_memory_seq_rm(self._mem, best, -1, -1)
                 self._cached[best] = []
-            self.reused_tokens += reuse
             seq.slot = best
             seq.n_past = reuse
             seq.feed = list(prompt[reuse:])
@@ -497,9 +471,6 @@ class BatchedEngine:
         self._free_chain(seq)
         if seq.slot >= 0 and self._slots[seq.slot] is seq:
             self._slots[seq.slot] = None  # the stream keeps its tokens for prefix reuse
-            now = time.perf_counter()
-            self._released_at[seq.slot] = now
-            self._held_until[seq.slot] = now + _HOLD_S
 
     def _free_chain(self, seq: _Seq) -> None:
         if seq.chain is not None:
