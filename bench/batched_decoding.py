@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from _report import write_result
+from weight_formats import quality as weight_quality
 from whyrec.data import load_dataset
 from whyrec.explain.explainer import LaneExplainer
 from whyrec.explain.preferences import PreferenceExtractor
@@ -80,36 +81,6 @@ def explanation_requests(ds: Any, users: list[int], prefs: dict) -> list[LLMRequ
                 tag=u,
             )
         )
-    return out
-
-
-def weights_quality(backends: dict[str, LocalBackend], text: str, n_tokens: int = 2000) -> dict:
-    """Perplexity of each weight format on ``text`` and its next-token agreement with the
-    first format (top-1 equal; KL divergence from the first format's distribution)."""
-    from llama_cpp import Llama
-
-    out: dict[str, dict[str, float]] = {}
-    ref: tuple[np.ndarray, np.ndarray] | None = None
-    for name, b in backends.items():
-        llama = Llama(
-            model_path=str(b.loaded_path), n_ctx=n_tokens + 16, n_batch=512,
-            n_threads=b.n_threads, logits_all=True, verbose=False,
-        )  # fmt: skip
-        toks = llama.tokenize(text.encode("utf-8"))[:n_tokens]
-        llama.eval(toks)
-        logits = np.asarray(llama.scores[: len(toks)], dtype=np.float64)
-        llama.close()
-        logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-        nll = float(-logp[np.arange(len(toks) - 1), toks[1:]].mean())
-        row = {"tokens": len(toks), "perplexity": round(float(np.exp(nll)), 3)}
-        top = logits.argmax(1)
-        if ref is None:
-            ref = (logp, top)
-        else:
-            p_ref = np.exp(ref[0])
-            row["top1_agreement"] = round(float(np.mean(top == ref[1])), 3)
-            row["kl_from_first"] = round(float((p_ref * (ref[0] - logp)).sum(1).mean()), 4)
-        out[name] = row
     return out
 
 
@@ -251,7 +222,9 @@ def main() -> None:
     quality_text = "\n\n".join(
         m["content"] for r in explanation_requests(ds, users, prefs_ref) for m in r.messages
     )
-    quality = weights_quality(loaded, quality_text)
+    quality = weight_quality(
+        {w: b.loaded_path for w, b in loaded.items()}, args.threads, quality_text
+    )
     print(quality, flush=True)
     for stage in args.stages:
         first = next(
@@ -330,7 +303,7 @@ def main() -> None:
     for name, q in quality.items():
         lines.append(
             f"| {name} | {q['perplexity']} | {q.get('top1_agreement', '—')} | "
-            f"{q.get('kl_from_first', '—')} |"
+            f"{q.get('kl_from_file', '—')} |"
         )
     write_result(
         args.name,

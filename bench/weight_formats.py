@@ -86,10 +86,16 @@ def decode_step_ms(settings: LLMSettings, local: LocalBackend, batch: int, token
     return {p: _median_step_ms(settings, local, p, tokens) for p in (1, batch)}
 
 
-def quality(paths: dict[str, Path], threads: int, n_tokens: int = 2000) -> dict:
+def quality(
+    paths: dict[str, Path], threads: int, text: str | None = None, n_tokens: int = 2000
+) -> dict:
+    """Perplexity of each model file on ``text`` (default: README.md + docs/lane.md) and,
+    from the second on, next-token top-1 agreement and KL divergence against the first."""
     from llama_cpp import Llama
 
-    text = (ROOT / "README.md").read_text()[:6000] + (ROOT / "docs" / "lane.md").read_text()[:3000]
+    if text is None:
+        text = (ROOT / "README.md").read_text()[:6000]
+        text += (ROOT / "docs" / "lane.md").read_text()[:3000]
     res: dict[str, dict] = {}
     ref: tuple[np.ndarray, np.ndarray] | None = None
     for name, path in paths.items():

@@ -58,6 +58,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: ``weights``: "file" (as stored) or a llama.cpp file type to re-encode the GGUF into
+#: (the name of its ``LLAMA_FTYPE_MOSTLY_*`` constant, lower-cased)
+WeightsFormat = Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
+
+
 class LLMSettings(BaseSettings):
     """Everything the LLM client needs; every field is also ``WHYREC_LLM_<FIELD>``."""
 
@@ -76,7 +81,7 @@ class LLMSettings(BaseSettings):
     model_path: Path | None = Field(
         None, description="GGUF file for 'local' (default: the packaged SmolLM2-135M-Instruct)."
     )
-    weights: Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"] = Field(
+    weights: WeightsFormat = Field(
         "file",
         description="'local': 'file' loads the GGUF's weights as stored; f16, bf16, q8_0, "
         "q5_k_m, q4_k_m, q4_0 or iq4_nl re-encode them once (cached under "

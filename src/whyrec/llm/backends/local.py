@@ -14,11 +14,12 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
 from whyrec.llm.parse import Schema, schema_instruction
+from whyrec.llm.settings import WeightsFormat
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
@@ -60,20 +61,13 @@ def _file_fingerprint(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:16]}"
 
 
-#: ``weights`` values: llama.cpp file types a GGUF can be re-encoded into before loading
-WEIGHT_FORMATS: dict[str, str] = {
-    "f16": "LLAMA_FTYPE_MOSTLY_F16",
-    "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-    "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
-}
+#: formats ``weights`` can re-encode a GGUF into (every choice of the setting but "file")
+WEIGHT_FORMATS: tuple[str, ...] = tuple(w for w in get_args(WeightsFormat) if w != "file")
 
 
 def converted_model_path(src: Path, weights: str, out_dir: Path | None = None) -> Path:
-    """``src`` with its weights re-encoded as ``weights`` (one of :data:`WEIGHT_FORMATS`).
+    """``src`` with its weights re-encoded as ``weights`` (one of :data:`WEIGHT_FORMATS`,
+    i.e. llama.cpp's ``LLAMA_FTYPE_MOSTLY_<WEIGHTS>``).
 
     The conversion runs once (llama.cpp's own quantiser, in-process, about a second for
     the packaged model); the result is kept in ``<WHYREC_HOME>/llm/models`` under a name
@@ -104,7 +98,7 @@ def converted_model_path(src: Path, weights: str, out_dir: Path | None = None) -
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, WEIGHT_FORMATS[key])
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{key.upper()}")
     params.allow_requantize = True
     params.nthread = max(1, os.cpu_count() or 1)
     try:
@@ -139,12 +133,7 @@ class LocalBackend:
                 "expected a path to a .gguf file"
             )
         #: the weights as stored ("file") or the format they are re-encoded into on load
-        self.weights = (getattr(settings, "weights", "file") or "file").lower()
-        if self.weights != "file" and self.weights not in WEIGHT_FORMATS:
-            raise LLMConfigError(
-                f"weights={self.weights!r} is not a known format; expected 'file' or one of "
-                f"{', '.join(WEIGHT_FORMATS)}"
-            )
+        self.weights: str = settings.weights  # validated by the settings
         self.model = settings.model or (
             self.model_path.stem
             if self.weights == "file"
