@@ -39,6 +39,7 @@ from whyrec.explain.schemas import explanation_schema
 from whyrec.llm import LLMClient, LLMRequest, LLMSettings
 from whyrec.llm.backends.batched import BatchedLocalBackend
 from whyrec.llm.backends.local import LocalBackend
+from whyrec.llm.backends.pool import WorkerPoolBackend
 
 #: the completion budget LaneExplainer gives an explanation
 EXPLAIN_TOKENS = LaneExplainer(None, None).max_tokens
@@ -131,6 +132,13 @@ def main() -> None:
         default="batched_decoding",
         help="result name: bench/results/<name>.json and its docs/benchmarks.md section",
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the --parallel configurations on this many model processes sharing "
+        "--threads (WorkerPoolBackend; n_parallel 1 = sequential in each)",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
     args = ap.parse_args()
 
@@ -152,6 +160,11 @@ def main() -> None:
         def client_for(p: int | None, s: LLMSettings = settings, lb: Any = local) -> tuple:
             if p is None:
                 return LLMClient(s, backend=lb, cache=False), None
+            if args.workers > 1:  # data-parallel processes sharing --threads
+                ps = s.model_copy(update={"workers": args.workers, "n_parallel": p})
+                pool = WorkerPoolBackend(ps)
+                pool._start()  # spawn and load outside the timings
+                return LLMClient(ps, backend=pool, cache=False), pool
             backend = BatchedLocalBackend(s, n_parallel=p, local=lb)
             assert backend.engine is not None  # create the context outside the timings
             return LLMClient(s, backend=backend, cache=False), backend
@@ -164,7 +177,7 @@ def main() -> None:
                 configs += args.parallel
             for p in configs:
                 client, batched = client_for(p)
-                conc = 1 if p is None else p
+                conc = 1 if p is None else (p if args.workers == 1 else batched.max_concurrency)
                 if stage == "preferences":
                     (texts, mode, prefs), wall, cpu = timed(
                         lambda c=client, k=conc: preference_stage(
@@ -200,8 +213,14 @@ def main() -> None:
                 row = {
                     "stage": stage,
                     "weights": weights,
-                    "decoding": "sequential" if p is None else "batched",
+                    "decoding": (
+                        "sequential"
+                        if p is None
+                        else ("batched" if p > 1 else "sequential")
+                        + (f" x{args.workers} workers" if args.workers > 1 else "")
+                    ),  # fmt: skip
                     "n_parallel": 1 if p is None else p,
+                    "workers": 1 if p is None else args.workers,
                     "users": len(users),
                     "prompt_mode": mode,
                     "wall_s": round(wall, 2),
@@ -211,7 +230,9 @@ def main() -> None:
                     "identical_to_first_weights": f"{same_base}/{len(users)}",
                     "calls": getattr(usage, "calls", None),
                     "completion_tokens": getattr(usage, "completion_tokens", None),
-                    "steps": batched.engine.steps if batched is not None else None,
+                    "steps": (
+                        batched.engine.steps if isinstance(batched, BatchedLocalBackend) else None
+                    ),
                 }
                 rows.append(row)
                 print(row, flush=True)

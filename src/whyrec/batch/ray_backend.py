@@ -78,6 +78,7 @@ def actor_settings(settings: Any, *, local_ray: bool) -> dict[str, Any]:
     """
     values = settings.model_dump(mode="json", exclude_none=True)
     values.pop("config_file", None)
+    values["workers"] = 1  # the actors are the workers: one model process each
     if local_ray and settings.cache:
         values["cache_path"] = str(settings.resolved_cache_path())
     return values

@@ -329,7 +329,7 @@ def run_local(
     Items are prepared lazily, so a million-user job never holds all its prompts.
     """
     settings = getattr(client, "settings", None)
-    default = max(getattr(settings, "concurrency", 1) or 1, getattr(settings, "n_parallel", 1) or 1)
+    default = max(getattr(settings, "concurrency", 1) or 1, getattr(settings, "calls_to_fill", 1))
     limit = getattr(client.backend, "max_concurrency", None)
     workers = opts.concurrency or default
     if limit:

@@ -422,8 +422,8 @@ class LLMClient:
                 reqs.append(_as_request(item))
             except (TypeError, ValueError) as exc:
                 reqs.append(LLMFailure(error=exc, stage="default"))
-        # batched local decoding needs at least n_parallel calls in flight to fill a batch
-        default = max(self.settings.concurrency, self.settings.n_parallel)
+        # batched local decoding needs at least n_parallel calls in flight per worker
+        default = max(self.settings.concurrency, self.settings.calls_to_fill)
         workers = max(1, concurrency or default)
         # a backend that serialises calls (one in-process model) gains nothing from
         # threads, and in-order calls let it reuse the evaluated prompt prefix

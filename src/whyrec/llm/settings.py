@@ -88,7 +88,9 @@ class LLMSettings(BaseSettings):
         "<WHYREC_HOME>/llm/models). f16 keeps the packaged model's quality and makes prompt "
         "processing and batched decoding faster on CPUs; see docs/batch.md.",
     )
-    n_threads: int = Field(2, ge=1, description="CPU threads for 'local'.")
+    n_threads: int = Field(
+        2, ge=1, description="CPU threads for 'local' (shared out among the workers)."
+    )
     n_ctx: int = Field(4096, ge=256, description="Context window (tokens) for 'local'.")
     n_batch: int = Field(512, ge=8, description="Prompt-processing batch size for 'local'.")
     n_parallel: int = Field(
@@ -97,6 +99,14 @@ class LLMSettings(BaseSettings):
         le=64,
         description="Sequences 'local' decodes together (>1: batched decoding, see "
         "docs/batch.md; KV memory grows to n_ctx x n_parallel).",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Model processes for 'local' (>1: each loads the model with its share "
+        "of n_threads, pinned to its own cores, and calls are spread over them; see "
+        "docs/batch.md).",
     )
     chat_format: str | None = Field(
         None, description="llama.cpp chat format; default: the GGUF file's own chat template."
@@ -174,6 +184,11 @@ class LLMSettings(BaseSettings):
                 f"{ENV_PREFIX}MODEL or 'model' in the config file"
             )
         return self
+
+    @property
+    def calls_to_fill(self) -> int:
+        """Calls the local backend decodes at once (``n_parallel`` in each worker)."""
+        return self.n_parallel * self.workers if self.backend == "local" else 1
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LLMSettings:
