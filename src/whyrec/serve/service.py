@@ -180,9 +180,12 @@ class LLMGate:
                     self.error = f"{type(exc).__name__}: {exc}"
                     log.warning("LLM unavailable, serving template reasons: %s", self.error)
         backend = getattr(getattr(self.client, "backend", None), "name", "")
-        workers = settings.llm_workers or (
-            1 if backend in ("local", "") else int(getattr(self.client.settings, "concurrency", 4))
-        )
+        llm_settings = getattr(self.client, "settings", None)
+        if backend in ("local", ""):  # what the local model decodes at once (workers x n_parallel)
+            default = int(getattr(llm_settings, "calls_to_fill", 1))
+        else:
+            default = int(getattr(llm_settings, "concurrency", 4))
+        workers = settings.llm_workers or default
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="whyrec-llm")
         self.workers = workers
 

@@ -70,7 +70,11 @@ class ServeSettings(BaseSettings):
     llm: bool = Field(True, description="Write reasons with the LLM (else grounded templates).")
     llm_config: Path | None = Field(None, description="LLM config file (see docs/llm.md).")
     llm_workers: int | None = Field(
-        None, ge=1, le=64, description="Parallel background LLM jobs (default: 1 local, 4 API)."
+        None,
+        ge=1,
+        le=64,
+        description="Parallel background LLM jobs (default: local n_parallel x workers, "
+        "API concurrency).",
     )
     explain_budget_s: float = Field(
         1.5, ge=0, le=600, description="How long a request waits for a new LLM reason."
