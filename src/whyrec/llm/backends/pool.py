@@ -340,28 +340,30 @@ class _Duplex:
     def poll(self, timeout: float) -> bool:
         return self._r.poll(timeout)
 
+    def close_write(self) -> None:
+        """End of input for the other side (a worker then exits)."""
+        _quiet_close(self._w)
+
     def close(self) -> None:
-        for c in (self._w, self._r):
-            try:
-                c.close()
-            except OSError:
-                pass
+        _quiet_close(self._w)
+        _quiet_close(self._r)
+
+
+def _quiet_close(c: Connection) -> None:
+    try:
+        c.close()
+    except OSError:
+        pass
 
 
 def _stop(w: _Worker) -> None:
-    try:
-        w.conn._w.close()  # type: ignore[attr-defined]  # EOF: the worker exits
-    except OSError:
-        pass
+    w.conn.close_write()  # EOF: the worker exits
     try:
         w.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         w.proc.kill()
         w.proc.wait()
-    try:
-        w.conn._r.close()  # type: ignore[attr-defined]
-    except OSError:
-        pass
+    w.conn.close()
 
 
 def _rebuild(kind: str, message: str) -> Exception:
