@@ -94,9 +94,12 @@ def test_ray_actors_calling_an_endpoint_respect_the_qps_limit(
     assert report.status == "complete" and report.done == 6
     attempts = len(endpoint.log)
     assert attempts > 6  # some calls were retried after a 500
-    # 2 actors x 4 qps each: the attempts cannot arrive faster than 8 per second overall
+    # 2 actors x 4 qps each: the attempts cannot arrive faster than 8 per second overall.
+    # The limiter spaces *sends*; the server sees arrivals, and an actor's first request
+    # also opens its connection (seen in CI: 0.66 s span for a 0.70 s bound on a busy
+    # machine), so one connection setup of slack.
     stamps = endpoint.times[-attempts:]
-    assert (stamps[-1] - stamps[0]) >= (attempts - 2) / 8.0 - 0.05
+    assert (stamps[-1] - stamps[0]) >= (attempts - 2) / 8.0 - 0.15
     assert elapsed > 0
     a, b = read_output(tmp_path / "local"), read_output(tmp_path / "ray")
     assert list(a.columns) == list(b.columns)

@@ -285,8 +285,9 @@ class BatchedEngine:
                 self.prefix_copies += 1
             else:
                 best, lcp = own, own_lcp
-            # like Llama.generate: re-evaluate at least one token so there are fresh logits
-            reuse = lcp - 1 if lcp == len(prompt) else lcp
+            # like LocalBackend: evaluate at least two prompt tokens, so the prompt's last
+            # logits always come from a many-row batch (see local._replay_at_least_two)
+            reuse = max(0, min(lcp, len(prompt) - 2))
             if reuse > 0 and self._lc.llama_memory_seq_rm(self._mem, best, reuse, -1):
                 self._cached[best] = self._cached[best][:reuse]
             else:

@@ -117,6 +117,39 @@ def converted_model_path(src: Path, weights: str, out_dir: Path | None = None) -
     return out
 
 
+def _replay_at_least_two(llama: Llama) -> None:
+    """Make a prompt's logits independent of what the KV cache held before.
+
+    ``Llama.generate`` reuses the longest cached prefix and, when the whole prompt is
+    cached (the same request again), evaluates only its last token once more. llama.cpp
+    computes a one-row batch with another kernel than a many-row chunk, and the logits
+    differ in the last bits — enough to flip a greedy near-tie (measured with the packaged
+    SmolLM2: "Say one word." answered 'Awesome.' fresh and "I'm sorry for any ..." when
+    repeated). Trimming the cache so that at least two prompt tokens are evaluated keeps
+    every prompt on the many-row path; partial reuse (shared system prompts, re-asks)
+    is untouched.
+    """
+    generate = llama.generate
+
+    def generate_replaying_two(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        tokens = list(tokens)
+        n = int(llama.n_tokens)
+        if n and len(tokens) >= 2:
+            cached = llama._input_ids[:n]
+            lcp = 0
+            for a, b in zip(cached, tokens, strict=False):
+                if a != b:
+                    break
+                lcp += 1
+            if lcp and len(tokens) - lcp < 2:
+                keep = len(tokens) - 2
+                if llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+                    llama.n_tokens = keep
+        return generate(tokens, *args, **kwargs)
+
+    llama.generate = generate_replaying_two  # type: ignore[method-assign]
+
+
 class LocalBackend:
     """llama-cpp-python over one GGUF file, loaded on first use."""
 
@@ -170,7 +203,7 @@ class LocalBackend:
             path = converted_model_path(self.model_path, self.weights)
         self.loaded_path = path
         try:
-            return Llama(
+            llama = Llama(
                 model_path=str(path),
                 n_ctx=self.n_ctx,
                 n_batch=self.n_batch,
@@ -184,6 +217,8 @@ class LocalBackend:
                 f"{self.model_path}: llama.cpp could not load the model ({exc}); "
                 "expected a valid GGUF file"
             ) from exc
+        _replay_at_least_two(llama)
+        return llama
 
     def _grammar(self, schema: Schema) -> tuple[LlamaGrammar, bool]:
         """The grammar for ``schema`` and whether it enforces the schema itself (cached).
