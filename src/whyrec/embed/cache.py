@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from whyrec.paths import cache_dir
+from whyrec.sqlite import connect_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -41,15 +42,12 @@ class EmbeddingCache:
         self.path = Path(path) if path is not None else cache_dir("embeddings") / "cache.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as conn:
-            conn.execute(_SCHEMA)
+        self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect_wal(self.path, timeout=60.0, schema=[_SCHEMA], isolation_level="")
             self._local.conn = conn
         return conn
 

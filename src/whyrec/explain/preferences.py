@@ -35,6 +35,7 @@ from whyrec.explain.prompts import (
     preference_messages,
 )
 from whyrec.explain.schemas import first_sentence, preference_schema, salvage_preferences
+from whyrec.sqlite import connect_wal
 
 #: ``json``: one call per user for all m sentences (schema-constrained); ``aspects``: m
 #: short free-text calls per user, one aspect each (for small local models); ``auto``:
@@ -96,9 +97,7 @@ class PreferenceStore:
     def _conn(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
+            con = connect_wal(self.path, timeout=30)
             self._local.con = con
         return con
 

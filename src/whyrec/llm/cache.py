@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from whyrec.llm.errors import LLMError
+from whyrec.sqlite import connect_wal
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,9 @@ class ReplyCache:
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            conn = connect_wal(
+                self.path, timeout=self.busy_timeout, schema=[_SCHEMA], check_same_thread=False
             )
-            # Switching to WAL needs a moment of exclusive access; retry while others hold it.
-            deadline = time.monotonic() + self.busy_timeout
-            while True:
-                try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA synchronous=NORMAL")
-                    conn.execute(_SCHEMA)
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
         except sqlite3.Error as exc:
             raise LLMError(
                 f"{self.path}: cannot open the LLM reply cache ({exc}); expected a writable "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from whyrec.errors import ConfigError
+from whyrec.sqlite import connect_wal
 
 STORE_FORMAT = 1
 
@@ -101,12 +102,9 @@ class ServeStore:
     def _conn(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            con = connect_wal(
+                self.path, timeout=30, synchronous=self.synchronous, check_same_thread=False
             )
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(f"PRAGMA synchronous={self.synchronous}")
-            con.execute("PRAGMA busy_timeout=30000")
             self._local.con = con
             with self._all_lock:
                 self._all.append(con)
