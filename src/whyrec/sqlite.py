@@ -29,7 +29,7 @@ def connect_wal(
     isolation_level: str | None = None,
     check_same_thread: bool = True,
 ) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode with a busy timeout of ``timeout`` seconds.
+    """A connection to ``path`` in WAL mode that waits up to ``timeout`` seconds for locks.
 
     ``schema`` statements (``CREATE ... IF NOT EXISTS``) run right after WAL is on, inside
     the same retry loop. Errors other than a busy/locked database are raised at once.
@@ -49,7 +49,6 @@ def connect_wal(
                 if str(mode).lower() != "wal":
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={synchronous}")
-                conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
                 for stmt in schema:
                     conn.execute(stmt)
                 if conn.in_transaction:
