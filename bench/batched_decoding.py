@@ -85,6 +85,43 @@ def explanation_requests(ds: Any, users: list[int], prefs: dict) -> list[LLMRequ
     return out
 
 
+def perf_reset(local: LocalBackend) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_perf_context_reset(local.llama._ctx.ctx)
+
+
+def perf_split(local: LocalBackend) -> dict[str, Any]:
+    """Where the sequential context spent its decode time since :func:`perf_reset`:
+    llama.cpp's own counters (calls with several tokens count as prompt evaluation)."""
+    import llama_cpp
+
+    d = llama_cpp.llama_perf_context(local.llama._ctx.ctx)
+    p, g = d.t_p_eval_ms / 1000, d.t_eval_ms / 1000
+    return {
+        "prompt_tokens_evaluated": int(d.n_p_eval),
+        "prompt_eval_s": round(p, 2),
+        "generated_tokens": int(d.n_eval),
+        "generate_s": round(g, 2),
+        "prompt_share": round(p / (p + g), 3) if p + g else None,
+    }
+
+
+def engine_split(backend: Any) -> dict[str, Any]:
+    """The same split from the in-process batched engine's counters (None for a pool)."""
+    e = getattr(backend, "_engine", None)
+    if e is None:
+        return {}
+    p, g = e.prompt_seconds, e.generate_seconds
+    return {
+        "prompt_tokens_evaluated": e.prompt_tokens,
+        "prompt_eval_s": round(p, 2),
+        "generated_tokens": e.generated_tokens,
+        "generate_s": round(g, 2),
+        "prompt_share": round(p / (p + g), 3) if p + g else None,
+    }
+
+
 def _x(v: float | None) -> str:
     return "—" if v is None else f"{v}x"
 
@@ -177,6 +214,8 @@ def main() -> None:
                 configs += args.parallel
             for p in configs:
                 client, batched = client_for(p)
+                if p is None:
+                    perf_reset(local)
                 conc = 1 if p is None else (p if args.workers == 1 else batched.max_concurrency)
                 if stage == "preferences":
                     (texts, mode, prefs), wall, cpu = timed(
@@ -233,6 +272,7 @@ def main() -> None:
                     "steps": (
                         batched.engine.steps if isinstance(batched, BatchedLocalBackend) else None
                     ),
+                    **(perf_split(local) if p is None else engine_split(batched)),
                 }
                 rows.append(row)
                 print(row, flush=True)
@@ -293,16 +333,22 @@ def main() -> None:
         "counts replies equal to the sequential run's on the same weights; *= file* those "
         "equal to the packaged weights' sequential replies.",
         "",
+        "*prompt share*: the part of the model's decode time spent evaluating prompt tokens "
+        "(llama.cpp's counters for sequential runs, the engine's for in-process batched "
+        "ones; not collected from worker processes) — batching cannot shorten that part, "
+        "so 1 / (prompt share) bounds what batching alone can gain.",
+        "",
         "| stage | weights | decoding | n_parallel | users/min | speedup | same w. | "
-        "identical | = file | wall s |",
-        "|---|---|---|---:|---:|---:|---:|---|---|---:|",
+        "identical | = file | wall s | prompt share |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['stage']} | {r['weights']} | {r['decoding']} | {r['n_parallel']} | "
             f"{r['users_per_min']} | {r['speedup']}x | "
             f"{_x(r['speedup_same_weights'])} | "
-            f"{r['identical']} | {r['identical_to_first_weights']} | {r['wall_s']} |"
+            f"{r['identical']} | {r['identical_to_first_weights']} | {r['wall_s']} | "
+            f"{r.get('prompt_share') or '—'} |"
         )
     lines += [
         "",

@@ -91,7 +91,7 @@ def _fake_worker(index: int, pending: int = 0, recent: tuple[str, ...] = ()) -> 
     return w
 
 
-def test_calls_go_where_their_prefix_is_unless_that_worker_is_overloaded():
+def test_calls_go_where_their_prefix_is_unless_that_worker_is_far_behind():
     pool = WorkerPoolBackend(LLMSettings(backend="local", workers=2, n_parallel=2))
     first = [{"role": "system", "content": "rules"}, {"role": "user", "content": "x" * 800}]
     reask = [*first, {"role": "assistant", "content": "{bad"}, {"role": "user", "content": "fix"}]
@@ -102,6 +102,10 @@ def test_calls_go_where_their_prefix_is_unless_that_worker_is_overloaded():
     a = _fake_worker(0, pending=3, recent=(_flat(first),))  # slots busy, one queued: fine
     assert pool._choose([a, b], _flat(reask)) is a
     a = _fake_worker(0, pending=4, recent=(_flat(first),))  # overloaded: go elsewhere
+    assert pool._choose([a, b], _flat(reask)) is b
+    b = _fake_worker(1, pending=3)  # both busy: a is only 3 calls (< capacity 4) behind
+    assert pool._choose([a, b], _flat(reask)) is a
+    b = _fake_worker(1, pending=3, recent=(_flat(first),))  # both hold it: the less busy
     assert pool._choose([a, b], _flat(reask)) is b
     pool.close()
 

@@ -184,6 +184,10 @@ class BatchedEngine:
         self.tokens_decoded = 0
         self.max_active = 0
         self.prefix_copies = 0
+        self.prompt_tokens = 0  # prompt tokens evaluated (reused prefixes not counted)
+        self.prompt_seconds = 0.0  # wall time of prompt decode calls
+        self.generated_tokens = 0  # tokens decoded in generation steps
+        self.generate_seconds = 0.0  # wall time of generation decode calls (sampling included)
         self._thread = threading.Thread(target=self._loop, name="whyrec-batched", daemon=True)
         self._thread.start()
 
@@ -329,14 +333,21 @@ class BatchedEngine:
         )
         if prefilling:
             seq = prefilling[0]
-            self._decode([(seq, seq.feed[: self.n_batch])])
+            t0 = time.perf_counter()
+            chunk = seq.feed[: self.n_batch]
+            self._decode([(seq, chunk)])
+            self.prompt_tokens += len(chunk)
+            self.prompt_seconds += time.perf_counter() - t0
         generating = [
             s
             for s in self._slots
             if s is not None and s.feed and s.n_past >= len(s.plan.prompt) and s not in prefilling
         ]
         if generating:
+            t0 = time.perf_counter()
             self._decode([(s, s.feed) for s in generating])
+            self.generated_tokens += len(generating)
+            self.generate_seconds += time.perf_counter() - t0
 
     def _decode(self, parts: list[tuple[_Seq, list[int]]]) -> None:
         """Evaluate ``parts`` (sequence, tokens) in one call; sample where a prompt ends."""
@@ -701,6 +712,10 @@ class BatchedLocalBackend:
         if self._engine is not None:
             out["batched_steps"] = self._engine.steps
             out["batched_max_active"] = self._engine.max_active
+            out["batched_prompt_tokens"] = self._engine.prompt_tokens
+            out["batched_prompt_seconds"] = round(self._engine.prompt_seconds, 2)
+            out["batched_generated_tokens"] = self._engine.generated_tokens
+            out["batched_generate_seconds"] = round(self._engine.generate_seconds, 2)
         return out
 
     def close(self) -> None:

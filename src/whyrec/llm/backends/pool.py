@@ -280,13 +280,25 @@ class WorkerPoolBackend:
     def _choose(self, alive: list[_Worker], flat: str) -> _Worker:
         """The least busy worker — unless another one holds most of this prompt in its KV
         cache (a re-ask extends its first attempt; the m preference prompts of a user
-        share the history) and is not overloaded: evaluating a long prompt again costs
-        more than waiting behind one call. A shared system prompt alone is not worth it."""
+        share the history). Evaluating a long prompt again costs more than waiting behind
+        a few calls, so the holder keeps the call until it has a whole worker's capacity
+        more calls waiting than the least busy one; then the call moves, and from there
+        on both hold the prefix and share its calls. A shared system prompt alone is not
+        worth it.
+
+        (Measured: with the limit on the holder's own queue instead — ``capacity`` calls —
+        a user's aspect calls were split over both workers whenever the pool was full, and
+        each worker evaluated the same history: preferences ran at 0.98x sequential on 16
+        users, against 1.24x with the calls kept together.)
+        """
         least = min(alive, key=lambda x: (len(x.pending), x.index))
         held = {id(x): max((_lcp(flat, r) for r in x.recent), default=0) for x in alive}
         best = max(alive, key=lambda x: (held[id(x)], -len(x.pending), -x.index))
         gain = held[id(best)] - held[id(least)]
-        if gain >= max(_AFFINITY_CHARS, len(flat) // 2) and len(best.pending) < self.capacity:
+        if (
+            gain >= max(_AFFINITY_CHARS, len(flat) // 2)
+            and len(best.pending) - len(least.pending) < self.capacity
+        ):
             return best
         return least
 
