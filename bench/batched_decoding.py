@@ -318,7 +318,8 @@ def main() -> None:
     first = args.weights[0]
     lines = [
         "## Batched local decoding (issue 8)"
-        + ("" if args.name == "batched_decoding" else f": {len(users)} users"),
+        + ("" if args.name == "batched_decoding" else f": {len(users)} users")
+        + (f", {args.workers} worker processes" if args.workers > 1 else ""),
         "",
         f"Users per minute of the two LLM stages with the packaged SmolLM2-135M on "
         f"{len(users)} MovieLens-100k users (one request per user per stage: the m "
@@ -331,7 +332,15 @@ def main() -> None:
         "call. *speedup* is against the sequential run on the packaged weights (today's "
         f"default); *same w.* against the sequential run on the same weights. *identical* "
         "counts replies equal to the sequential run's on the same weights; *= file* those "
-        "equal to the packaged weights' sequential replies.",
+        "equal to the packaged weights' sequential replies."
+        + (
+            f" Here the *batched x{args.workers} workers* rows run on `WorkerPoolBackend` "
+            f"(`workers = {args.workers}`): {args.workers} model processes sharing the "
+            f"{args.threads} threads, each decoding up to `n_parallel` sequences; the "
+            f"sequential rows are one in-process model with {args.threads} threads."
+            if args.workers > 1
+            else ""
+        ),
         "",
         "*prompt share*: the part of the model's decode time spent evaluating prompt tokens "
         "(llama.cpp's counters for sequential runs, the engine's for in-process batched "

@@ -79,6 +79,8 @@ def test_batched_replies_are_identical_to_sequential_ones(backends):
     local, batched = backends
     calls = _calls()
     seq = [local.generate(**c, temperature=0.0, seed=0) for c in calls]
+    engine = batched.engine
+    before = (engine.prompt_tokens, engine.generated_tokens)
     with ThreadPoolExecutor(len(calls)) as pool:  # more calls than slots: queueing too
         par = list(pool.map(lambda c: batched.generate(**c, temperature=0.0, seed=0), calls))
     for a, b in zip(seq, par, strict=True):
@@ -86,11 +88,20 @@ def test_batched_replies_are_identical_to_sequential_ones(backends):
             a.text, a.finish_reason, a.completion_tokens, a.prompt_tokens,
         )  # fmt: skip
     assert any(r.finish_reason == "length" for r in seq) and any(r.text for r in seq)
-    engine = batched.engine
     assert engine.max_active == 4  # sequences really shared decode calls
     assert engine.steps < sum(r.completion_tokens for r in par)
     assert engine.prefix_copies >= 1  # a history prefix was copied, not evaluated again
     assert batched.sequential_fallbacks == 0
+    # the counters: each completion token is fed back once, except a reply's last one when
+    # it ends on a stop string or the length limit; reused prefixes are not evaluated again
+    n_completion = sum(r.completion_tokens for r in par)
+    generated = engine.generated_tokens - before[1]
+    assert n_completion - len(calls) <= generated <= n_completion
+    evaluated = engine.prompt_tokens - before[0]
+    assert 0 < evaluated < sum(r.prompt_tokens for r in par)
+    info = batched.describe()
+    assert info["batched_prompt_tokens"] == engine.prompt_tokens
+    assert info["batched_generate_seconds"] > 0 and info["batched_prompt_seconds"] > 0
 
 
 def test_client_complete_many_batches_and_keeps_order(backends):

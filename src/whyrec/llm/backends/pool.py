@@ -286,10 +286,10 @@ class WorkerPoolBackend:
         on both hold the prefix and share its calls. A shared system prompt alone is not
         worth it.
 
-        (Measured: with the limit on the holder's own queue instead — ``capacity`` calls —
-        a user's aspect calls were split over both workers whenever the pool was full, and
-        each worker evaluated the same history: preferences ran at 0.98x sequential on 16
-        users, against 1.24x with the calls kept together.)
+        (Measured on 32 users: with the limit on the holder's own queue instead, a full
+        pool split a user's aspect calls over both workers, each evaluated the same
+        history, and preferences ran at 0.81x sequential; with the calls kept together,
+        1.17x — docs/batch.md.)
         """
         least = min(alive, key=lambda x: (len(x.pending), x.index))
         held = {id(x): max((_lcp(flat, r) for r in x.recent), default=0) for x in alive}
