@@ -91,35 +91,32 @@ def perf_reset(local: LocalBackend) -> None:
     llama_cpp.llama_perf_context_reset(local.llama._ctx.ctx)
 
 
+def _split(prompt_tokens: int, prompt_s: float, generated: int, generate_s: float) -> dict:
+    total = prompt_s + generate_s
+    return {
+        "prompt_tokens_evaluated": int(prompt_tokens),
+        "prompt_eval_s": round(prompt_s, 2),
+        "generated_tokens": int(generated),
+        "generate_s": round(generate_s, 2),
+        "prompt_share": round(prompt_s / total, 3) if total else None,
+    }
+
+
 def perf_split(local: LocalBackend) -> dict[str, Any]:
     """Where the sequential context spent its decode time since :func:`perf_reset`:
     llama.cpp's own counters (calls with several tokens count as prompt evaluation)."""
     import llama_cpp
 
     d = llama_cpp.llama_perf_context(local.llama._ctx.ctx)
-    p, g = d.t_p_eval_ms / 1000, d.t_eval_ms / 1000
-    return {
-        "prompt_tokens_evaluated": int(d.n_p_eval),
-        "prompt_eval_s": round(p, 2),
-        "generated_tokens": int(d.n_eval),
-        "generate_s": round(g, 2),
-        "prompt_share": round(p / (p + g), 3) if p + g else None,
-    }
+    return _split(d.n_p_eval, d.t_p_eval_ms / 1000, d.n_eval, d.t_eval_ms / 1000)
 
 
 def engine_split(backend: Any) -> dict[str, Any]:
-    """The same split from the in-process batched engine's counters (None for a pool)."""
+    """The same split from an in-process batched engine's counters (nothing for a pool)."""
     e = getattr(backend, "_engine", None)
     if e is None:
         return {}
-    p, g = e.prompt_seconds, e.generate_seconds
-    return {
-        "prompt_tokens_evaluated": e.prompt_tokens,
-        "prompt_eval_s": round(p, 2),
-        "generated_tokens": e.generated_tokens,
-        "generate_s": round(g, 2),
-        "prompt_share": round(p / (p + g), 3) if p + g else None,
-    }
+    return _split(e.prompt_tokens, e.prompt_seconds, e.generated_tokens, e.generate_seconds)
 
 
 def _x(v: float | None) -> str:
@@ -212,10 +209,16 @@ def main() -> None:
                 configs.append(None)
             if weights in (args.batched_for or args.weights):
                 configs += args.parallel
+            if stage == "explanations" and prefs_ref is None:
+                # explanations need preferences: take them sequentially, before any timing
+                _, _, prefs_ref = preference_stage(
+                    LLMClient(settings, backend=local, cache=False),
+                    ds, users, args.window, 1, args.pref_mode,
+                )  # fmt: skip
             for p in configs:
                 client, batched = client_for(p)
                 if p is None:
-                    perf_reset(local)
+                    perf_reset(local)  # the row's counters start here
                 conc = 1 if p is None else (p if args.workers == 1 else batched.max_concurrency)
                 if stage == "preferences":
                     (texts, mode, prefs), wall, cpu = timed(
@@ -227,11 +230,7 @@ def main() -> None:
                         prefs_ref = prefs  # explanation prompts: the first weights' preferences
                     usage = client.usage.by_stage().get("preferences")
                 else:
-                    if prefs_ref is None:  # explanations need preferences: take them sequentially
-                        _, _, prefs_ref = preference_stage(
-                            LLMClient(settings, backend=local, cache=False),
-                            ds, users, args.window, 1, args.pref_mode,
-                        )  # fmt: skip
+                    assert prefs_ref is not None
                     reqs = explanation_requests(ds, users, prefs_ref)
                     outs, wall, cpu = timed(
                         lambda c=client, r=reqs, k=conc: c.complete_many(r, concurrency=k)

@@ -101,9 +101,9 @@ def test_calls_go_where_their_prefix_is_unless_that_worker_is_far_behind():
     assert pool._choose([a, b], _flat(other)) is b  # only the system prompt shared: least busy
     a = _fake_worker(0, pending=3, recent=(_flat(first),))  # slots busy, one queued: fine
     assert pool._choose([a, b], _flat(reask)) is a
-    a = _fake_worker(0, pending=4, recent=(_flat(first),))  # overloaded: go elsewhere
+    a = _fake_worker(0, pending=4, recent=(_flat(first),))  # 4 more than b (capacity): move
     assert pool._choose([a, b], _flat(reask)) is b
-    b = _fake_worker(1, pending=3)  # both busy: a is only 3 calls (< capacity 4) behind
+    b = _fake_worker(1, pending=3)  # both busy: a has only one call more waiting
     assert pool._choose([a, b], _flat(reask)) is a
     b = _fake_worker(1, pending=3, recent=(_flat(first),))  # both hold it: the less busy
     assert pool._choose([a, b], _flat(reask)) is b
