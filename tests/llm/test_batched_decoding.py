@@ -69,6 +69,7 @@ def _calls() -> list[dict]:
 def backends():
     settings = LLMSettings(backend="local", n_threads=1, n_ctx=1024, cache=False)
     local = LocalBackend(settings)
+    local.fast_greedy = False  # the reference is llama-cpp-python's own sampler chain
     batched = BatchedLocalBackend(settings, n_parallel=4, local=local)
     yield local, batched
     batched.close()

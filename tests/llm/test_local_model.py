@@ -103,3 +103,69 @@ def test_batch_and_cache_with_the_real_model(local_backend, tmp_path):
 def test_calibration_measures_positive_speeds(client):
     tp = calibrate(client, decode_tokens=24)
     assert tp.prefill > 0 and tp.decode > 0 and "calibrated" in tp.source
+
+
+def test_greedy_grammar_shortcut_gives_llama_cpp_pythons_replies(smollm_path):
+    """The top-token check replaces the full-vocabulary grammar pass, never the choice:
+    every grammar-constrained greedy reply equals llama-cpp-python's own sampler chain's."""
+    from whyrec.explain.prompts import explanation_messages, preference_messages
+    from whyrec.explain.schemas import explanation_schema, preference_schema
+    from whyrec.llm.backends.local import LocalBackend
+    from whyrec.llm.parse import Schema
+
+    settings = LLMSettings(backend="local", n_threads=1, n_ctx=1024, cache=False)
+    native, fast = LocalBackend(settings), LocalBackend(settings)
+    native.fast_greedy = False
+    histories = [
+        ["Toy Story (1995)", "Aladdin (1992)", "Lion King, The (1994)", "Babe (1995)"],
+        ["Heat (1995)", "Seven (Se7en) (1995)", "Usual Suspects, The (1995)", "Fargo (1996)"],
+    ]
+    calls = [
+        {"messages": preference_messages(h, 3), "schema": Schema.of(preference_schema(3)),
+         "max_tokens": 60}
+        for h in histories
+    ]  # fmt: skip
+    calls += [
+        {
+            "messages": explanation_messages(
+                history=h,
+                preferences=["Enjoys animated films", "Likes tense crime plots"],
+                weights=[0.6, 0.4],
+                item_title=item,
+                item_text=genres,
+            ),
+            "schema": Schema.of(explanation_schema(2)),
+            "max_tokens": 160,
+        }
+        for h, (item, genres) in zip(
+            histories, [("Mulan (1998)", "Animation"), ("Casino (1995)", "Crime, Drama")],
+            strict=True,
+        )
+    ]
+    calls.append({"messages": "Would a fan of Alien watch Aliens? Answer.",
+                  "schema": Schema.of(LIKELIHOOD), "max_tokens": 60})  # fmt: skip
+    fast_replies = []
+    try:
+        for call in calls:
+            msgs = call["messages"]
+            if isinstance(msgs, str):
+                call = {**call, "messages": [SYSTEM, {"role": "user", "content": msgs}]}
+            a = native.generate(**call, temperature=0.0, seed=0)
+            b = fast.generate(**call, temperature=0.0, seed=0)
+            fast_replies.append(b)
+            assert (b.text, b.completion_tokens, b.finish_reason) == (
+                a.text, a.completion_tokens, a.finish_reason,
+            )  # fmt: skip
+        assert native.sampling is None  # the comparison really ran the native chain
+        counts = fast.describe()["greedy_grammar_tokens"]
+        total = sum(counts.values())
+        # every sampled token (a stop token included) went through the shortcut; most on
+        # the first check, some after a short walk (the replies above cover both), few
+        # needed the whole vocabulary (measured: 304 / 53 / 13)
+        n = sum(r.completion_tokens for r in fast_replies)
+        assert n > 100 and n <= total <= n + len(calls)
+        assert counts["top"] >= 0.6 * total and counts["walked"] > 0, counts
+        assert counts["full_vocabulary"] <= 0.1 * total, counts
+    finally:
+        native.close()
+        fast.close()

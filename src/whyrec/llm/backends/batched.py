@@ -42,6 +42,7 @@ import numpy as np
 
 from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
 from whyrec.llm.backends.local import LocalBackend
+from whyrec.llm.backends.sampling import GreedyFirst
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
 from whyrec.llm.parse import Schema, schema_instruction
 
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 _PIECE_BUF = 32  # llama-cpp-python's own detokenize buffer size
 _MIN_SHARED = 32  # copy another slot's stream when it saves at least this many tokens
-_TOP_K = 64  # candidates checked one by one before the grammar runs over the vocabulary
 
 
 class _Unsupported(Exception):
@@ -170,10 +170,7 @@ class BatchedEngine:
         self._piece_cache: dict[int, bytes] = {}
         self._piece_buf = (ctypes.c_char * _PIECE_BUF)()
         self._empty_scores = np.empty(0, dtype=np.single)
-        self._one = llama_cpp.llama_token_data()
-        self._one_arr = llama_cpp.llama_token_data_array(
-            data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False
-        )
+        self._greedy = GreedyFirst(llama_cpp, self._n_vocab)
         self._slots: list[_Seq | None] = [None] * n_parallel
         self._cached: list[list[int]] = [[] for _ in range(n_parallel)]  # tokens in each stream
         self._queue: deque[_Seq] = deque()
@@ -381,46 +378,11 @@ class BatchedEngine:
                 self._on_token(seq, self._sample(seq))
 
     def _sample(self, seq: _Seq) -> int:
-        """The chain's choice; at temperature 0 without grammar work when possible.
-
-        Greedy decoding under a grammar picks the highest logit among the tokens the
-        grammar allows. When the overall highest logit (first on ties, like llama.cpp's
-        greedy sampler) is itself allowed, it is that choice, and checking one token
-        replaces running the grammar over the whole vocabulary. Otherwise the full chain
-        decides. Either way the chain accepts the token, advancing grammar and penalties.
-        """
-        lc = self._lc
+        """The chain's choice; at temperature 0 without the full-vocabulary grammar pass
+        when possible (see :mod:`whyrec.llm.backends.sampling`)."""
         if seq.greedy:
-            logits = np.ctypeslib.as_array(
-                lc.llama_get_logits_ith(self._ctx, seq.out_index), shape=(self._n_vocab,)
-            )
-            token = int(np.argmax(logits))
-            if seq.grammar_smpl is None or self._grammar_allows(seq, token, float(logits[token])):
-                lc.llama_sampler_accept(seq.chain, token)
-                return token
-            # The grammar refused the top token: walk the next best ones in greedy order
-            # (higher logit first, lower id on ties). Only tokens strictly above the
-            # _TOP_K-th logit are walked, so no tied token outside the set can come first.
-            top = np.argpartition(logits, -_TOP_K)[-_TOP_K:]
-            floor = float(logits[top].min())
-            for cand in sorted(
-                (int(t) for t in top if logits[t] > floor), key=lambda t: (-logits[t], t)
-            ):
-                if self._grammar_allows(seq, cand, float(logits[cand])):
-                    lc.llama_sampler_accept(seq.chain, cand)
-                    return cand
-        return int(lc.llama_sampler_sample(seq.chain, self._ctx, seq.out_index))
-
-    def _grammar_allows(self, seq: _Seq, token: int, logit: float) -> bool:
-        lc = self._lc
-        self._one.id = token
-        self._one.logit = logit
-        self._one.p = 0.0
-        self._one_arr.size = 1
-        self._one_arr.selected = -1
-        self._one_arr.sorted = False
-        lc.llama_sampler_apply(seq.grammar_smpl, ctypes.byref(self._one_arr))
-        return self._one.logit != float("-inf")
+            return self._greedy.sample(self._ctx, seq.out_index, seq.chain, seq.grammar_smpl)
+        return int(self._lc.llama_sampler_sample(seq.chain, self._ctx, seq.out_index))
 
     # ------------------------------------------------------------- per sequence
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
+from whyrec.llm.backends.sampling import GreedyFirst, patch_llama_sampling
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
 from whyrec.llm.parse import Schema, schema_instruction
 from whyrec.llm.settings import WeightsFormat
@@ -181,6 +182,11 @@ class LocalBackend:
         self._grammars: dict[str, tuple[LlamaGrammar, bool]] = {}
         self._fingerprint: str | None = None
         self.loaded_path: Path | None = None
+        #: greedy grammar decoding checks the top tokens before the whole vocabulary
+        #: (same replies, see whyrec.llm.backends.sampling); False keeps llama-cpp-python's
+        #: own sampling, for comparisons
+        self.fast_greedy = True
+        self.sampling: GreedyFirst | None = None
 
     @property
     def llama(self) -> Llama:
@@ -218,6 +224,8 @@ class LocalBackend:
                 "expected a valid GGUF file"
             ) from exc
         _replay_at_least_two(llama)
+        if self.fast_greedy:
+            self.sampling = patch_llama_sampling(llama)
         return llama
 
     def _grammar(self, schema: Schema) -> tuple[LlamaGrammar, bool]:
@@ -300,6 +308,17 @@ class LocalBackend:
             "n_ctx": self.n_ctx,
             "chat_format": self.chat_format or "(from the GGUF chat template)",
             "loaded": self._llama is not None,
+            **(
+                {
+                    "greedy_grammar_tokens": {
+                        "top": self.sampling.top_hits,
+                        "walked": self.sampling.walk_hits,
+                        "full_vocabulary": self.sampling.full_chain,
+                    }
+                }
+                if self.sampling is not None
+                else {}
+            ),
         }
 
     def close(self) -> None:
