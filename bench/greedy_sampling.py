@@ -85,7 +85,8 @@ def main() -> None:
                 "wall_s": round(wall, 2),
                 "users_per_min": round(len(users) / wall * 60, 3),
                 "median_user_s": round(statistics.median(times[name]), 2),
-                "attempts": usage.calls,
+                "calls": usage.calls,
+                "attempts": usage.attempts,
                 "completion_tokens": usage.completion_tokens,
                 "decode_s": round(decode, 2),
                 "outside_decode_share": round(1 - decode / wall, 3),
@@ -116,11 +117,13 @@ def main() -> None:
         "(prompt + generation); *outside decode*: the rest of the wall time (sampling, "
         "Python).",
         "",
-        "| sampling | users/min | wall s | median s/user | attempts | decode s | outside decode |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| sampling | users/min | wall s | median s/user | calls | attempts | completion tokens "
+        "| decode s | outside decode |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {r['sampling']} | {r['users_per_min']} | {r['wall_s']} | {r['median_user_s']} "
-            f"| {r['attempts']} | {r['decode_s']} | {r['outside_decode_share']:.0%} |"
+            f"| {r['calls']} | {r['attempts']} | {r['completion_tokens']:,} | {r['decode_s']} "
+            f"| {r['outside_decode_share']:.0%} |"
             for r in rows
         ),
         "",

@@ -138,7 +138,8 @@ def test_greedy_grammar_shortcut_gives_llama_cpp_pythons_replies(smollm_path):
             "max_tokens": 160,
         }
         for h, (item, genres) in zip(
-            histories, [("Mulan (1998)", "Animation"), ("Casino (1995)", "Crime, Drama")],
+            histories,
+            [("Mulan (1998)", "Animation"), ("Casino (1995)", "Crime, Drama")],
             strict=True,
         )
     ]

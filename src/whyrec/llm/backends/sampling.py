@@ -81,7 +81,9 @@ class GreedyFirst:
             return token
         top = np.argpartition(logits, -TOP_K)[-TOP_K:]
         floor = float(logits[top].min())
-        for cand in sorted((int(t) for t in top if logits[t] > floor), key=lambda t: (-logits[t], t)):
+        for cand in sorted(
+            (int(t) for t in top if logits[t] > floor), key=lambda t: (-logits[t], t)
+        ):
             if self.allows(grammar_smpl, cand, float(logits[cand])):
                 self.walk_hits += 1
                 lc.llama_sampler_accept(chain, cand)
