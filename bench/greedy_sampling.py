@@ -28,11 +28,25 @@ from whyrec.llm import LLMClient, LLMSettings
 from whyrec.llm.backends.local import LocalBackend
 
 
-def _one(client: LLMClient, req: Any) -> tuple[str, float]:
-    t = time.perf_counter()
-    out = client.complete_many([req], concurrency=1)[0]
-    text = out.text if out.ok else f"FAILED {out.message}"
-    return text, time.perf_counter() - t
+def interleave(
+    clients: dict[str, LLMClient], reqs: list[Any]
+) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+    """Each request to every client in turn (alternating the order from one request to
+    the next), one call at a time: seconds and outcomes per client, in request order."""
+    names = list(clients)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    outs: dict[str, list[Any]] = {k: [] for k in names}
+    for i, req in enumerate(reqs):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            outs[name].append(clients[name].complete_many([req], concurrency=1)[0])
+            times[name].append(time.perf_counter() - t)
+        print(i, {k: round(v[-1], 1) for k, v in times.items()}, flush=True)
+    return times, outs
+
+
+def reply_text(out: Any) -> str:
+    return out.text if out.ok else f"FAILED {out.message}"
 
 
 def main() -> None:
@@ -60,15 +74,8 @@ def main() -> None:
     }
     perf_reset(native)
     perf_reset(fast)
-    times: dict[str, list[float]] = {k: [] for k in clients}
-    texts: dict[str, list[str]] = {k: [] for k in clients}
-    for i, req in enumerate(reqs):
-        order = ["native", "shortcut"] if i % 2 == 0 else ["shortcut", "native"]
-        for name in order:
-            text, s = _one(clients[name], req)
-            times[name].append(s)
-            texts[name].append(text)
-        print(i, {k: round(v[-1], 1) for k, v in times.items()}, flush=True)
+    times, outs = interleave(clients, reqs)
+    texts = {k: [reply_text(o) for o in v] for k, v in outs.items()}
     split = {"native": perf_split(native), "shortcut": perf_split(fast)}
     counts = fast.describe()["greedy_grammar_tokens"]
     same = sum(a == b for a, b in zip(texts["native"], texts["shortcut"], strict=True))

@@ -3,10 +3,11 @@ backend; the real backends are exercised in test_local_model.py and test_openai_
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from whyrec.llm import (
     LLMClient,
@@ -208,3 +209,84 @@ def test_cost_is_booked_from_the_price_table(fake_backend, fast_settings):
     client2 = LLMClient(fast_settings(backend="openai", model="unpriced-model"), backend=fb2)
     client2.complete("x")
     assert client2.usage.total().cost_usd is None
+
+
+class Verdict(BaseModel):
+    """Two fields, one with a check the grammar cannot express (like the explanation's)."""
+
+    score: float
+    reason: str
+
+    @field_validator("reason")
+    @classmethod
+    def _no_shouting(cls, v: str) -> str:
+        if v.isupper():
+            raise ValueError("is all capitals")
+        return v
+
+
+def test_partial_reask_asks_only_for_the_fields_with_problems(fake_backend, fast_settings):
+    fb = fake_backend(
+        [
+            RawReply('{"score": 0.75, "reason": "GREAT"}', 100, 40, "stop", "fake-1"),
+            RawReply('{"reason": "fits the history"}', 150, 8, "stop", "fake-1"),
+        ]
+    )
+    client = LLMClient(fast_settings(max_reasks=2), backend=fb)
+    res = client.complete("judge", schema=Verdict, stage="explanations")
+    assert res.parsed == Verdict(score=0.75, reason="fits the history")
+    assert json.loads(res.text) == {"score": 0.75, "reason": "fits the history"}
+    assert res.attempts == 2 and res.completion_tokens == 48  # both parts of the reply
+    second = fb.calls[1]
+    # the second call is constrained to the failed field only, with the problem named
+    assert second["schema"].json_schema["properties"].keys() == {"reason"}
+    assert second["schema"].json_schema["required"] == ["reason"]
+    assert second["messages"][1]["content"] == '{"score": 0.75, "reason": "GREAT"}'
+    follow_up = second["messages"][2]["content"]
+    assert "at reason: Value error, is all capitals" in follow_up
+    assert "Write only reason again" in follow_up
+    usage = client.usage.by_stage()["explanations"]
+    assert (usage.attempts, usage.completion_tokens) == (2, 48)
+
+
+def test_partial_reask_answer_that_fails_again_is_asked_for_again(fake_backend, fast_settings):
+    fb = fake_backend(
+        ['{"score": 0.5, "reason": "BAD"}', '{"reason": "WORSE"}', '{"reason": "fine now"}']
+    )
+    client = LLMClient(fast_settings(max_reasks=2), backend=fb)
+    res = client.complete("judge", schema=Verdict)
+    assert (res.parsed.score, res.parsed.reason, res.attempts) == (0.5, "fine now", 3)
+    assert [set(c["schema"].json_schema["properties"]) for c in fb.calls] == [
+        {"score", "reason"}, {"reason"}, {"reason"},
+    ]  # fmt: skip
+    # out of re-asks: the failure reports the last problems
+    fb = fake_backend(['{"score": 0.5, "reason": "BAD"}', '{"reason": "WORSE"}'])
+    client = LLMClient(fast_settings(max_reasks=1), backend=fb)
+    with pytest.raises(LLMOutputError) as err:
+        client.complete("judge", schema=Verdict)
+    assert err.value.problems == ["at reason: Value error, is all capitals"]
+
+
+def test_whole_reply_is_asked_again_when_problems_are_not_inside_fields(
+    fake_backend, fast_settings
+):
+    two = {
+        "type": "object",
+        "properties": {"score": {"type": "number", "maximum": 1}, "note": {"type": "string"}},
+        "required": ["score", "note"],
+    }
+    # a missing property is a root-level problem under a plain JSON schema
+    fb = fake_backend(['{"score": 0.5}', '{"score": 0.5, "note": "ok"}'])
+    client = LLMClient(fast_settings(max_reasks=1), backend=fb)
+    assert client.complete("x", schema=two).parsed == {"score": 0.5, "note": "ok"}
+    assert set(fb.calls[1]["schema"].json_schema["properties"]) == {"score", "note"}
+    # every field wrong: nothing to keep
+    fb = fake_backend(['{"score": 7, "note": 3}', '{"score": 0.5, "note": "ok"}'])
+    client = LLMClient(fast_settings(max_reasks=1), backend=fb)
+    client.complete("x", schema=two)
+    assert "Reply again with only one JSON value" in fb.calls[1]["messages"][-1]["content"]
+    # switched off
+    fb = fake_backend(['{"score": 0.5, "reason": "BAD"}', '{"score": 0.5, "reason": "ok"}'])
+    client = LLMClient(fast_settings(max_reasks=1, partial_reasks=False), backend=fb)
+    assert client.complete("x", schema=Verdict).parsed.reason == "ok"
+    assert set(fb.calls[1]["schema"].json_schema["properties"]) == {"score", "reason"}

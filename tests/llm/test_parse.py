@@ -110,3 +110,27 @@ def test_parse_reply_and_reask_message():
     assert problems[0] in msg and '"required":["preferences"]' in msg
     _, raw, problems = parse_reply("I like films.", sch)
     assert raw is None and "found none" in problems[0]
+
+
+def test_problem_fields_and_subschema():
+    class Part(BaseModel):
+        name: str = Field(min_length=2)
+
+    class Whole(BaseModel):
+        part: Part
+        tags: list[str] = Field(min_length=1)
+        note: str
+
+    sch = Schema.of(Whole)
+    ok = {"part": {"name": "ab"}, "tags": ["x"], "note": "n"}
+    assert sch.problem_fields(ok) == []
+    assert sch.problem_fields({**ok, "tags": [], "part": {"name": "a"}}) == ["part", "tags"]
+    assert sch.problem_fields({"part": {"name": "ab"}, "tags": ["x"]}) == ["note"]  # missing
+    assert sch.problem_fields(["not", "an", "object"]) is None
+    sub = sch.subschema(["part"])
+    assert sub.json_schema["required"] == ["part"] and "$defs" in sub.json_schema
+    assert sub.validate({"part": {"name": "ab"}})[1] == []
+    assert sub.validate({"part": {"name": "ab"}, "note": "n"})[1]  # nothing else allowed
+    plain = Schema.of(PREFS_SCHEMA)
+    assert plain.problem_fields({"preferences": ["one"]}) == ["preferences"]
+    assert plain.problem_fields({}) is None  # a missing property is a root-level error

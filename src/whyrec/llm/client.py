@@ -29,7 +29,7 @@ from whyrec.llm.errors import (
     LLMTransientError,
     LLMUnavailableError,
 )
-from whyrec.llm.parse import Schema, parse_reply, reask_message
+from whyrec.llm.parse import Schema, parse_reply, partial_reask_message, reask_message
 from whyrec.llm.settings import LLMSettings
 
 SchemaLike = dict[str, Any] | type[BaseModel] | Schema
@@ -312,18 +312,37 @@ class LLMClient:
         start: float,
         tag: Any,
     ) -> LLMResult:
-        """Generate, validate, re-ask; ``spent`` accumulates what every attempt cost."""
+        """Generate, validate, re-ask; ``spent`` accumulates what every attempt cost.
+
+        When every problem of a reply that parsed as an object lies inside some of its
+        top-level properties, and ``partial_reasks`` is on, the re-ask asks for only those
+        properties (constrained by a schema of just them) and merges the answer into the
+        reply; a small model's loop in one long field then costs a short answer, not a
+        whole new reply. Otherwise the whole reply is asked for again.
+        """
         conversation = list(msgs)
         asks = 1 + (self.settings.max_reasks if sch is not None else 0)
         problems: list[str] = []
         text = ""
         raw_json: Any = None
+        kept: dict[str, Any] | None = None  # the reply a partial re-ask completes
+        kept_tokens = 0
+        ask_schema = sch
         for ask in range(asks):
-            reply = self._generate_with_retries(conversation, sch, params, spent)
+            reply = self._generate_with_retries(conversation, ask_schema, params, spent)
             text = reply.text
             parsed = None
+            completion_tokens = reply.completion_tokens
             if sch is not None:
-                parsed, raw_json, problems = parse_reply(text, sch)
+                if kept is not None and ask_schema is not sch:
+                    _, part, problems = parse_reply(text, ask_schema)  # type: ignore[arg-type]
+                    if not problems:
+                        raw_json = {**kept, **part}
+                        text = json.dumps(raw_json, ensure_ascii=False)
+                        completion_tokens += kept_tokens
+                        parsed, problems = sch.validate(raw_json)
+                else:
+                    parsed, raw_json, problems = parse_reply(text, sch)
                 if problems and reply.finish_reason == "length":
                     problems.append(
                         f"the reply was cut off at the {params['max_tokens']}-token limit; "
@@ -331,17 +350,30 @@ class LLMClient:
                     )
                 if problems:
                     if ask + 1 < asks:
+                        fields = (
+                            sch.problem_fields(raw_json)
+                            if self.settings.partial_reasks and reply.finish_reason != "length"
+                            else None
+                        )
+                        props = sch.json_schema.get("properties") or {}
+                        if fields and len(fields) < len(props):
+                            kept, kept_tokens = raw_json, completion_tokens
+                            ask_schema = sch.subschema(fields)
+                            follow_up = partial_reask_message(problems, fields, ask_schema)
+                        else:
+                            kept, ask_schema = None, sch
+                            follow_up = reask_message(problems, sch)
                         conversation = [
                             *conversation,
-                            {"role": "assistant", "content": text},
-                            {"role": "user", "content": reask_message(problems, sch)},
+                            {"role": "assistant", "content": reply.text},
+                            {"role": "user", "content": follow_up},
                         ]
                     continue
             return LLMResult(
                 text=text,
                 parsed=parsed,
                 prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
+                completion_tokens=completion_tokens,
                 latency_s=time.perf_counter() - start,
                 model=reply.model,
                 backend=self.backend.name,

@@ -169,6 +169,45 @@ class Schema:
             problems.append(f"at {where}: {err.message}")
         return (value, []) if not problems else (None, problems)
 
+    def problem_fields(self, value: Any) -> list[str] | None:
+        """The top-level properties that hold every problem of ``value`` (schema order),
+        or None when a problem is not inside one property (the value is not an object, a
+        required property is missing under a plain JSON schema, an extra key...)."""
+        props = self.json_schema.get("properties")
+        if not isinstance(value, dict) or not isinstance(props, dict):
+            return None
+        found: set[str] = set()
+        if self.model is not None:
+            try:
+                self.model.model_validate(value)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = err["loc"]
+                    if not loc or not isinstance(loc[0], str) or loc[0] not in props:
+                        return None
+                    found.add(loc[0])
+        else:
+            for err in self._validator.iter_errors(value):
+                path = list(err.absolute_path)
+                if not path or not isinstance(path[0], str) or path[0] not in props:
+                    return None
+                found.add(path[0])
+        return [name for name in props if name in found]
+
+    def subschema(self, fields: list[str]) -> Schema:
+        """An object schema with only ``fields`` of this one (all required), for asking
+        again for some properties of a reply; shared definitions are kept."""
+        props = self.json_schema["properties"]
+        sub: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: props[name] for name in fields},
+            "required": list(fields),
+            "additionalProperties": False,
+        }
+        if "$defs" in self.json_schema:
+            sub["$defs"] = self.json_schema["$defs"]
+        return Schema.of(sub)
+
     def to_plain(self, parsed: Any) -> Any:
         """The JSON-serialisable form of a parsed value (for the cache)."""
         if isinstance(parsed, BaseModel):
@@ -198,6 +237,19 @@ def reask_message(problems: list[str], schema: Schema) -> str:
         f"{listed}\n"
         "Reply again with only one JSON value (no prose, no code fence) that matches this "
         f"JSON schema:\n{json.dumps(schema.json_schema, separators=(',', ':'))}"
+    )
+
+
+def partial_reask_message(problems: list[str], fields: list[str], sub: Schema) -> str:
+    """The follow-up user turn asking again for only the properties that had problems."""
+    listed = "\n".join(f"- {p}" for p in problems)
+    names = ", ".join(fields)
+    return (
+        "Part of your previous reply could not be used:\n"
+        f"{listed}\n"
+        f"The other fields are fine and are kept. Write only {names} again, as one JSON "
+        "object (no prose, no code fence) that matches this JSON schema:\n"
+        f"{json.dumps(sub.json_schema, separators=(',', ':'))}"
     )
 
 

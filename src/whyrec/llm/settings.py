@@ -131,6 +131,11 @@ class LLMSettings(BaseSettings):
     max_reasks: int = Field(
         2, ge=0, description="Re-asks after a reply that fails the schema, with the error fed back."
     )
+    partial_reasks: bool = Field(
+        True,
+        description="When a reply's problems all lie in some of its top-level fields, re-ask "
+        "for those fields only and keep the rest (False: ask for the whole reply again).",
+    )
     max_tokens: int = Field(512, ge=1, description="Default completion budget per call.")
     temperature: float = Field(0.0, ge=0, le=2, description="Default sampling temperature.")
     seed: int | None = Field(0, description="Default sampling seed (None: backend's choice).")
