@@ -29,6 +29,20 @@ holds the same figures.
 """
 
 
+def _head() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+#: the commit checked out when the benchmark started (a long run may end after new
+#: commits; its figures belong to the code it imported)
+START_COMMIT = _head()
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     try:
@@ -39,12 +53,7 @@ def machine() -> dict[str, Any]:
         )
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = START_COMMIT
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,

@@ -166,6 +166,7 @@ def main() -> None:
         default="batched_decoding",
         help="result name: bench/results/<name>.json and its docs/benchmarks.md section",
     )
+    ap.add_argument("--title", default="", help="added to the section's heading")
     ap.add_argument(
         "--workers",
         type=int,
@@ -318,13 +319,15 @@ def main() -> None:
     lines = [
         "## Batched local decoding (issue 8)"
         + ("" if args.name == "batched_decoding" else f": {len(users)} users")
-        + (f", {args.workers} worker processes" if args.workers > 1 else ""),
+        + (f", {args.workers} worker processes" if args.workers > 1 else "")
+        + (f", {args.title}" if args.title else ""),
         "",
         f"Users per minute of the two LLM stages with the packaged SmolLM2-135M on "
         f"{len(users)} MovieLens-100k users (one request per user per stage: the m "
         f"preference calls; one explanation of the held-out item), llama.cpp threads "
         f"{args.threads}, history window {args.window}, preference prompt mode {pref_mode}, "
-        "temperature 0, reply cache off, the client's default re-asks. *weights*: `file` = "
+        "temperature 0, reply cache off, the client's default re-asks (partial ones from "
+        "2026-12-02 on, see *Partial re-asks*). *weights*: `file` = "
         "the packaged Q4_1 GGUF as stored; `f16` etc. = the same file re-encoded once by "
         "llama.cpp (`WHYREC_LLM_WEIGHTS`). *sequential* is `LocalBackend` (one sequence at a "
         "time; from 2026-12-02 on with the greedy grammar shortcut both paths share, see "
