@@ -241,7 +241,8 @@ def test_partial_reask_asks_only_for_the_fields_with_problems(fake_backend, fast
     # the second call is constrained to the failed field only, with the problem named
     assert second["schema"].json_schema["properties"].keys() == {"reason"}
     assert second["schema"].json_schema["required"] == ["reason"]
-    assert second["messages"][1]["content"] == '{"score": 0.75, "reason": "GREAT"}'
+    # the model is shown its reply without the failed field (not its own mistake to copy)
+    assert second["messages"][1] == {"role": "assistant", "content": '{"score": 0.75}'}
     follow_up = second["messages"][2]["content"]
     assert "at reason: Value error, is all capitals" in follow_up
     assert "Write only reason again" in follow_up
@@ -259,6 +260,9 @@ def test_partial_reask_answer_that_fails_again_is_asked_for_again(fake_backend, 
     assert [set(c["schema"].json_schema["properties"]) for c in fb.calls] == [
         {"score", "reason"}, {"reason"}, {"reason"},
     ]  # fmt: skip
+    # the second partial re-ask shows the first one's answer
+    assert fb.calls[2]["messages"][-2]["content"] == '{"reason": "WORSE"}'
+
     # out of re-asks: the failure reports the last problems
     fb = fake_backend(['{"score": 0.5, "reason": "BAD"}', '{"reason": "WORSE"}'])
     client = LLMClient(fast_settings(max_reasks=1), backend=fb)

@@ -134,3 +134,9 @@ def test_problem_fields_and_subschema():
     plain = Schema.of(PREFS_SCHEMA)
     assert plain.problem_fields({"preferences": ["one"]}) == ["preferences"]
     assert plain.problem_fields({}) is None  # a missing property is a root-level error
+
+
+def test_raw_control_characters_inside_strings_are_accepted():
+    # grammars derived from JSON schemas let a model put a raw newline inside a string
+    assert extract_json('{"why": "line one\nline two\tend"}') == {"why": "line one\nline two\tend"}
+    assert extract_json('Sure: {"a": "x\ny"} done') == {"a": "x\ny"}

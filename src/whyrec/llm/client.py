@@ -315,10 +315,11 @@ class LLMClient:
         """Generate, validate, re-ask; ``spent`` accumulates what every attempt cost.
 
         When every problem of a reply that parsed as an object lies inside some of its
-        top-level properties, and ``partial_reasks`` is on, the re-ask asks for only those
-        properties (constrained by a schema of just them) and merges the answer into the
-        reply; a small model's loop in one long field then costs a short answer, not a
-        whole new reply. Otherwise the whole reply is asked for again.
+        top-level properties, and ``partial_reasks`` is on, the re-ask shows the model its
+        reply without those properties, asks for only them (constrained by a schema of
+        just them) and merges the answer into the reply; a small model's loop in one long
+        field then costs a short answer, not a whole new reply. Otherwise the whole reply
+        is asked for again.
         """
         conversation = list(msgs)
         asks = 1 + (self.settings.max_reasks if sch is not None else 0)
@@ -356,7 +357,15 @@ class LLMClient:
                             else None
                         )
                         props = sch.json_schema.get("properties") or {}
+                        shown = reply.text
                         if fields and len(fields) < len(props):
+                            if kept is None:
+                                # the reply without the failed fields: a small model shown its
+                                # own loop at temperature 0 writes the same loop again
+                                shown = json.dumps(
+                                    {k: v for k, v in raw_json.items() if k not in fields},
+                                    ensure_ascii=False,
+                                )
                             kept, kept_tokens = raw_json, completion_tokens
                             ask_schema = sch.subschema(fields)
                             follow_up = partial_reask_message(problems, fields, ask_schema)
@@ -365,7 +374,7 @@ class LLMClient:
                             follow_up = reask_message(problems, sch)
                         conversation = [
                             *conversation,
-                            {"role": "assistant", "content": reply.text},
+                            {"role": "assistant", "content": shown},
                             {"role": "user", "content": follow_up},
                         ]
                     continue
