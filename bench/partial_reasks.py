@@ -15,66 +15,29 @@ Usage: .venv/bin/python bench/partial_reasks.py [--users 16] [--threads 2]
 
 from __future__ import annotations
 
-import argparse
-import statistics
-
+from _ab import arm_row, base_settings, interleave, parse_args, prepare, reply_text, speedup
 from _report import write_result
-from batched_decoding import explanation_requests, preference_stage
-from greedy_sampling import interleave, reply_text
-from whyrec.data import load_dataset
-from whyrec.llm import LLMClient, LLMSettings
 from whyrec.llm.backends.local import LocalBackend
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--users", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--window", type=int, default=50)
-    ap.add_argument("--n-ctx", type=int, default=4096)
-    ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
-    args = ap.parse_args()
-
-    ds = load_dataset("movielens-100k")
-    users = list(range(args.users))
-    base = LLMSettings(backend="local", n_threads=args.threads, n_ctx=args.n_ctx, cache=False)
+    args = parse_args(__doc__, users=16)
+    base = base_settings(args)
     settings = {
         "whole": base.model_copy(update={"partial_reasks": False}),
         "partial": base,
     }
     backends = {k: LocalBackend(s) for k, s in settings.items()}
-    assert all(b.llama is not None for b in backends.values())  # load outside the timings
-    _, _, prefs = preference_stage(
-        LLMClient(base, backend=backends["partial"], cache=False), ds, users, args.window, 1
-    )
-    reqs = explanation_requests(ds, users, prefs)
-    clients = {k: LLMClient(settings[k], backend=backends[k], cache=False) for k in settings}
+    users, reqs, clients = prepare(args, {k: (settings[k], backends[k]) for k in settings})
     times, outs = interleave(clients, reqs)
     texts = {k: [reply_text(o) for o in v] for k, v in outs.items()}
-    rows = []
-    for name, client in clients.items():
-        usage = client.usage.by_stage()["explanations"]
-        wall = sum(times[name])
-        rows.append(
-            {
-                "reasks": name,
-                "users": len(users),
-                "wall_s": round(wall, 2),
-                "users_per_min": round(len(users) / wall * 60, 3),
-                "median_user_s": round(statistics.median(times[name]), 2),
-                "attempts": usage.attempts,
-                "completion_tokens": usage.completion_tokens,
-                "prompt_tokens": usage.prompt_tokens,
-                "validated": sum(o.ok for o in outs[name]),
-            }
-        )
+    rows = [
+        {"reasks": name, **arm_row(client, times[name]), "validated": sum(o.ok for o in outs[name])}
+        for name, client in clients.items()
+    ]
     one_shot = [i for i, o in enumerate(outs["whole"]) if o.ok and o.attempts == 1]
     summary = {
-        "speedup_total": round(rows[0]["wall_s"] / rows[1]["wall_s"], 2),
-        "speedup_median_user": round(
-            statistics.median(a / b for a, b in zip(times["whole"], times["partial"], strict=True)),
-            2,
-        ),
+        **speedup(times, "whole", "partial"),
         "identical": f"{sum(a == b for a, b in zip(*texts.values(), strict=True))}/{len(users)}",
         "no_reask_users": len(one_shot),
         "no_reask_identical": sum(texts["whole"][i] == texts["partial"][i] for i in one_shot),

@@ -335,7 +335,7 @@ class LLMClient:
             parsed = None
             completion_tokens = reply.completion_tokens
             if sch is not None:
-                if kept is not None and ask_schema is not sch:
+                if kept is not None:  # a partial re-ask: ask_schema holds the failed fields
                     _, part, problems = parse_reply(text, ask_schema)  # type: ignore[arg-type]
                     if not problems:
                         raw_json = {**kept, **part}
@@ -366,7 +366,8 @@ class LLMClient:
                                     {k: v for k, v in raw_json.items() if k not in fields},
                                     ensure_ascii=False,
                                 )
-                            kept, kept_tokens = raw_json, completion_tokens
+                                kept_tokens = completion_tokens  # the reply being completed
+                            kept = raw_json
                             ask_schema = sch.subschema(fields)
                             follow_up = partial_reask_message(problems, fields, ask_schema)
                         else:

@@ -114,6 +114,7 @@ def patch_llama_sampling(llama: Any) -> GreedyFirst:
 
     picker = GreedyFirst(llama_cpp, llama.n_vocab())
     original = llama.sample
+    found: list[Any] = [None, None]  # the last request's chain and its grammar sampler
 
     def sample(*args: Any, **kwargs: Any) -> int:
         if args:  # llama-cpp-python calls sample() with keywords only; keep other uses intact
@@ -131,7 +132,9 @@ def patch_llama_sampling(llama: Any) -> GreedyFirst:
         if not greedy:
             return original(**kwargs)
         chain = llama._sampler.sampler
-        grammar = find_grammar(llama_cpp, chain)
+        if found[0] is not chain:  # generate() builds a new chain per request
+            found[:] = [chain, find_grammar(llama_cpp, chain)]
+        grammar = found[1]
         if grammar is None:  # pragma: no cover - a grammar request always has one
             return original(**kwargs)
         ridx = int(kwargs["idx"]) - int(llama.n_tokens)
