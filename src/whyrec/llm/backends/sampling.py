@@ -11,7 +11,7 @@ checking candidates in that order, one token at a time, gives the same token:
 * the top token (``np.argmax``: first index on ties, like llama.cpp's greedy sampler)
   is the choice when the grammar allows it — almost always, because the model follows
   the grammar it was prompted with;
-* otherwise the next best tokens strictly above the ``_TOP_K``-th logit are walked in
+* otherwise the next best tokens strictly above the ``TOP_K``-th logit are walked in
   greedy order (higher logit first, lower id on ties), so no tied token outside the
   walked set can come first;
 * when none of them is allowed, the full chain decides (``llama_sampler_sample``).
