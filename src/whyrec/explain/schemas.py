@@ -161,12 +161,32 @@ def _explanation_fields(m: int) -> dict:
 
 
 _PROMPT_LABEL = re.compile(r"\bP\d+\b|\(weight\s*[\d.]+\)", re.IGNORECASE)
+# braces and backticks (JSON, code) and HTML-like tags; square brackets stay allowed,
+# as product titles carry them ("Hamlet [DVD]")
+_MARKUP = re.compile(r"[{}`]|</?[A-Za-z][^<>]*>")
+_CLAUSE_END = re.compile(r"[.!?](?=\s|$)")
+#: the shortest complete sentence a reason must open with (the field's minimum length)
+_MIN_SENTENCE = 20
 
 
 def _validate_reason(cls: type, text: str) -> str:
-    """A user-facing reason: no repeated sentences, no copied prompt labels."""
+    """A user-facing reason: plain prose with at least one complete sentence, no copied
+    prompt labels, no JSON or markup, no loops.
+
+    A small model's reply can satisfy the decoding grammar and the length bounds with
+    text no user should see: a fragment of JSON, or a clause that never ends; those are
+    re-asked (and in the end replaced by the grounded template) like a loop is.
+    """
     if _PROMPT_LABEL.search(text):
         raise ValueError("copies the prompt's labels (P1, weight 0.40); write plain prose")
+    if _MARKUP.search(text):
+        raise ValueError("contains JSON, code or markup ({, }, `, <tags>); write plain prose")
+    flat = " ".join(text.split())
+    ends = [m.end() for m in _CLAUSE_END.finditer(flat)]
+    if not ends or ends[-1] < _MIN_SENTENCE:
+        raise ValueError(
+            "has no complete sentence; write whole sentences that end with a full stop"
+        )
     words = _norm(text).split()
     grams = [" ".join(words[i : i + 4]) for i in range(len(words) - 3)]
     if len(grams) != len(set(grams)):
@@ -188,9 +208,6 @@ def explanation_schema(m: int) -> type[BaseModel]:
         **_explanation_fields(m),
         __validators__={"prose": field_validator("explanation")(classmethod(_validate_reason))},
     )
-
-
-_CLAUSE_END = re.compile(r"[.!?](?=\s|$)")
 
 
 def trim_to_sentence(text: str) -> str:
