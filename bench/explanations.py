@@ -7,15 +7,16 @@ user's top-ranked item and the item at rank ``--low-rank``, explained by every s
 scored for faithfulness, grounding and text, and judged by the same LLM (rubric and
 pairwise in both orders).
 
-Usage (pinned to one core, one thread, as the numbers in docs/benchmarks.md were made):
-  WHYREC_THREADS=1 OMP_NUM_THREADS=1 WHYREC_LLM_N_THREADS=1 taskset -c 1 \
-    .venv/bin/python bench/explanations.py [--users 8] [--llm-users 12] [--epochs 12]
+Usage: .venv/bin/python bench/explanations.py [--users 8] [--llm-users 12] [--epochs 12]
+The report states the run's CPU affinity and thread settings (pin it with ``taskset``
+and ``WHYREC_THREADS`` / ``WHYREC_LLM_N_THREADS`` to share the machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -95,6 +96,10 @@ def main() -> None:
             "eval_s": time.perf_counter() - t0,
             "backend": client.backend.name,
             "reused_lane": reused,
+            "cores": sorted(os.sched_getaffinity(0)),
+            "threads": {
+                k: os.environ.get(k) for k in ("WHYREC_THREADS", "WHYREC_LLM_N_THREADS")
+            },
             "command": command_line(),
             "args": {k: str(v) for k, v in vars(args).items()},
         }
@@ -153,9 +158,8 @@ def main() -> None:
             if bench.get("reused_lane")
             else f"Time: {bench['train_s']:.0f} s to extract preferences and train LANE; "
         )
-        + f"{bench['eval_s']:.0f} s for the evaluation ({report.extra['timings']}). Pinned to one "
-        "core (`taskset -c 1`), one torch and one llama.cpp thread, with other jobs on the "
-        "machine's other core."
+        + f"{bench['eval_s']:.0f} s for the evaluation ({report.extra['timings']}). "
+        + _placement(bench)
         + (
             f" Explanations and verdicts from `{bench.get('command', 'an earlier run')}`; "
             "metrics recomputed from the saved texts with `--rescore` (no LLM calls)."
@@ -189,8 +193,24 @@ def main() -> None:
     )
 
 
+def _placement(bench: dict) -> str:
+    """Where the run ran: its CPU affinity and thread settings (older results lack them)."""
+    if "cores" not in bench:
+        return (
+            "Pinned to one core (`taskset -c 1`), one torch and one llama.cpp thread, with "
+            "other jobs on the machine's other core."
+        )
+    th = bench.get("threads", {})
+    return (
+        f"CPU affinity: core(s) {', '.join(map(str, bench['cores']))}; torch threads "
+        f"{th.get('WHYREC_THREADS') or 'default'}, llama.cpp threads "
+        f"{th.get('WHYREC_LLM_N_THREADS') or 'default'}."
+    )
+
+
 def _kind(problem: str) -> str:
     """A short class of a validation problem, for counting."""
+    problem = re.sub(r"^at [\w.\[\]]+: (Value error, )?", "", problem)
     if "fitness" in problem and "from 0 to 1" in problem:
         return "a fitness outside 0-1"
     if "cut off at" in problem:

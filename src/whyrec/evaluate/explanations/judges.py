@@ -83,19 +83,26 @@ def rubric_messages(ctx: JudgeContext, explanation: str) -> list[dict[str, str]]
         "grade as a long one, and padding earns nothing. Reply with JSON only: "
         '{"reasoning": "<one or two sentences>", "score": <0, 1, 2 or 3>}.'
     )
-    item = ctx.item_title + (f" ({ctx.item_text})" if ctx.item_text else "")
     user = "\n".join(
         [
-            "The user's recent history, oldest first:",
-            _block("history", list(ctx.history)),
-            "Recommended item:",
-            _block("item", item),
+            *_context_lines(ctx),
             "Explanation shown to the user:",
             _block("explanation", explanation),
             "Grade the explanation from 0 to 3.",
         ]
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _context_lines(ctx: JudgeContext) -> list[str]:
+    """The user's history and the recommended item, as both judge prompts show them."""
+    item = ctx.item_title + (f" ({ctx.item_text})" if ctx.item_text else "")
+    return [
+        "The user's recent history, oldest first:",
+        _block("history", list(ctx.history)),
+        "Recommended item:",
+        _block("item", item),
+    ]
 
 
 def pairwise_messages(ctx: JudgeContext, first: str, second: str) -> list[dict[str, str]]:
@@ -113,13 +120,9 @@ def pairwise_messages(ctx: JudgeContext, first: str, second: str) -> list[dict[s
         '{"informativeness": "A|B|tie", "persuasiveness": "A|B|tie", '
         '"helpfulness": "A|B|tie"}.'
     )
-    item = ctx.item_title + (f" ({ctx.item_text})" if ctx.item_text else "")
     user = "\n".join(
         [
-            "The user's recent history, oldest first:",
-            _block("history", list(ctx.history)),
-            "Recommended item:",
-            _block("item", item),
+            *_context_lines(ctx),
             "Explanation A:",
             _block("A", first),
             "Explanation B:",
