@@ -174,6 +174,17 @@ def main() -> None:
         help="run the --parallel configurations on this many model processes sharing "
         "--threads (WorkerPoolBackend; n_parallel 1 = sequential in each)",
     )
+    ap.add_argument(
+        "--sequential-native",
+        action="store_true",
+        help="sequential rows decode with llama-cpp-python's own sampler chain (no greedy "
+        "grammar shortcut): the sequential path as it was when issue 8 was filed",
+    )
+    ap.add_argument(
+        "--whole-reasks",
+        action="store_true",
+        help="every arm re-asks for the whole reply (partial_reasks off), as before 12-02",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
     args = ap.parse_args()
 
@@ -186,10 +197,12 @@ def main() -> None:
     for weights in args.weights:
         settings = LLMSettings(
             backend="local", n_threads=args.threads, n_ctx=args.n_ctx, cache=False,
-            weights=weights,
+            weights=weights, partial_reasks=not args.whole_reasks,
         )  # fmt: skip
         local = LocalBackend(settings)
         assert local.llama is not None  # convert/load once, outside the timings
+        # the batched engine has its own sampler; only the sequential rows use this flag
+        local.fast_greedy = not args.sequential_native
         loaded[weights] = local
 
         def client_for(p: int | None, s: LLMSettings = settings, lb: Any = local) -> tuple:
@@ -336,6 +349,17 @@ def main() -> None:
         "packaged weights (today's default); *same w.* against the sequential run on the "
         "same weights. *identical* counts replies equal to the sequential run's on the "
         "same weights; *= file* those equal to the packaged weights' sequential replies."
+        + (
+            " Here the *sequential* rows use llama-cpp-python's own sampler chain (no "
+            "greedy grammar shortcut: the sequential path when issue 8 was filed)."
+            if args.sequential_native
+            else ""
+        )
+        + (
+            " Every arm re-asks for the whole reply (`partial_reasks` off)."
+            if args.whole_reasks
+            else ""
+        )
         + (
             f" Here the *batched x{args.workers} workers* rows run on `WorkerPoolBackend` "
             f"(`workers = {args.workers}`): {args.workers} model processes sharing the "
