@@ -97,9 +97,7 @@ def main() -> None:
             "backend": client.backend.name,
             "reused_lane": reused,
             "cores": sorted(os.sched_getaffinity(0)),
-            "threads": {
-                k: os.environ.get(k) for k in ("WHYREC_THREADS", "WHYREC_LLM_N_THREADS")
-            },
+            "threads": {k: os.environ.get(k) for k in ("WHYREC_THREADS", "WHYREC_LLM_N_THREADS")},
             "command": command_line(),
             "args": {k: str(v) for k, v in vars(args).items()},
         }
@@ -217,7 +215,7 @@ def _kind(problem: str) -> str:
         return "reply cut off at the token limit"
     if "JSON object" in problem:
         return "no complete JSON object"
-    return problem.split("'")[0][:60]
+    return problem.split("'")[0].split(";")[0][:60].strip()
 
 
 def _fmt(d: dict) -> str:

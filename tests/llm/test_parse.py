@@ -140,3 +140,26 @@ def test_raw_control_characters_inside_strings_are_accepted():
     # grammars derived from JSON schemas let a model put a raw newline inside a string
     assert extract_json('{"why": "line one\nline two\tend"}') == {"why": "line one\nline two\tend"}
     assert extract_json('Sure: {"a": "x\ny"} done') == {"a": "x\ny"}
+
+
+def test_reply_models_keep_their_docstrings_out_of_what_the_llm_reads():
+    from pydantic import Field
+
+    from whyrec.evaluate.explanations.judges import PairVerdict, RubricVerdict
+    from whyrec.explain.schemas import BaselineExplanation
+    from whyrec.llm import ReplyModel
+    from whyrec.llm.parse import schema_instruction
+
+    class Verdict(ReplyModel):
+        """Internal note for developers: never shown to the model."""
+
+        grade: int = Field(description="0 to 3, higher is better")
+
+    sch = Schema.of(Verdict)
+    assert "description" not in sch.json_schema  # the docstring
+    assert sch.json_schema["properties"]["grade"]["description"] == "0 to 3, higher is better"
+    assert "developers" not in schema_instruction(sch)
+    # SmolLM2 answered "The no-alignment baseline's reply." when the docstring was shown
+    for model in (BaselineExplanation, RubricVerdict, PairVerdict):
+        assert model.__doc__
+        assert model.__doc__.strip() not in schema_instruction(Schema.of(model))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
 EXPLANATION_VERSION = "cot-v3"
-BASELINE_VERSION = "base-v1"
+BASELINE_VERSION = "base-v2"
 
 
 def _data_block(label: str, values: Sequence[str] | str) -> str:

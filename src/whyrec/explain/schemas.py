@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
+from whyrec.llm.parse import ReplyModel
+
 _WORD = re.compile(r"[a-z0-9]+")
 _ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
 
@@ -219,7 +221,7 @@ def trim_to_sentence(text: str) -> str:
     return text[: ends[-1]] if ends and ends[-1] >= 10 else text
 
 
-class BaselineExplanation(BaseModel):
+class BaselineExplanation(ReplyModel):
     """The no-alignment baseline's reply."""
 
     explanation: str = Field(min_length=20, max_length=400)

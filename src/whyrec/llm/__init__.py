@@ -30,7 +30,7 @@ from whyrec.llm.errors import (
     LLMUnavailableError,
 )
 from whyrec.llm.estimate import STAGE_PROFILES, Estimate, StageProfile, Throughput, estimate_stage
-from whyrec.llm.parse import Schema, extract_json
+from whyrec.llm.parse import ReplyModel, Schema, extract_json
 from whyrec.llm.settings import LLMSettings, Price
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "LLMUnavailableError",
     "Price",
     "ReplyCache",
+    "ReplyModel",
     "Schema",
     "StageProfile",
     "StageUsage",

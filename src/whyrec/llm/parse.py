@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import jsonschema
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|js|javascript)?[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
@@ -101,6 +101,23 @@ def extract_json(text: str, *, expect: type | None = dict) -> Any:
     if len(snippet) > 120:
         snippet = snippet[:117] + "..."
     raise JSONExtractionError(f"expected a {kind} in the reply, found none in {snippet!r}")
+
+
+def _drop_description(schema: dict[str, Any], cls: type) -> None:
+    schema.pop("description", None)
+
+
+class ReplyModel(BaseModel):
+    """Base for pydantic models that describe an LLM's reply.
+
+    Pydantic puts a model's docstring into its JSON schema as ``description``, and the
+    schema reaches the model (in the prompt when the decoding grammar cannot express every
+    check, and in re-asks); a small model copies such a sentence into its answer. Models
+    derived from this class keep their docstrings for developers only. Text the LLM should
+    read goes into ``Field(description=...)``.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_drop_description)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-RUBRIC_VERSION = "judge-rubric-v1"
-PAIRWISE_VERSION = "judge-pair-v1"
+from whyrec.llm.parse import ReplyModel
+
+RUBRIC_VERSION = "judge-rubric-v2"
+PAIRWISE_VERSION = "judge-pair-v2"
 CRITERIA = ("informativeness", "persuasiveness", "helpfulness")
 
 _DATA_NOTE = (
@@ -50,14 +52,14 @@ class JudgeContext:
     item_text: str = ""
 
 
-class RubricVerdict(BaseModel):
+class RubricVerdict(ReplyModel):
     """The rubric judge's reply: a short justification, then the grade."""
 
     reasoning: str = Field(min_length=3, max_length=240)
     score: Literal[0, 1, 2, 3]
 
 
-class PairVerdict(BaseModel):
+class PairVerdict(ReplyModel):
     """The pairwise judge's reply: A, B or tie per criterion."""
 
     informativeness: Literal["A", "B", "tie"]
