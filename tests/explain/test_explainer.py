@@ -55,6 +55,17 @@ def test_invalid_explanations_fall_back_to_the_template(make_client, tiny_datase
     assert len(backend.calls) == 2
 
 
+def test_a_failed_baseline_says_why(make_client, tiny_dataset):
+    model = _fit(tiny_dataset, GOOD)
+    fragment = json.dumps({"explanation": "The user is recommended to the item"})
+    good = json.dumps({"explanation": "A tense crime drama, like the ones you watch most."})
+    client, _ = make_client([fragment, fragment, good], max_reasks=1)
+    explainer = LaneExplainer(model, client)
+    text, problems = explainer.baseline_with_problems(5, 0)
+    assert text is None and any("no complete sentence" in p for p in problems)
+    assert explainer.baseline(5, 0) == "A tense crime drama, like the ones you watch most."
+
+
 def test_new_history_extracts_preferences_on_the_fly(make_client, tiny_dataset):
     from whyrec.embed import get_encoder
     from whyrec.explain.preferences import PreferenceExtractor

@@ -217,6 +217,13 @@ class LaneExplainer:
         self, item: int, user: int | None = None, *, history: Sequence[int] | None = None
     ) -> str | None:
         """The same LLM's reason with no preferences, weights or attribution (None on failure)."""
+        return self.baseline_with_problems(item, user, history=history)[0]
+
+    def baseline_with_problems(
+        self, item: int, user: int | None = None, *, history: Sequence[int] | None = None
+    ) -> tuple[str | None, list[str]]:
+        """:meth:`baseline` plus, when it failed, why (the last validation problems or the
+        error): ``(reason, [])`` or ``(None, problems)``."""
         hist = np.asarray(self.model.histories[user]) if user is not None else np.asarray(history)
         titles = self.model.item_titles
         try:
@@ -233,6 +240,6 @@ class LaneExplainer:
                 stage="baseline",
                 prompt_version=BASELINE_VERSION,
             )
-        except Exception:
-            return None
-        return trim_to_sentence(res.parsed.explanation)
+        except Exception as exc:
+            return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
+        return trim_to_sentence(res.parsed.explanation), []

@@ -157,14 +157,14 @@ def explain_cases(
                     if steps:
                         cases[-1].details["steps"] = steps
                 else:
-                    text = explainer.baseline(item, u)
+                    text, problems = explainer.baseline_with_problems(item, u)
                     cases.append(
                         ExplanationCase(
                             system="baseline",
                             text=text,
                             source="baseline-llm" if text else "failed",
                             writer=writer,
-                            problems=[] if text else ["no valid baseline reply"],
+                            problems=problems,
                             **common,
                         )  # fmt: skip
                     )
