@@ -16,7 +16,7 @@ def _fit(ds, texts, pref_dim=12):
     return m.fit(ds, progress=False)
 
 
-def cot_reply(m=5, likelihood="High"):
+def cot_reply(m=5, likelihood="High", explanation=None):
     return json.dumps(
         {
             "preference_reasons": ["seen in the history"] * m,
@@ -24,7 +24,8 @@ def cot_reply(m=5, likelihood="High"):
             "fitness": [9, 2, 1, 5, 3][:m],
             "likelihood": likelihood,
             "likelihood_reason": "fits the top preference",
-            "explanation": "You enjoy tense crime dramas, and this film is one of them.",
+            "explanation": explanation
+            or "You enjoy tense crime dramas, and this film is one of them.",
         }
     )
 
@@ -53,6 +54,16 @@ def test_invalid_explanations_fall_back_to_the_template(make_client, tiny_datase
     top = GOOD[int(np.argmax(ex.weights))].rstrip(".")
     assert top in ex.reason and ex.title in ex.reason
     assert len(backend.calls) == 2
+
+
+def test_a_valid_reason_that_names_none_of_its_evidence_shows_the_template(
+    make_client, tiny_dataset
+):
+    model = _fit(tiny_dataset, GOOD)
+    client, _ = make_client([cot_reply(explanation="The user recommends this item to the user.")])
+    ex = LaneExplainer(model, client).explain(5, 0)
+    assert ex.reason_source == "template" and ex.title in ex.reason
+    assert ex.problems and "names nothing" in ex.problems[0]
 
 
 def test_a_failed_baseline_says_why(make_client, tiny_dataset):

@@ -22,7 +22,12 @@ from whyrec.explain.prompts import (
     baseline_messages,
     explanation_messages,
 )
-from whyrec.explain.schemas import BaselineExplanation, explanation_schema, trim_to_sentence
+from whyrec.explain.schemas import (
+    BaselineExplanation,
+    explanation_schema,
+    trim_to_sentence,
+    unrelated_reason_problem,
+)
 from whyrec.explain.templates import template_reason
 
 
@@ -177,8 +182,9 @@ class LaneExplainer:
         fallback = template_reason(str(titles[item]), texts, att.weights, influential)
         if not use_llm or self.client is None:
             return Explanation(**base, reason=fallback, reason_source="template")
+        shown = [str(titles[i]) for i in hist[-self.history_window :]]
         messages = explanation_messages(
-            history=[str(titles[i]) for i in hist[-self.history_window :]],
+            history=shown,
             preferences=texts,
             weights=att.weights,
             item_title=str(titles[item]),
@@ -204,9 +210,19 @@ class LaneExplainer:
             )  # fmt: skip
         steps = res.parsed.model_dump()
         steps["fitness"] = [v / 10 for v in steps["fitness"]]  # the 0–10 scale → 0–1
+        reason = trim_to_sentence(steps.pop("explanation"))
+        evidence = [str(titles[item]), *texts, *shown]
+        if self.item_texts is not None:
+            evidence.append(str(self.item_texts[item]))
+        unrelated = unrelated_reason_problem(reason, evidence)
+        if unrelated:
+            return Explanation(
+                **base, reason=fallback, reason_source="template", model=res.model,
+                prompt_version=EXPLANATION_VERSION, problems=[unrelated],
+            )  # fmt: skip
         return Explanation(
             **base,
-            reason=trim_to_sentence(steps.pop("explanation")),
+            reason=reason,
             reason_source="llm",
             steps=steps,
             model=res.model,
