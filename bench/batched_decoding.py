@@ -200,9 +200,11 @@ def main() -> None:
             weights=weights, partial_reasks=not args.whole_reasks,
         )  # fmt: skip
         local = LocalBackend(settings)
-        assert local.llama is not None  # convert/load once, outside the timings
-        # the batched engine has its own sampler; only the sequential rows use this flag
+        # read when the model loads (next line); the batched engine has its own sampler,
+        # so only the sequential rows depend on it
         local.fast_greedy = not args.sequential_native
+        assert local.llama is not None  # convert/load once, outside the timings
+        assert (local.sampling is None) == args.sequential_native
         loaded[weights] = local
 
         def client_for(p: int | None, s: LLMSettings = settings, lb: Any = local) -> tuple:
