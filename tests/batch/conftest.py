@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -144,7 +145,13 @@ def reply_for(body: dict[str, Any]) -> str:
     fmt = body.get("response_format") or {}
     schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema")
     if schema and "preferences" not in schema.get("properties", {}):
-        return json.dumps(synthesize(schema, digest, schema.get("$defs", {})))
+        value = synthesize(schema, digest, schema.get("$defs", {}))
+        item = re.search(r'<data name="item">\n(.*)\n</data>', user)
+        if isinstance(value, dict) and "explanation" in value and item:
+            # a reason names its evidence (the explainer shows the template otherwise)
+            word = _WORDS[digest[0] % len(_WORDS)]
+            value["explanation"] = f"{json.loads(item.group(1))} is a {word} choice for you."
+        return json.dumps(value)
     order = sorted(range(len(GENRES)), key=lambda j: digest[j])
     return json.dumps({"preferences": [f"Likes {GENRES[j]} told with care" for j in order[:5]]})
 
