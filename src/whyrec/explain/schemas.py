@@ -167,7 +167,8 @@ _PROMPT_LABEL = re.compile(r"\bP\d+\b|\(weight\s*[\d.]+\)", re.IGNORECASE)
 # as product titles carry them ("Hamlet [DVD]")
 _MARKUP = re.compile(r"[{}`]|</?[A-Za-z][^<>]*>")
 _CLAUSE_END = re.compile(r"[.!?](?=\s|$)")
-#: the shortest complete sentence a reason must open with (the field's minimum length)
+#: the shortest reason, cut to its last complete sentence, that may be shown (the field's
+#: minimum length)
 _MIN_SENTENCE = 20
 
 
@@ -183,9 +184,8 @@ def _validate_reason(cls: type, text: str) -> str:
         raise ValueError("copies the prompt's labels (P1, weight 0.40); write plain prose")
     if _MARKUP.search(text):
         raise ValueError("contains JSON, code or markup ({, }, `, <tags>); write plain prose")
-    flat = " ".join(text.split())
-    ends = [m.end() for m in _CLAUSE_END.finditer(flat)]
-    if not ends or ends[-1] < _MIN_SENTENCE:
+    shown = trim_to_sentence(text)  # what the user would see
+    if not shown.endswith((".", "!", "?")) or len(shown) < _MIN_SENTENCE:
         raise ValueError(
             "has no complete sentence; write whole sentences that end with a full stop"
         )
