@@ -5,6 +5,10 @@ One function per boundary, so each boundary applies the same rule everywhere:
 * :func:`safe_title` — a title (or any catalogue/user text) inside a sentence a person
   reads: control characters and newlines collapsed, chat-template control strings and
   markup neutralised, capped at ``cap`` characters with an ellipsis.
+* :func:`terminal_text` — any text printed through rich (console output of the CLI):
+  rich markup escaped so ``[bold]`` or ``[/INST]`` print literally instead of styling or
+  raising ``MarkupError``; terminal control characters (ESC sequences etc.) shown as
+  visible ``\\xNN`` escapes; newlines and tabs kept; optionally capped.
 """
 
 from __future__ import annotations
@@ -17,6 +21,32 @@ TITLE_CAP = 80
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]", re.IGNORECASE)
 _MARKUP = re.compile(r"[<>{}`]")
+
+
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _visible_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_text(text: object, cap: int | None = None) -> str:
+    """``text`` ready to pass to rich's ``console.print`` as *markup*: it prints literally.
+
+    Rich markup (``[bold red]``, ``[/INST]``, ``[link=...]``) is escaped, control
+    characters other than newline and tab (ESC, carriage return, bell, C1 controls, line
+    separators) become visible ``\\xNN``/``\\uNNNN`` text, and with ``cap`` the text is
+    cut to ``cap`` characters ending in an ellipsis. Use it for every piece of untrusted
+    text (titles, user ids, LLM replies, error messages) interpolated into a rich string.
+    """
+    from rich.markup import escape
+
+    s = str(text)
+    if cap is not None and len(s) > cap:
+        s = s[: max(1, cap - 1)].rstrip() + "…"
+    s = _TERMINAL_CONTROL.sub(_visible_control, s)
+    return escape(s)
 
 
 def safe_title(text: object, cap: int = TITLE_CAP) -> str:
