@@ -9,11 +9,15 @@ One function per boundary, so each boundary applies the same rule everywhere:
   rich markup escaped so ``[bold]`` or ``[/INST]`` print literally instead of styling or
   raising ``MarkupError``; terminal control characters (ESC sequences etc.) shown as
   visible ``\\xNN`` escapes; newlines and tabs kept; optionally capped.
+* :func:`redact_secrets` — error text (HTTP error bodies, exception messages) before it
+  is stored or printed: configured key values and ``Authorization``/``Bearer`` strings
+  replaced by ``[redacted]``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 #: Longest title shown inside a user-facing sentence.
 TITLE_CAP = 80
@@ -57,4 +61,39 @@ def safe_title(text: object, cap: int = TITLE_CAP) -> str:
     s = " ".join(s.split())
     if len(s) > cap:
         s = s[: max(1, cap - 1)].rstrip() + "…"
+    return s
+
+
+#: What a secret is replaced with in text that is stored or printed.
+REDACTED = "[redacted]"
+
+# Credentials an error body may echo back: Authorization/Proxy-Authorization header
+# values (any scheme), bare bearer tokens, api-key style parameters and OpenAI-shaped keys.
+_SECRET_PATTERNS = (
+    re.compile(
+        r"""(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|basic|token)\s+)?"""
+        r"""[^\s"',;}]+"""
+    ),
+    re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{4,}"),
+    re.compile(
+        r"""(?i)(\b(?:x-)?api[-_]?key["']?\s*[:=]\s*["']?)[^\s"',;}&]+"""
+    ),
+    re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
+)
+
+
+def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with credentials replaced by ``[redacted]`` before it is stored or printed.
+
+    Every value in ``secrets`` (e.g. the configured API key; values shorter than 8
+    characters are ignored, they would blank ordinary words) is replaced wherever it
+    occurs, and so are ``Authorization: ...`` / ``Bearer ...`` strings, ``api_key=...``
+    style parameters and ``sk-...`` keys, whatever key produced them. Use it on every
+    error text that may echo a request (HTTP error bodies, exception messages).
+    """
+    s = str(text)
+    for secret in sorted({x for x in secrets if x and len(x) >= 8}, key=len, reverse=True):
+        s = s.replace(secret, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        s = pattern.sub(lambda m: m.group(1) + REDACTED, s)
     return s
