@@ -126,20 +126,24 @@ def outcome_record(outcome: Any) -> dict[str, Any]:
             "cached": bool(outcome.cached),
             "latency_s": float(outcome.latency_s),
         }
+    from whyrec.llm.errors import redact
+
     err = outcome.error
     raw = getattr(err, "raw", None)
     try:
         json.dumps(raw)
     except (TypeError, ValueError):
         raw = None
-    return {
+    text = getattr(err, "text", None)
+    return {  # LLM errors are redacted when made; anything else is redacted here
         "ok": False,
         "error_type": type(err).__name__,
-        "error": str(err),
-        "problems": [str(p) for p in (getattr(err, "problems", None) or [])],
-        "text": getattr(err, "text", None),
+        "error": redact(err),
+        "problems": [redact(p) for p in (getattr(err, "problems", None) or [])],
+        "text": redact(text) if text else text,
         "raw": raw,
         "attempts": int(getattr(err, "attempts", 0) or 0),
+        "cached": bool(getattr(err, "cached", False)),
     }
 
 
