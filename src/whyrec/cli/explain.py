@@ -77,6 +77,15 @@ def preferences(
         ]
         atomic_write(out, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
         console.print(f"written: {out}")
+    if pset.llm_failed:  # every asked user hit an outage: the fallback is all there is
+        typer.secho(
+            f"error: the LLM stage failed for all {pset.report.asked} user(s) asked "
+            f"(first error: {pset.report.first_outage}); their grounded fallback preferences "
+            "were stored and will be asked again on the next run",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def explain(
