@@ -9,6 +9,15 @@ One function per boundary, so each boundary applies the same rule everywhere:
   rich markup escaped so ``[bold]`` or ``[/INST]`` print literally instead of styling or
   raising ``MarkupError``; terminal control characters (ESC sequences etc.) shown as
   visible ``\\xNN`` escapes; newlines and tabs kept; optionally capped.
+  :func:`printable_text` is the same without the markup escaping, for plain ``echo``.
+* :func:`prompt_value` / :func:`prompt_json` — data placed in an LLM prompt: one line,
+  capped per field (:data:`PROMPT_FIELD_CAP`, :data:`PROMPT_TEXT_CAP`), and in the JSON
+  every ``<``, ``>`` and the ``[`` of ``[INST]``-style markers written as ``\\uXXXX``
+  escapes, so no chat-template control string appears literally in the prompt text. The
+  embedded backend also tokenizes message contents without special tokens
+  (:func:`whyrec.llm.backends.local.guard_special_tokens`).
+* :func:`quote_title` — a title inside a generated sentence: :func:`safe_title` in
+  quotation marks, so it reads as a name, never as part of the sentence.
 * :func:`redact_secrets` — error text (HTTP error bodies, exception messages) before it
   is stored or printed: configured key values and ``Authorization``/``Bearer`` strings
   replaced by ``[redacted]``.
@@ -16,6 +25,7 @@ One function per boundary, so each boundary applies the same rule everywhere:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
@@ -46,11 +56,61 @@ def terminal_text(text: object, cap: int | None = None) -> str:
     """
     from rich.markup import escape
 
+    return escape(printable_text(text, cap))
+
+
+def printable_text(text: object, cap: int | None = None) -> str:
+    """``text`` for a plain terminal write (``typer.echo``): control characters other than
+    newline and tab shown as visible escapes, optionally capped; no markup escaping."""
     s = str(text)
     if cap is not None and len(s) > cap:
         s = s[: max(1, cap - 1)].rstrip() + "…"
-    s = _TERMINAL_CONTROL.sub(_visible_control, s)
-    return escape(s)
+    return _TERMINAL_CONTROL.sub(_visible_control, s)
+
+
+#: Longest single value (a history title, a preference, a tag) inside a prompt.
+PROMPT_FIELD_CAP = 300
+#: Longest single free-text value in a prompt (an item's title with its text fields).
+PROMPT_TEXT_CAP = 600
+
+_PROMPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "[": "\\u005b"}
+# every angle bracket (chat markers: <|im_start|>, <s>, </s>, <start_of_turn>, ...) and
+# the bracket opening a Llama/Mistral marker ([INST], [/INST], [AVAILABLE_TOOLS], ...;
+# "[Blu-ray]" or "[VHS]" in a title stays as it is)
+_PROMPT_MARKER = re.compile(r"[<>]|\[(?=/?(?:INST|SYS|[A-Z]+_[A-Z_]+)\])")
+
+
+def prompt_value(text: object, cap: int = PROMPT_FIELD_CAP) -> str:
+    """One untrusted value for a prompt: control characters and runs of whitespace (200
+    newlines included) collapsed to single spaces, cut to ``cap`` characters with "…"."""
+    s = " ".join(_CONTROL.sub(" ", str(text)).split())
+    if len(s) > cap:
+        s = s[: max(1, cap - 1)].rstrip() + "…"
+    return s
+
+
+def prompt_json(
+    values: str | Iterable[object], cap: int = PROMPT_FIELD_CAP, text_cap: int = PROMPT_TEXT_CAP
+) -> str:
+    """``values`` (one string, or a list of values) as JSON for a prompt's data block.
+
+    List entries go through :func:`prompt_value` with ``cap``, a single string with
+    ``text_cap``. Then ``<``, ``>`` and the ``[`` of ``[INST]``-like markers are written
+    as JSON escapes: the JSON decodes to the same text, but no tokenizer reads a control
+    string (or a closing ``</data>``) out of it.
+    """
+    if isinstance(values, str):
+        data: object = prompt_value(values, text_cap)
+    else:
+        data = [prompt_value(v, cap) for v in values]
+    payload = json.dumps(data, ensure_ascii=False)
+    return _PROMPT_MARKER.sub(lambda m: _PROMPT_ESCAPES[m.group()], payload)
+
+
+def quote_title(text: object, cap: int = TITLE_CAP) -> str:
+    """A title for a sentence shown to a user: :func:`safe_title` inside “quotes”."""
+    inner = safe_title(text, cap).replace("“", '"').replace("”", '"')
+    return f"“{inner}”"
 
 
 def safe_title(text: object, cap: int = TITLE_CAP) -> str:
@@ -75,9 +135,7 @@ _SECRET_PATTERNS = (
         r"""[^\s"',;}]+"""
     ),
     re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{4,}"),
-    re.compile(
-        r"""(?i)(\b(?:x-)?api[-_]?key["']?\s*[:=]\s*["']?)[^\s"',;}&]+"""
-    ),
+    re.compile(r"""(?i)(\b(?:x-)?api[-_]?key["']?\s*[:=]\s*["']?)[^\s"',;}&]+"""),
     re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
 )
 
