@@ -182,15 +182,18 @@ def test_cache_hit_skips_the_backend_and_is_not_charged(fake_backend, fast_setti
     )  # fmt: skip
 
 
-def test_failures_are_never_cached(fake_backend, fast_settings, tmp_path):
+def test_a_failure_is_remembered_until_retried(fake_backend, fast_settings, tmp_path):
+    # the negative cache in depth: test_negative_cache.py
     fb = fake_backend(["garbage", '{"score": 0.3}'])
     cache = ReplyCache(tmp_path / "c.sqlite")
     client = LLMClient(fast_settings(max_reasks=0), backend=fb, cache=cache)
     with pytest.raises(LLMOutputError):
         client.complete("rate", schema=SCHEMA)
-    assert len(cache) == 0
-    assert client.complete("rate", schema=SCHEMA).parsed == {"score": 0.3}
-    assert len(cache) == 1
+    with pytest.raises(LLMOutputError):
+        client.complete("rate", schema=SCHEMA)
+    assert len(fb.calls) == 1 and len(cache) == 1
+    assert client.complete("rate", schema=SCHEMA, retry_failed=True).parsed == {"score": 0.3}
+    assert len(cache) == 1 and cache.failed_entries() == 0
 
 
 def test_cost_is_booked_from_the_price_table(fake_backend, fast_settings):

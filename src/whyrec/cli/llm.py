@@ -81,7 +81,7 @@ def chat(
 ) -> None:
     """Send one message and print the reply (a quick check that the LLM works)."""
     from whyrec.llm.client import LLMClient
-    from whyrec.llm.errors import LLMOutputError
+    from whyrec.llm.errors import LLMError, LLMOutputError
 
     schema_obj = None
     if schema is not None:
@@ -111,6 +111,9 @@ def chat(
         except LLMOutputError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             typer.echo(f"last reply: {exc.text}", err=True)
+            raise typer.Exit(1) from None
+        except LLMError as exc:  # endpoint down, key refused, bad bodies after the retries
+            typer.secho(f"error: {type(exc).__name__}: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
     if as_json:
         out = {k: v for k, v in vars(res).items() if k != "tag"}
@@ -234,15 +237,19 @@ def estimate(
 @app.command("clear-cache")
 def clear_cache(
     config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    failures_only: bool = typer.Option(
+        False, "--failures-only", help="Forget only remembered failures (never-valid replies)."
+    ),
 ) -> None:
-    """Delete every cached reply."""
+    """Delete every cached reply (or only the remembered failures)."""
     from whyrec.llm.cache import ReplyCache
 
     settings = _settings(config, None, None, None)
     cache = ReplyCache(settings.resolved_cache_path())
-    n = cache.clear()
+    n = cache.clear(failures_only=failures_only)
     cache.close()
-    typer.echo(f"removed {n} cached replies from {cache.path}")
+    what = "remembered failures" if failures_only else "cached replies"
+    typer.echo(f"removed {n} {what} from {cache.path}")
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """Token, latency and cost accounting per pipeline stage.
 
 Tokens count what was actually spent: every attempt (retries and re-asks included) of
-every call that reached the model; cache hits spend nothing and are counted apart.
+every call that reached the model; cache hits spend nothing and are counted apart
+(``cached``), and so are negative cache hits (``cached_failures``: calls answered with a
+remembered "never validated" failure, also counted in ``cached`` and ``failures``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class StageUsage:
     calls: int = 0
     cached: int = 0
     failures: int = 0
+    cached_failures: int = 0
     attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -74,6 +77,7 @@ class Accounting:
                 calls=cur.calls + 1,
                 cached=cur.cached + int(cached),
                 failures=cur.failures + int(failed),
+                cached_failures=cur.cached_failures + int(cached and failed),
                 attempts=cur.attempts + attempts,
                 prompt_tokens=p,
                 completion_tokens=c,
@@ -96,6 +100,7 @@ class Accounting:
             calls=sum(s.calls for s in stages),
             cached=sum(s.cached for s in stages),
             failures=sum(s.failures for s in stages),
+            cached_failures=sum(s.cached_failures for s in stages),
             attempts=sum(s.attempts for s in stages),
             prompt_tokens=p,
             completion_tokens=c,

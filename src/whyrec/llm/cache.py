@@ -2,7 +2,15 @@
 
 Each thread (and each process) gets its own connection; WAL lets readers run while
 one writer commits, and a busy timeout makes concurrent writers wait instead of fail.
-Only successful, validated replies are stored, so a cached answer is always usable.
+
+Two kinds of entry share one key space (the key describes the request, not the result):
+
+* a validated reply: ``{"text", "json", "prompt_tokens", ...}``;
+* a *negative* entry, for a request whose replies never validated after every re-ask:
+  ``{"failed": true, "text": <last reply>, "problems": [...], "attempts", "message",
+  "raw"}``. The client answers it with the same ``LLMOutputError`` without asking the
+  model (``retry_failed`` asks again; a later success replaces it). Outages and refused
+  requests are never stored.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from whyrec.sqlite import connect_wal
 
 log = logging.getLogger(__name__)
 
-# Bump when the stored payload or the key recipe changes: old entries then never match.
+# Bump when the stored payload of a success or the key recipe changes: old entries then
+# never match. (Negative entries were added without a bump: older code reads one as an
+# entry whose JSON fails the schema, i.e. a miss.)
 CACHE_FORMAT = 1
 
 _SCHEMA = """
@@ -36,6 +46,15 @@ CREATE TABLE IF NOT EXISTS replies (
     payload  TEXT NOT NULL
 )
 """
+
+
+# A negative entry's payload starts with this (json.dumps keeps insertion order).
+_FAILED_SQL = "payload LIKE '{\"failed\": true%'"
+
+
+def is_failure(payload: dict[str, Any]) -> bool:
+    """Is this stored payload a negative entry (a request that never validated)?"""
+    return payload.get("failed") is True
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -55,6 +74,8 @@ class CacheStats:
     size_bytes: int
     hits: int
     misses: int
+    failed_entries: int = 0  # negative entries (requests whose replies never validated)
+    negative_hits: int = 0  # lookups this process answered with a stored failure
 
 
 class ReplyCache:
@@ -66,6 +87,7 @@ class ReplyCache:
         self.busy_timeout = busy_timeout
         self.hits = 0
         self.misses = 0
+        self.negative_hits = 0
         self._lock = threading.Lock()
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -94,8 +116,12 @@ class ReplyCache:
         """The database's journal mode (``wal`` once opened)."""
         return str(self._connect().execute("PRAGMA journal_mode").fetchone()[0])
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The payload stored under ``key``, or ``None``; counts a hit or a miss."""
+    def get(self, key: str, *, failures: bool = True) -> dict[str, Any] | None:
+        """The payload stored under ``key``, or ``None``; counts a hit or a miss.
+
+        A negative entry (``payload["failed"]``) counts as a negative hit, or, with
+        ``failures=False`` (the caller will ask again), as a miss and returns ``None``.
+        """
         sql = "SELECT payload FROM replies WHERE key = ?"
         try:
             row = self._connect().execute(sql, (key,)).fetchone()
@@ -108,9 +134,14 @@ class ReplyCache:
                 payload = json.loads(row[0])
             except ValueError:
                 payload = None  # a damaged row behaves like a miss and is overwritten later
+        negative = payload is not None and is_failure(payload)
+        if negative and not failures:
+            payload = None
         with self._lock:
             if payload is None:
                 self.misses += 1
+            elif negative:
+                self.negative_hits += 1
             else:
                 self.hits += 1
         return payload
@@ -132,24 +163,29 @@ class ReplyCache:
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM replies").fetchone()[0])
 
+    def failed_entries(self) -> int:
+        """How many negative entries the cache holds."""
+        sql = f"SELECT COUNT(*) FROM replies WHERE {_FAILED_SQL}"
+        return int(self._connect().execute(sql).fetchone()[0])
+
     def stats(self) -> CacheStats:
-        """Entry count, file size and this process's hit/miss counters."""
+        """Entry counts, file size and this process's hit/miss counters."""
         size = sum(
             p.stat().st_size
             for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
             if p.exists()
         )
         with self._lock:
-            hits, misses = self.hits, self.misses
-        return CacheStats(self.path, len(self), size, hits, misses)
+            hits, misses, negative = self.hits, self.misses, self.negative_hits
+        return CacheStats(self.path, len(self), size, hits, misses, self.failed_entries(), negative)
 
-    def clear(self) -> int:
-        """Delete every entry; return how many there were."""
+    def clear(self, *, failures_only: bool = False) -> int:
+        """Delete every entry (or only the negative ones); return how many were deleted."""
         conn = self._connect()
-        n = len(self)
-        conn.execute("DELETE FROM replies")
+        where = f" WHERE {_FAILED_SQL}" if failures_only else ""
+        n = conn.execute(f"DELETE FROM replies{where}").rowcount
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return n
+        return int(n)
 
     def close(self) -> None:
         """Close every connection this object opened."""

@@ -3,7 +3,10 @@
 Per call it (1) looks the request up in the reply cache, (2) asks the backend, retrying
 transient failures with exponential backoff and jitter, (3) with a schema, parses and
 validates the reply and re-asks with the validation problems fed back, a bounded number
-of times, (4) stores validated replies and (5) books tokens, latency and cost per stage.
+of times, (4) stores validated replies, and requests whose replies never validated (the
+negative cache: a re-run raises the same :class:`LLMOutputError` without asking again,
+unless ``retry_failed``), and (5) books tokens, latency and cost per stage. Outages
+(unreachable endpoint, refused key, timeouts, 5xx after the retries) are never cached.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pydantic import BaseModel
 
 from whyrec.llm.accounting import Accounting
 from whyrec.llm.backends import Backend, Message, make_backend
-from whyrec.llm.cache import ReplyCache, cache_key
+from whyrec.llm.cache import ReplyCache, cache_key, is_failure
 from whyrec.llm.errors import (
     LLMError,
     LLMOutputError,
@@ -53,6 +56,7 @@ class LLMRequest:
     prompt_version: str = "0"
     use_cache: bool | None = None
     tag: Any = None
+    retry_failed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ class LLMClient:
         prompt_version: str = "0",
         use_cache: bool | None = None,
         tag: Any = None,
+        retry_failed: bool | None = None,
     ) -> LLMResult:
         """Ask the model; with ``schema``, return a reply that parses and validates.
 
@@ -195,6 +200,10 @@ class LLMClient:
         so old cached replies stop matching. Raises :class:`LLMOutputError` when no
         reply validates after the re-asks, :class:`LLMUnavailableError` after the last
         transient failure and :class:`LLMRequestError` when the backend refuses the call.
+
+        With the cache on, a request whose replies never validated before raises the
+        stored :class:`LLMOutputError` again (``cached=True``) without asking the model;
+        ``retry_failed=True`` (default: the ``retry_failed`` setting) asks again.
         """
         start = time.perf_counter()
         msgs = normalize_messages(messages)
@@ -222,14 +231,17 @@ class LLMClient:
                     **params,
                 }
             )
-            hit = self._from_cache(key, sch, stage, start, tag)
+            refresh = self.settings.retry_failed if retry_failed is None else retry_failed
+            hit = self._from_cache(key, sch, stage, start, tag, failures=not refresh)
             if hit is not None:
                 return hit
 
         spent = {"prompt": 0, "completion": 0, "attempts": 0}
         try:
             result = self._ask(msgs, sch, params, stage, spent, start, tag)
-        except Exception:
+        except Exception as exc:
+            if caching and isinstance(exc, LLMOutputError):
+                self._store_failure(key, exc, stage)
             self.usage.record(
                 stage,
                 cached=False,
@@ -266,12 +278,61 @@ class LLMClient:
         )
         return result
 
+    def _store_failure(self, key: str, exc: LLMOutputError, stage: str) -> None:
+        """Remember a request whose replies never validated (a negative cache entry)."""
+        raw = exc.raw
+        try:
+            json.dumps(raw)
+        except (TypeError, ValueError):
+            raw = None
+        self.cache.put(  # type: ignore[union-attr]
+            key,
+            {  # "failed" first: ReplyCache counts negative entries by this prefix
+                "failed": True,
+                "message": str(exc),
+                "text": exc.text,
+                "problems": list(exc.problems),
+                "attempts": exc.attempts,
+                "raw": raw,
+                "model": self.backend.model,
+            },
+            backend=self.backend.name,
+            model=self.backend.model,
+            stage=stage,
+        )
+
     def _from_cache(
-        self, key: str, sch: Schema | None, stage: str, start: float, tag: Any
+        self,
+        key: str,
+        sch: Schema | None,
+        stage: str,
+        start: float,
+        tag: Any,
+        *,
+        failures: bool = True,
     ) -> LLMResult | None:
-        payload = self.cache.get(key) if self.cache is not None else None
+        payload = self.cache.get(key, failures=failures) if self.cache is not None else None
         if payload is None:
             return None
+        if is_failure(payload):
+            self.usage.record(
+                stage,
+                cached=True,
+                failed=True,
+                attempts=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_s=time.perf_counter() - start,
+            )
+            raise LLMOutputError(
+                f"{payload.get('message') or 'no reply matched the schema'} [remembered "
+                "from an earlier run; set retry_failed (WHYREC_LLM_RETRY_FAILED=1) to ask again]",
+                text=str(payload.get("text") or ""),
+                problems=[str(p) for p in payload.get("problems") or []],
+                attempts=int(payload.get("attempts") or 0),
+                raw=payload.get("raw"),
+                cached=True,
+            )
         parsed = None
         if sch is not None:
             parsed, problems = sch.validate(payload.get("json"))
@@ -495,6 +556,7 @@ class LLMClient:
                     prompt_version=req.prompt_version,
                     use_cache=req.use_cache,
                     tag=req.tag,
+                    retry_failed=req.retry_failed,
                 )
             except Exception as exc:  # one bad item must not sink the batch
                 outcomes[i] = LLMFailure(error=exc, stage=req.stage, tag=req.tag)
@@ -533,6 +595,9 @@ class LLMClient:
                 cache_size_mb=round(st.size_bytes / 1e6, 3),
                 cache_hits=st.hits,
                 cache_misses=st.misses,
+                cache_failed_entries=st.failed_entries,
+                cache_negative_hits=st.negative_hits,
+                retry_failed=self.settings.retry_failed,
             )
         price = None if self.backend.name == "local" else self.settings.price_for(self.model)
         out["price_per_1m_tokens"] = (

@@ -2,17 +2,44 @@
 
 Callers decide what to do by type: a transport problem (server down, rate limited)
 is worth waiting for, an invalid reply is worth a fallback, a bad request is a bug.
+
+Every message (and the reply text and problems of :class:`LLMOutputError`) passes
+through :func:`whyrec.safety.redact_secrets` when the error is made, with every API key
+value the backends have read (:func:`register_secret`), so no store, report or log line
+downstream ever holds a credential an error body echoed back.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from whyrec.errors import ConfigError, WhyrecError
+from whyrec.safety import redact_secrets
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential value (an API key read from the environment) to redact."""
+    if value and len(value) >= 8:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: Any) -> str:
+    """``text`` with every registered secret and credential-looking string redacted."""
+    with _SECRETS_LOCK:
+        secrets = tuple(_SECRETS)
+    return redact_secrets(str(text), secrets)
 
 
 class LLMError(WhyrecError):
-    """Base class of every error the LLM layer raises on purpose."""
+    """Base class of every error the LLM layer raises on purpose (message redacted)."""
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        super().__init__(redact(message), *args)
 
 
 class LLMConfigError(LLMError, ConfigError):
@@ -20,7 +47,8 @@ class LLMConfigError(LLMError, ConfigError):
 
 
 class LLMTransientError(LLMError):
-    """One attempt failed in a way that may succeed later (timeout, 429, 5xx, connection).
+    """One attempt failed in a way that may succeed later (timeout, 429, 5xx, connection,
+    a reply body that is not a chat completion).
 
     Backends raise it; the client retries it with backoff. ``retry_after`` carries a
     server's ``Retry-After`` hint in seconds when it sent one.
@@ -58,14 +86,34 @@ class LLMOutputError(LLMError):
     """The model never produced a reply that parses and matches the schema.
 
     ``text`` is the last reply, ``problems`` the validation messages for it, and
-    ``attempts`` how many replies were tried (first ask plus re-asks).
+    ``attempts`` how many replies were tried (first ask plus re-asks). ``cached`` is
+    true when the failure was read from the reply cache (the negative cache) instead of
+    being produced now; no model was asked then.
     """
 
     def __init__(
-        self, message: str, *, text: str, problems: list[str], attempts: int, raw: Any = None
+        self,
+        message: str,
+        *,
+        text: str,
+        problems: list[str],
+        attempts: int,
+        raw: Any = None,
+        cached: bool = False,
     ) -> None:
         super().__init__(message)
-        self.text = text
-        self.problems = problems
+        self.text = redact(text) if text else text
+        self.problems = [redact(p) for p in problems]
         self.attempts = attempts
         self.raw = raw
+        self.cached = cached
+
+
+def is_outage(error: BaseException) -> bool:
+    """Did this call fail because the model could not be reached or refused the call
+    (endpoint down, key rejected, timeouts, 5xx after the retries, a broken setup), as
+    opposed to the model answering with replies that never validated?
+
+    Outcomes of an outage are worth asking again on the next run; they are never cached.
+    """
+    return not isinstance(error, LLMOutputError)

@@ -141,6 +141,11 @@ class LLMSettings(BaseSettings):
     seed: int | None = Field(0, description="Default sampling seed (None: backend's choice).")
     concurrency: int = Field(4, ge=1, description="Default parallel calls in complete_many.")
     cache: bool = Field(True, description="Use the persistent reply cache.")
+    retry_failed: bool = Field(
+        False,
+        description="Ask again for requests whose replies never validated last time (the "
+        "cache remembers those failures and answers them without asking the model).",
+    )
     cache_path: Path | None = Field(
         None, description="SQLite cache file (default: <WHYREC_HOME>/llm/cache.sqlite)."
     )

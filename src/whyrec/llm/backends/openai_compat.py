@@ -16,8 +16,15 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
-from whyrec.llm.errors import LLMConfigError, LLMRequestError, LLMTransientError
+from whyrec.llm.errors import (
+    LLMConfigError,
+    LLMRequestError,
+    LLMTransientError,
+    register_secret,
+)
 from whyrec.llm.parse import Schema, schema_instruction
 
 if TYPE_CHECKING:
@@ -77,6 +84,7 @@ class OpenAIBackend:
                             "(or set api_key_env to the name of the variable that holds it)"
                         )
                     key = _PLACEHOLDER_KEY
+                register_secret(key)  # redacted from every error text from now on
                 self._client = self._openai.OpenAI(
                     api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0
                 )
@@ -153,8 +161,9 @@ class OpenAIBackend:
         if response_format is not None:
             kwargs["response_format"] = response_format
         where = self.base_url or "api.openai.com"
+        http = self._http()  # a missing key is a config error, raised as such
         try:
-            resp = self._http().chat.completions.create(**kwargs)
+            resp = http.chat.completions.create(**kwargs)
         except oa.APITimeoutError as exc:
             raise LLMTransientError(f"{where}: no reply within {self.timeout:g}s") from exc
         except oa.APIConnectionError as exc:
@@ -176,6 +185,17 @@ class OpenAIBackend:
             raise LLMRequestError(f"{where}: HTTP {status}: {detail}{hint}", status=status) from exc
         except oa.APIResponseValidationError as exc:
             raise LLMTransientError(f"{where}: malformed response ({_short(str(exc))})") from exc
+        except ValueError as exc:
+            # A 200 whose Content-Type says JSON but whose body is not (a proxy's error
+            # page, a truncated body): the SDK's json() raises JSONDecodeError. A bad body,
+            # like a non-JSON text/html one: retried, then a typed error.
+            raise LLMTransientError(
+                f"{where}: malformed response, the body is not JSON ({_short(str(exc))})"
+            ) from exc
+        except (oa.OpenAIError, httpx.HTTPError) as exc:  # anything else about the reply
+            raise LLMTransientError(
+                f"{where}: malformed response ({type(exc).__name__}: {_short(str(exc))})"
+            ) from exc
         return self._reply(resp, where)
 
     def _reply(self, resp: Any, where: str) -> RawReply:
