@@ -1,8 +1,13 @@
+"""The explanation pipeline: item-specific evidence, plan/finish, verification, fallback.
+
+A scripted fake LLM stands in for parsing and fallback logic; the real model runs in
+test_real_model.py."""
+
 import json
 
 import numpy as np
 
-from whyrec.explain.explainer import LaneExplainer
+from whyrec.explain.explainer import ExplanationPipeline, LaneExplainer
 from whyrec.models.lane import Lane
 
 from .conftest import GOOD, prefs_json
@@ -16,7 +21,7 @@ def _fit(ds, texts, pref_dim=12):
     return m.fit(ds, progress=False)
 
 
-def cot_reply(m=5, likelihood="High", explanation=None):
+def cot_reply(m, explanation, likelihood="High"):
     return json.dumps(
         {
             "preference_reasons": ["seen in the history"] * m,
@@ -24,46 +29,139 @@ def cot_reply(m=5, likelihood="High", explanation=None):
             "fitness": [9, 2, 1, 5, 3][:m],
             "likelihood": likelihood,
             "likelihood_reason": "fits the top preference",
-            "explanation": explanation
-            or "You enjoy tense crime dramas, and this film is one of them.",
+            "explanation": explanation,
         }
     )
 
 
-def test_llm_explanation_is_parsed_and_carries_evidence(make_client, tiny_dataset):
+def _pipeline(model, client, ds):
+    return ExplanationPipeline(model, client, item_texts=ds.items["genres"].tolist())
+
+
+def _plan(model, ds):
+    p = _pipeline(model, None, ds)
+    item = int(model.recommend(0, k=1).items[0])
+    return p, p.plan(p.subject(0), item)
+
+
+def test_evidence_is_item_specific_and_never_cites_a_preference_that_lowers_it(tiny_dataset):
     model = _fit(tiny_dataset, GOOD)
-    client, backend = make_client([cot_reply()])
-    ex = LaneExplainer(model, client).recommend_and_explain(0, k=1)[0]
-    assert ex.reason_source == "llm" and ex.reason.startswith("You enjoy")
-    assert ex.steps["likelihood"] == "High" and ex.steps["fitness"] == [0.9, 0.2, 0.1, 0.5, 0.3]
-    assert np.isclose(sum(ex.weights), 1.0, atol=1e-5)
-    assert [p["preference"] for p in ex.preference_effects] == GOOD
-    assert ex.rank == 1
-    # the prompt shows the weights the model computed
+    p = _pipeline(model, None, tiny_dataset)
+    subject = p.subject(0)
+    for item in model.recommend(0, k=5).items:
+        ev = p.evidence(subject, int(item))
+        drops = [e["score_drop"] for e in ev.preference_effects]
+        if max(drops) > 0:
+            assert ev.cited_preferences[0] == int(np.argmax(drops))
+        assert all(drops[j] > 0 for j in ev.cited_preferences)
+        assert all(ev.history_effects[i]["score_drop"] > 0 for i in ev.cited_history)
+        # LANE's weights are user-level: identical for every item of the user
+        assert np.allclose(
+            ev.lane_weights, p.evidence(subject, int(model.recommend(0, k=1).items[0])).lane_weights
+        )
+        # shared facts are facts of the item
+        assert set(ev.shared_facts) <= set(ev.facts)
+
+
+def test_the_template_cites_the_item_specific_evidence_not_the_weights(tiny_dataset):
+    model = _fit(tiny_dataset, GOOD)
+    p, plan = _plan(model, tiny_dataset)
+    ex, ev = plan.fallback, plan.evidence
+    assert ex.reason_source == "template" and ex.title in ex.reason
+    for j in ev.cited_preferences:
+        assert GOOD[j] in ex.reason
+    for j in set(range(5)) - set(ev.cited_preferences):
+        assert GOOD[j] not in ex.reason  # uncited tastes (whatever their weight) are not reasons
+    for h in ev.cited_history_effects():
+        assert h["title"] in ex.reason
+    assert ex.cited["history"] == [h["item"] for h in ev.cited_history_effects()]
+    assert "%" not in ex.reason  # no user-level weight presented as the item's reason
+
+
+def test_llm_reason_is_verified_and_the_prompt_carries_item_evidence(make_client, tiny_dataset):
+    model = _fit(tiny_dataset, GOOD)
+    p, plan = _plan(model, tiny_dataset)
+    hist_title = plan.evidence.cited_history_effects()[0]["title"]
+    m = len(plan.evidence.cited_preferences)
+    reply = cot_reply(
+        m,
+        f"You watched {hist_title}, which raised its score. "
+        "The user's history is made for a family of fans of a niche. "
+        "You will love Midnight Garden Party (1987).",
+    )
+    client, backend = make_client([reply])
+    pipe = _pipeline(model, client, tiny_dataset)
+    ex = pipe.explain(plan.evidence.item, 0)
+    assert ex.reason_source == "llm"
+    assert ex.reason == f"You watched {hist_title}, which raised its score."
+    problems = " | ".join(s["problem"] for s in ex.removed_sentences)
+    assert "generic" in problems and "neither the item nor in the history" in problems
+    assert ex.steps["likelihood"] == "High"
     prompt = backend.calls[0][1]["content"]
-    top = int(np.argmax(ex.weights))
-    assert f"P{top + 1} (weight {ex.weights[top]:.2f})" in prompt
+    assert hist_title in prompt and "weight" not in prompt
+    for j in plan.evidence.cited_preferences:
+        assert GOOD[j] in prompt
 
 
-def test_invalid_explanations_fall_back_to_the_template(make_client, tiny_dataset):
+def test_unsupported_genre_and_uncited_taste_sentences_are_removed(make_client, tiny_dataset):
+    model = _fit(tiny_dataset, GOOD)
+    p, plan = _plan(model, tiny_dataset)
+    ev = plan.evidence
+    hist_title = ev.cited_history_effects()[0]["title"]
+    claims = p.verifier.catalogue.genre_claims
+    negative = [
+        e for e in ev.preference_effects if e["score_drop"] <= 0 and not claims(e["preference"])
+    ]
+    groups = {"crime": "a crime drama", "animation": "an animated film", "sci-fi": "a sci-fi film"}
+    wrong = next(
+        v for k, v in groups.items() if k not in {f.lower() for f in ev.facts}
+        and k not in {f.lower() for h in ev.history_effects for f in h["facts"]}
+    )  # fmt: skip
+    text = f"{ev.title} is {wrong}. You watched {hist_title} before."
+    if negative:
+        text += f" It matches your taste: {negative[0]['preference'].lower()}."
+    client, _ = make_client([cot_reply(len(ev.cited_preferences), text)])
+    ex = _pipeline(model, client, tiny_dataset).explain(ev.item, 0)
+    assert ex.reason == f"You watched {hist_title} before."
+    problems = [s["problem"] for s in ex.removed_sentences]
+    assert any("claims" in q for q in problems)
+    if negative:
+        assert any("does not lower this item's score" in q for q in problems)
+
+
+def test_a_reason_left_without_its_evidence_becomes_the_flagged_template(make_client, tiny_dataset):
+    model = _fit(tiny_dataset, GOOD)
+    p, plan = _plan(model, tiny_dataset)
+    m = len(plan.evidence.cited_preferences)
+    client, _ = make_client([cot_reply(m, "The user recommends this item to the user.")])
+    ex = _pipeline(model, client, tiny_dataset).explain(plan.evidence.item, 0)
+    assert ex.reason_source == "template" and ex.reason == plan.fallback.reason
+    assert any("names this item's evidence" in q for q in ex.problems)
+
+
+def test_invalid_replies_fall_back_to_the_template(make_client, tiny_dataset):
     model = _fit(tiny_dataset, GOOD)
     bad = json.dumps({"explanation": "OK"})
     client, backend = make_client([bad, bad], max_reasks=1)
-    ex = LaneExplainer(model, client).explain(5, 0)
-    assert ex.reason_source == "template" and ex.problems
-    top = GOOD[int(np.argmax(ex.weights))].rstrip(".")
-    assert top in ex.reason and ex.title in ex.reason
+    ex = _pipeline(model, client, tiny_dataset).explain(5, 0)
+    assert ex.reason_source == "template" and ex.problems and ex.title in ex.reason
     assert len(backend.calls) == 2
 
 
-def test_a_valid_reason_that_names_none_of_its_evidence_shows_the_template(
-    make_client, tiny_dataset
-):
+def test_finish_is_pure_and_plan_is_repeatable(make_client, tiny_dataset):
+    from whyrec.llm.errors import LLMOutputError
+
     model = _fit(tiny_dataset, GOOD)
-    client, _ = make_client([cot_reply(explanation="The user recommends this item to the user.")])
-    ex = LaneExplainer(model, client).explain(5, 0)
-    assert ex.reason_source == "template" and ex.title in ex.reason
-    assert ex.problems and "names nothing" in ex.problems[0]
+    client, _ = make_client([])
+    pipe = _pipeline(model, client, tiny_dataset)
+    item = int(model.recommend(0, k=1).items[0])
+    a, b = pipe.plan(pipe.subject(0), item), pipe.plan(pipe.subject(0), item)
+    assert a.request_json() == b.request_json() and a.fallback == b.fallback
+    err = LLMOutputError("no valid reply", text="{}", problems=["missing field"], attempts=2)
+    first, second = pipe.finish(a, err), pipe.finish(a, err)
+    assert first == second and first.reason_source == "template"
+    assert first.problems == ["missing field"]
+    assert pipe.finish(a, None) == a.fallback
 
 
 def test_a_failed_baseline_says_why(make_client, tiny_dataset):
@@ -82,11 +180,30 @@ def test_new_history_extracts_preferences_on_the_fly(make_client, tiny_dataset):
     from whyrec.explain.preferences import PreferenceExtractor
 
     model = _fit(tiny_dataset, GOOD, pref_dim=384)  # the packaged MiniLM's width
-    client, backend = make_client([prefs_json(*GOOD), cot_reply()])
-    explainer = LaneExplainer(
-        model, client, extractor=PreferenceExtractor(client, m=5), encoder=get_encoder()
-    )
+
+    def reply(messages):
+        content = messages[-1]["content"]
+        title = next(t for t in (f"Film {k} ({1990 + k})" for k in (0, 1, 2)) if t in content)
+        return cot_reply(content.count("without it, rank"), f"You watched {title} recently.")
+
+    client, backend = make_client([prefs_json(*GOOD), reply])
+    explainer = ExplanationPipeline(
+        model, client, extractor=PreferenceExtractor(client, m=5), encoder=get_encoder(),
+        item_texts=tiny_dataset.items["genres"].tolist(),
+    )  # fmt: skip
     out = explainer.recommend_and_explain(history=[0, 1, 2], k=1)
     assert out[0].preference_source == "llm" and out[0].user is None
     assert out[0].item not in (0, 1, 2)
     assert len(backend.calls) == 2
+
+
+def test_non_lane_models_are_explained_from_history_evidence(tiny_dataset):
+    from whyrec.models import create_model
+
+    model = create_model("sasrec", dim=16, max_len=10, epochs=2, seed=0).fit(
+        tiny_dataset, progress=False
+    )
+    p = _pipeline(model, None, tiny_dataset)
+    [ex] = p.recommend_and_explain(0, k=1)
+    assert ex.weights == [] and ex.preference_effects == [] and ex.history_effects
+    assert ex.reason_source == "template" and ex.title in ex.reason

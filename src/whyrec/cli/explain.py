@@ -89,7 +89,7 @@ def preferences(
 
 
 def explain(
-    run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
+    run: Path = typer.Argument(..., help="A model directory (whyrec train; LANE or any other)."),
     user: str = typer.Option(..., "--user", "-u", help="Source user id."),
     k: int = typer.Option(3, "-k", help="How many recommendations to explain."),
     item: str | None = typer.Option(None, help="Explain this item id instead of the top-k."),
@@ -97,27 +97,31 @@ def explain(
     no_llm: bool = typer.Option(False, "--no-llm", help="Template reasons only (no LLM)."),
     llm_config: Path | None = typer.Option(None, "--llm-config", help="LLM config file."),
 ) -> None:
-    """Recommendations with LANE's preference weights, item attribution and reasons."""
+    """Recommendations with the evidence behind each item and a verified reason.
+
+    For each item: its score and rank; how much its score falls without each preference
+    (LANE) and each recent history item; the evidence the reason cites (what lowers this
+    item's score most when removed); and the reason — the LLM's, with unsupported
+    sentences removed, or the grounded template when none is left. LANE's own
+    preference weights are shown too: they are per user, the same for every item."""
     from whyrec.errors import ConfigError
-    from whyrec.explain.explainer import LaneExplainer
+    from whyrec.explain.explainer import ExplanationPipeline
     from whyrec.models import load_model
 
     if fmt not in ("text", "json"):
         raise ConfigError(f"--format must be text or json, got {fmt!r}")
     model = load_model(run)
-    if model.name != "lane":
-        raise ConfigError(f"{run} holds a {model.name!r} model; explain needs a LANE model")
     client = None
     if not no_llm:
         from whyrec.llm import LLMClient
 
         client = LLMClient.from_settings(llm_config)
-    explainer = LaneExplainer(model, client)
+    pipeline = ExplanationPipeline.from_run(model, client)
     u = model.user_index(user)
     if item is not None:
-        results = [explainer.explain(model.item_index(item), u, use_llm=not no_llm)]
+        results = [pipeline.explain(model.item_index(item), u, use_llm=not no_llm)]
     else:
-        results = explainer.recommend_and_explain(u, k=k, use_llm=not no_llm)
+        results = pipeline.recommend_and_explain(u, k=k, use_llm=not no_llm)
     if fmt == "json":
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
         return
@@ -125,21 +129,36 @@ def explain(
 
 
 def print_explanations(results: list) -> None:
-    """Human-readable output of explanations."""
+    """Human-readable output of explanations; every data string is escaped for rich."""
     from rich.console import Console
+
+    from whyrec.safety import terminal_text as t
 
     console = Console()
     for r in results:
-        console.rule(f"[bold]{r.title}[/] (rank {r.rank}, score {r.score:.3f})")
-        order = sorted(range(len(r.weights)), key=lambda j: -r.weights[j])
-        for j in order:
-            eff = r.preference_effects[j]
+        console.rule(f"[bold]{t(r.title, 80)}[/] (rank {r.rank}, score {r.score:.3f})")
+        if r.item_facts:
+            console.print(f"  item facts: {t(', '.join(r.item_facts), 120)}")
+        cited_p = set(r.cited.get("preferences", []))
+        if r.preference_effects:
+            console.print("  this item's score without each preference (LANE's user-level weight):")
+        for p in sorted(r.preference_effects, key=lambda p: -p["score_drop"]):
+            mark = "[green]cited[/]" if p["index"] in cited_p else "     "
             console.print(
-                f"  {r.weights[j]:5.1%}  {r.preferences[j]}  "
-                f"[dim](score drop without it {eff['score_drop']:+.3f}, "
-                f"rank {eff['rank_without']})[/]"
+                f"  {mark} {p['score_drop']:+.3f} (rank {p['rank_without']})  "
+                f"{t(p['preference'], 100)}  [dim](weight {p['weight']:.0%})[/]"
             )
-        infl = ", ".join(h["title"] for h in r.history_effects[:3])
-        console.print(f"  most influential history items: {infl}")
-        console.print(f"  [bold]reason[/] ({r.reason_source}{', ' + r.model if r.model else ''}):")
-        console.print(f"  {r.reason}")
+        cited_h = set(r.cited.get("history", []))
+        console.print("  history items whose removal lowers its score most:")
+        for h in r.history_effects[:5]:
+            mark = "[green]cited[/]" if h["item"] in cited_h else "     "
+            console.print(
+                f"  {mark} {h['score_drop']:+.3f} (rank {h['rank_without']})  {t(h['title'], 80)}"
+            )
+        who = f", {t(r.model, 60)}" if r.model else ""
+        console.print(f"  [bold]reason[/] ({r.reason_source}{who}):")
+        console.print(f"  {t(r.reason)}")
+        for s in r.removed_sentences:
+            console.print(f"  [dim]removed: {t(s['sentence'], 120)} — {t(s['problem'], 120)}[/]")
+        if r.reason_source == "template" and r.problems:
+            console.print(f"  [dim]LLM reason not shown: {t('; '.join(r.problems), 300)}[/]")

@@ -1,20 +1,33 @@
-"""Explain LANE recommendations: evidence from the model, words from the LLM.
+"""One explanation pipeline for every entry point: evidence → request → outcome → explanation.
 
-For a (user or history, item) the :class:`LaneExplainer` gathers the faithful evidence
-(LANE's preference weights and the item-specific attribution), then leads the LLM
-through LANE's four steps. A reply that never validates falls back to the grounded
-template reason, flagged ``reason_source="template"``. :meth:`LaneExplainer.baseline`
-asks the same LLM without any of the evidence, for comparison.
+:class:`ExplanationPipeline` (``LaneExplainer`` is the same class) explains one item for
+one user or history in two steps that any caller can separate:
+
+1. :meth:`~ExplanationPipeline.plan` computes the item-specific evidence (the model's
+   counterfactual attribution, :mod:`whyrec.explain.evidence`), the LLM request that
+   asks for a reason from that evidence, and the grounded template explanation;
+2. :meth:`~ExplanationPipeline.finish` — pure — turns the LLM's outcome (a validated
+   reply, a failure, or none) into the :class:`Explanation`: the reply's sentences are
+   verified claim by claim (:mod:`whyrec.explain.verify`), unsupported ones removed and
+   recorded; a reason that then names none of its evidence gives the template, flagged.
+
+:meth:`~ExplanationPipeline.explain` does both with the pipeline's own client. The CLI,
+the demo, the service, batch jobs and the evaluation harness all call these, so the same
+(run, user, item, LLM settings) gives the same explanation wherever it is asked.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from whyrec.explain.evidence import EVIDENCE_VERSION, ItemEvidence, select_evidence
 from whyrec.explain.preferences import PreferenceExtractor, UserPreferences
 from whyrec.explain.prompts import (
     BASELINE_VERSION,
@@ -22,18 +35,19 @@ from whyrec.explain.prompts import (
     baseline_messages,
     explanation_messages,
 )
-from whyrec.explain.schemas import (
-    BaselineExplanation,
-    explanation_schema,
-    trim_to_sentence,
-    unrelated_reason_problem,
-)
+from whyrec.explain.schemas import BaselineExplanation, explanation_schema, trim_to_sentence
 from whyrec.explain.templates import template_reason
+from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
 
 
 @dataclass
 class Explanation:
-    """One explained recommendation, with the evidence it must be faithful to."""
+    """One explained recommendation with the evidence it must be true to.
+
+    This is whyrec's one record layout for an explanation: ``to_dict()`` is what
+    ``whyrec explain --format json`` prints, what the service stores and returns and what
+    a batch job writes (nested parts as JSON columns).
+    """
 
     item: int
     item_id: str
@@ -42,7 +56,7 @@ class Explanation:
     score: float
     preferences: list[str]
     preference_source: str
-    weights: list[float]
+    weights: list[float]  # LANE's user-level weights: the same for every item of the user
     preference_effects: list[dict[str, Any]]
     history_effects: list[dict[str, Any]]
     reason: str
@@ -52,86 +66,348 @@ class Explanation:
     prompt_version: str = ""
     problems: list[str] = field(default_factory=list)
     user: str | None = None
+    item_facts: list[str] = field(default_factory=list)
+    cited: dict[str, Any] = field(default_factory=dict)  # preferences, history, facts
+    removed_sentences: list[dict[str, Any]] = field(default_factory=list)
+    evidence_version: str = EVIDENCE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
-class LaneExplainer:
-    """Recommend and explain with a fitted :class:`whyrec.models.lane.Lane` model.
+def _jsonable(value: Any) -> Any:
+    """numpy scalars inside evidence dicts → plain JSON values."""
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else o.tolist())
+    )
 
-    ``extractor`` (with its LLM client and store) supplies preferences for histories
-    the model has not seen; ``encoder`` embeds them like the training preferences.
+
+@dataclass
+class Subject:
+    """Who is explained: a known user (``index``) or an explicit history with its
+    preferences (``vectors`` None for a known user, who keeps the trained ones)."""
+
+    index: int | None
+    user_id: str | None
+    history: np.ndarray
+    preferences: list[str]
+    preference_source: str
+    vectors: np.ndarray | None = None
+
+
+@dataclass
+class ExplanationPlan:
+    """Everything decided before the LLM is asked: evidence, request, template fallback."""
+
+    subject: Subject
+    evidence: ItemEvidence
+    fallback: Explanation
+    request: Any = None  # whyrec.llm.LLMRequest, or None when no LLM is asked
+    schema_m: int = 0
+
+    def request_json(self) -> dict[str, Any] | None:
+        """The request as plain JSON (batch jobs ship it to other processes)."""
+        r = self.request
+        if r is None:
+            return None
+        return {
+            "messages": list(r.messages),
+            "schema": {"name": "explanation", "m": self.schema_m},
+            "max_tokens": r.max_tokens,
+            "temperature": r.temperature,
+            "seed": r.seed,
+            "stage": r.stage,
+            "prompt_version": r.prompt_version,
+        }
+
+
+def resolve_item_texts(model: Any, dataset: Any = None) -> tuple[str | None, list[str] | None, str]:
+    """``(field, per-item texts, note)``: genres (or another text field) from the dataset
+    the model was trained on — read once, so every entry point sees the same facts."""
+    from whyrec.data import load_dataset
+
+    info = getattr(model, "dataset_info", None) or {}
+    try:
+        ds = dataset
+        if ds is None:
+            path = info.get("path")
+            spec: Any = path if path and Path(path).is_dir() else info.get("name")
+            if not spec:
+                return None, None, "no dataset recorded in the run"
+            ds = load_dataset(Path(spec) if Path(str(spec)).is_dir() else spec)
+        model.check_dataset(ds)
+    except Exception as exc:  # titles alone still give a reason; say why
+        return None, None, f"dataset not loaded ({type(exc).__name__}: {exc}); titles only"
+    text_fields = [c for c in getattr(ds, "text_fields", []) if c != "item_idx"]
+    name = "genres" if "genres" in text_fields else (text_fields[0] if text_fields else None)
+    if name is None:
+        return None, None, f"dataset {ds.name}: no text field besides titles"
+    values = ds.items[name].fillna("").astype(str).tolist()
+    return name, values, f"dataset {ds.name}: item field '{name}'"
+
+
+def fact_label_of(field_name: str | None) -> str:
+    """ "genres" → "genre", "categories" → "category"."""
+    name = (field_name or "genre").replace("_", " ")
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    return name[:-1] if name.endswith("s") else name
+
+
+class ExplanationPipeline:
+    """Recommend and explain with a fitted recommender (LANE or any other).
+
+    ``item_texts`` (one string per item: genres, categories) are the item facts the
+    evidence, the prompt and the verifier use; :meth:`from_run` reads them from the run's
+    dataset. ``extractor`` and ``encoder`` serve LANE histories the model has not seen.
     """
 
     def __init__(
         self,
         model: Any,
-        client: Any,
+        client: Any = None,
         *,
         extractor: PreferenceExtractor | None = None,
         encoder: Any = None,
         item_texts: Sequence[str] | None = None,
+        fact_label: str = "genre",
         history_window: int = 15,
         max_tokens: int = 600,
         temperature: float = 0.0,
+        boilerplate: BoilerplateDetector | None = None,
     ) -> None:
         self.model = model
         self.client = client
         self.extractor = extractor
         self.encoder = encoder
         self.item_texts = list(item_texts) if item_texts is not None else None
+        self.fact_label = fact_label
         self.history_window = history_window
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.boilerplate = boilerplate
 
-    # -------------------------------------------------------------- evidence
-    def _user_context(
-        self, user: int | None, history: Sequence[int] | None
-    ) -> tuple[np.ndarray, list[str], str, np.ndarray | None, str | None]:
-        """(history, preference texts, their source, explicit vectors or None, user id)."""
+    @classmethod
+    def from_run(
+        cls, run: str | Path | Any, client: Any = None, *, dataset: Any = None, **kw: Any
+    ) -> ExplanationPipeline:
+        """The pipeline for a run directory (or a loaded model), item texts resolved once."""
+        if isinstance(run, str | Path):
+            from whyrec.models import load_model
+
+            model = load_model(run)
+        else:
+            model = run
+        name, texts, _ = resolve_item_texts(model, dataset)
+        kw.setdefault("fact_label", fact_label_of(name))
+        return cls(model, client, item_texts=texts, **kw)
+
+    @functools.cached_property
+    def verifier(self) -> ClaimVerifier:
+        from whyrec.evaluate.explanations.grounding import Catalogue
+
+        titles = [str(t) for t in self.model.item_titles]
+        return ClaimVerifier(Catalogue(titles, self.item_texts), boilerplate=self.boilerplate)
+
+    @property
+    def is_lane(self) -> bool:
+        return getattr(self.model, "name", "") == "lane"
+
+    # ---------------------------------------------------------------- subject
+    def subject(
+        self,
+        user: int | None = None,
+        *,
+        history: Sequence[int] | None = None,
+        preferences: Sequence[str] | None = None,
+        vectors: np.ndarray | None = None,
+        preference_source: str | None = None,
+        user_id: str | None = None,
+    ) -> Subject:
+        """A known user (internal index), or a history — with explicit preference texts
+        and vectors, or (LANE) preferences extracted for it now."""
         model = self.model
-        if user is not None:
+        if user is not None and history is None:
             hist = np.asarray(model.histories[user])
-            texts = model.preference_texts[user] if model.preference_texts else []
-            source = model.preference_sources[user] if model.preference_sources else "unknown"
-            return hist, list(texts), source, None, str(model.user_ids[user])
+            texts: list[str] = []
+            source = "none"
+            if self.is_lane:
+                texts = list(model.preference_texts[user]) if model.preference_texts else []
+                source = model.preference_sources[user] if model.preference_sources else "unknown"
+            return Subject(int(user), str(model.user_ids[user]), hist, texts, source)
         if history is None or len(history) == 0:
             raise ValueError("give a known user or a non-empty history")
-        if self.extractor is None or self.encoder is None:
-            raise ValueError("explaining a new history needs an extractor and an encoder")
         hist = np.asarray(history, dtype=np.int64)
-        prefs = self.preferences_for_history(hist)
-        vectors = self.encoder.encode(prefs.preferences)
-        return hist, prefs.preferences, prefs.source, vectors, None
+        uid = (
+            user_id
+            if user_id is not None
+            else (str(model.user_ids[user]) if user is not None else None)
+        )
+        if not self.is_lane:
+            return Subject(None, uid, hist, [], "none")
+        if vectors is None:
+            if self.extractor is None or self.encoder is None:
+                raise ValueError("explaining a new history needs an extractor and an encoder")
+            prefs = self.preferences_for_history(hist)
+            preferences, preference_source = prefs.preferences, prefs.source
+            vectors = self.encoder.encode(prefs.preferences)
+        return Subject(
+            None, uid, hist, list(preferences or []), preference_source or "unknown",
+            np.asarray(vectors, dtype=np.float32),
+        )  # fmt: skip
 
     def preferences_for_history(self, history: Sequence[int]) -> UserPreferences:
         """Extract preferences for an explicit history (cached by its hash)."""
         assert self.extractor is not None
         titles = [str(self.model.item_titles[i]) for i in history]
-        fields = [self.item_texts[i] for i in history] if self.item_texts is not None else None
+        texts = [self.item_texts[i] for i in history] if self.item_texts is not None else None
         key = "history:" + "-".join(str(int(i)) for i in history[-50:])
-        return self.extractor.extract_history(titles, fields, user=key)
+        return self.extractor.extract_history(titles, texts, user=key)
 
-    # --------------------------------------------------------------- explain
-    def recommend_and_explain(
-        self,
-        user: int | None = None,
-        *,
-        history: Sequence[int] | None = None,
-        k: int = 3,
-        use_llm: bool = True,
-    ) -> list[Explanation]:
-        """Top-``k`` recommendations, each with its explanation."""
-        hist, texts, source, vectors, uid = self._user_context(user, history)
-        if vectors is None:
-            recs = self.model.recommend(user, k=k)
+    # ------------------------------------------------------------------- plan
+    def evidence(self, subject: Subject, item: int) -> ItemEvidence:
+        """The item-specific evidence (counterfactual attribution) for one item."""
+        model = self.model
+        kw: dict[str, Any] = {}
+        if subject.vectors is not None:
+            kw["preferences"] = subject.vectors
+        if subject.index is not None and subject.vectors is None:
+            att = model.attribution(int(item), subject.index, **kw)
         else:
-            recs = self.model.recommend(history=hist, preferences=vectors, k=k)
-        return [
-            self._explain(int(i), user, hist, texts, source, vectors, uid, use_llm)
-            for i in recs.items
-        ]
+            att = model.attribution(int(item), history=subject.history, **kw)
+        texts = subject.preferences or [f"preference {j + 1}" for j in range(len(att.weights))]
+        return select_evidence(
+            att,
+            item_id=str(model.item_ids[item]),
+            title=str(model.item_titles[item]),
+            titles=model.item_titles,
+            item_texts=self.item_texts,
+            preferences=texts,
+            preference_source=subject.preference_source,
+        )
+
+    def _base(self, subject: Subject, ev: ItemEvidence) -> dict[str, Any]:
+        return {
+            "item": ev.item,
+            "item_id": ev.item_id,
+            "title": ev.title,
+            "rank": ev.rank,
+            "score": ev.score,
+            "preferences": ev.preferences if subject.preferences else [],
+            "preference_source": ev.preference_source,
+            "weights": ev.lane_weights,
+            "preference_effects": ev.preference_effects,
+            "history_effects": ev.history_effects,
+            "user": subject.user_id,
+            "item_facts": ev.facts,
+            "cited": {
+                "preferences": list(ev.cited_preferences),
+                "history": [int(h["item"]) for h in ev.cited_history_effects()],
+                "facts": list(ev.shared_facts),
+            },
+        }
+
+    def plan(self, subject: Subject, item: int, *, use_llm: bool = True) -> ExplanationPlan:
+        """Evidence, the LLM request (None without a client or with ``use_llm=False``)
+        and the template explanation."""
+        ev = self.evidence(subject, int(item))
+        fallback = Explanation(
+            **self._base(subject, ev),
+            reason=template_reason(ev, fact_label=self.fact_label),
+            reason_source="template",
+        )
+        if not use_llm or self.client is None:
+            return ExplanationPlan(subject, ev, fallback)
+        from whyrec.llm import LLMRequest
+
+        titles = self.model.item_titles
+        cited_p = ev.cited_preference_effects()
+        messages = explanation_messages(
+            history=[str(titles[i]) for i in subject.history[-self.history_window :]],
+            item_title=ev.title,
+            item_facts=ev.facts,
+            preferences=[str(p["preference"]) for p in cited_p],
+            preference_effects=[
+                f"without it, rank {ev.rank} becomes {p['rank_without']}" for p in cited_p
+            ],
+            influential=[str(h["title"]) for h in ev.cited_history_effects()],
+            shared_facts=ev.shared_facts,
+        )
+        m = len(cited_p)
+        request = LLMRequest(
+            messages=messages,
+            schema=explanation_schema(m),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=0,
+            stage="explanations",
+            prompt_version=EXPLANATION_VERSION,
+        )
+        return ExplanationPlan(subject, ev, fallback, request, m)
+
+    # ----------------------------------------------------------------- finish
+    def finish(self, plan: ExplanationPlan, outcome: Any) -> Explanation:
+        """The explanation from the LLM's outcome: an ``LLMResult``, an ``LLMFailure``, an
+        exception, or None (not asked). Pure: no model or LLM call."""
+        fb = plan.fallback
+        if plan.request is None or outcome is None:
+            return fb
+        version = EXPLANATION_VERSION
+        error = outcome if isinstance(outcome, BaseException) else None
+        if error is None and not getattr(outcome, "ok", True):
+            error = outcome.error
+        if error is not None:
+            problems = [str(p) for p in (getattr(error, "problems", None) or [])]
+            problems = problems or [f"{type(error).__name__}: {error}"]
+            return Explanation(
+                **{**fb.to_dict(), "problems": problems, "prompt_version": version,
+                   "model": str(getattr(self.client, "model", "") or "")},
+            )  # fmt: skip
+        steps = outcome.parsed.model_dump()
+        steps["fitness"] = [v / 10 for v in steps["fitness"]]  # the 0–10 scale → 0–1
+        reply = trim_to_sentence(steps.pop("explanation"))
+        check = self.verifier.verify(
+            reply, plan.evidence, plan.subject.history, plan.subject.user_id
+        )
+        removed = [c.to_dict() for c in check.removed]
+        if not check.names_evidence:
+            problems = [*check.problems(), "no verified sentence names this item's evidence"]
+            return Explanation(
+                **{**fb.to_dict(), "problems": problems, "prompt_version": version,
+                   "model": outcome.model, "removed_sentences": removed, "steps": steps},
+            )  # fmt: skip
+        return Explanation(
+            **self._base(plan.subject, plan.evidence),
+            reason=check.text,
+            reason_source="llm",
+            steps=steps,
+            model=outcome.model,
+            prompt_version=version,
+            problems=check.problems(),
+            removed_sentences=removed,
+        )
+
+    # ------------------------------------------------------------ convenience
+    def explain_subject(self, subject: Subject, item: int, *, use_llm: bool = True) -> Explanation:
+        """Plan, ask the pipeline's client, finish."""
+        plan = self.plan(subject, int(item), use_llm=use_llm)
+        if plan.request is None:
+            return plan.fallback
+        r = plan.request
+        try:
+            outcome: Any = self.client.complete(
+                r.messages, schema=r.schema, max_tokens=r.max_tokens,
+                temperature=r.temperature, seed=r.seed, stage=r.stage,
+                prompt_version=r.prompt_version,
+            )  # fmt: skip
+        except Exception as exc:  # typed LLM errors and anything else: template, recorded
+            outcome = exc
+        return self.finish(plan, outcome)
 
     def explain(
         self,
@@ -142,120 +418,91 @@ class LaneExplainer:
         use_llm: bool = True,
     ) -> Explanation:
         """Explain any item for a user or history — also one another system chose."""
-        hist, texts, source, vectors, uid = self._user_context(user, history)
-        return self._explain(int(item), user, hist, texts, source, vectors, uid, use_llm)
+        return self.explain_subject(self.subject(user, history=history), item, use_llm=use_llm)
 
-    def _explain(
+    def recommend_and_explain(
         self,
-        item: int,
-        user: int | None,
-        hist: np.ndarray,
-        texts: list[str],
-        source: str,
-        vectors: np.ndarray | None,
-        uid: str | None,
-        use_llm: bool,
-    ) -> Explanation:
-        model = self.model
-        if vectors is None:
-            att = model.attribution(item, user)
+        user: int | None = None,
+        *,
+        history: Sequence[int] | None = None,
+        k: int = 3,
+        use_llm: bool = True,
+    ) -> list[Explanation]:
+        """Top-``k`` recommendations, each with its explanation."""
+        subject = self.subject(user, history=history)
+        return [
+            self.explain_subject(subject, int(i), use_llm=use_llm)
+            for i in self.top_items(subject, k)
+        ]
+
+    def top_items(self, subject: Subject, k: int) -> np.ndarray:
+        """The model's top-``k`` unseen items for the subject."""
+        if subject.index is not None and subject.vectors is None:
+            return self.model.recommend(subject.index, k=k).items
+        if self.is_lane:
+            return self.model.recommend(
+                history=subject.history, preferences=subject.vectors, k=k
+            ).items
+        return self.model.recommend(history=subject.history, k=k).items
+
+    def _explain(  # TEMPORARY shim for serve until it calls plan/finish (same session)
+        self, item: int, user: Any, hist: Any, texts: Any, source: Any, vectors: Any,
+        uid: Any, use_llm: bool,
+    ) -> Explanation:  # fmt: skip
+        if vectors is None and user is not None:
+            subject = self.subject(user)
         else:
-            att = model.attribution(item, history=hist, preferences=vectors)
-        titles = model.item_titles
-        if not texts:
-            texts = [f"preference {j + 1}" for j in range(len(att.weights))]
-        influential = [str(titles[h["item"]]) for h in att.history if h["score_drop"] > 0][:3]
-        history_effects = [{**h, "title": str(titles[h["item"]])} for h in att.history]
-        base = {
-            "item": item,
-            "item_id": str(model.item_ids[item]),
-            "title": str(titles[item]),
-            "rank": att.rank,
-            "score": att.score,
-            "preferences": texts,
-            "preference_source": source,
-            "weights": att.weights,
-            "preference_effects": [{**p, "preference": texts[p["index"]]} for p in att.preferences],
-            "history_effects": history_effects,
-            "user": uid,
-        }
-        fallback = template_reason(str(titles[item]), texts, att.weights, influential)
-        if not use_llm or self.client is None:
-            return Explanation(**base, reason=fallback, reason_source="template")
-        shown = [str(titles[i]) for i in hist[-self.history_window :]]
-        messages = explanation_messages(
-            history=shown,
-            preferences=texts,
-            weights=att.weights,
-            item_title=str(titles[item]),
-            item_text=self.item_texts[item] if self.item_texts is not None else "",
-            influential=influential,
-        )
-        try:
-            res = self.client.complete(
-                messages,
-                schema=explanation_schema(len(texts)),
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                seed=0,
-                stage="explanations",
-                prompt_version=EXPLANATION_VERSION,
-            )
-        except Exception as exc:
-            problems = list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
-            return Explanation(
-                **base, reason=fallback, reason_source="template",
-                model=str(getattr(self.client, "model", "")),
-                prompt_version=EXPLANATION_VERSION, problems=problems,
+            subject = self.subject(
+                None, history=hist, preferences=texts, vectors=vectors,
+                preference_source=source, user_id=uid,
             )  # fmt: skip
-        steps = res.parsed.model_dump()
-        steps["fitness"] = [v / 10 for v in steps["fitness"]]  # the 0–10 scale → 0–1
-        reason = trim_to_sentence(steps.pop("explanation"))
-        evidence = [str(titles[item]), *texts, *shown]
-        if self.item_texts is not None:
-            evidence.append(str(self.item_texts[item]))
-        unrelated = unrelated_reason_problem(reason, evidence)
-        if unrelated:
-            return Explanation(
-                **base, reason=fallback, reason_source="template", model=res.model,
-                prompt_version=EXPLANATION_VERSION, problems=[unrelated],
-            )  # fmt: skip
-        return Explanation(
-            **base,
-            reason=reason,
-            reason_source="llm",
-            steps=steps,
-            model=res.model,
-            prompt_version=EXPLANATION_VERSION,
+        return self.explain_subject(subject, item, use_llm=use_llm)
+
+    # -------------------------------------------------------------- baseline
+    def baseline_request(self, subject: Subject, item: int) -> Any:
+        """The no-alignment baseline's request: the same LLM with only history and item."""
+        from whyrec.llm import LLMRequest
+
+        titles = self.model.item_titles
+        return LLMRequest(
+            messages=baseline_messages(
+                history=[str(titles[i]) for i in subject.history[-self.history_window :]],
+                item_title=str(titles[item]),
+                item_text=self.item_texts[item] if self.item_texts is not None else "",
+            ),
+            schema=BaselineExplanation,
+            max_tokens=300,
+            temperature=self.temperature,
+            seed=0,
+            stage="baseline",
+            prompt_version=BASELINE_VERSION,
         )
 
     def baseline(
         self, item: int, user: int | None = None, *, history: Sequence[int] | None = None
     ) -> str | None:
-        """The same LLM's reason with no preferences, weights or attribution (None on failure)."""
+        """The same LLM's reason with no evidence (None on failure)."""
         return self.baseline_with_problems(item, user, history=history)[0]
 
     def baseline_with_problems(
         self, item: int, user: int | None = None, *, history: Sequence[int] | None = None
     ) -> tuple[str | None, list[str]]:
-        """:meth:`baseline` plus, when it failed, why (the last validation problems or the
-        error): ``(reason, [])`` or ``(None, problems)``."""
-        hist = np.asarray(self.model.histories[user]) if user is not None else np.asarray(history)
-        titles = self.model.item_titles
+        """:meth:`baseline` plus, when it failed, why: ``(reason, [])`` or ``(None, problems)``."""
+        if user is not None and history is None:
+            hist = np.asarray(self.model.histories[user])
+        else:
+            hist = np.asarray(history)
+        r = self.baseline_request(Subject(user, None, hist, [], "none"), int(item))
         try:
             res = self.client.complete(
-                baseline_messages(
-                    history=[str(titles[i]) for i in hist[-self.history_window :]],
-                    item_title=str(titles[item]),
-                    item_text=self.item_texts[item] if self.item_texts is not None else "",
-                ),
-                schema=BaselineExplanation,
-                max_tokens=300,
-                temperature=self.temperature,
-                seed=0,
-                stage="baseline",
-                prompt_version=BASELINE_VERSION,
-            )
+                r.messages, schema=r.schema, max_tokens=r.max_tokens,
+                temperature=r.temperature, seed=r.seed, stage=r.stage,
+                prompt_version=r.prompt_version,
+            )  # fmt: skip
         except Exception as exc:
             return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
         return trim_to_sentence(res.parsed.explanation), []
+
+
+#: The historical name: LANE was the first model explained this way.
+LaneExplainer = ExplanationPipeline

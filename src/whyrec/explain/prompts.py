@@ -8,21 +8,25 @@ changes, so cached replies made with the old wording are not reused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
-EXPLANATION_VERSION = "cot-v3"
+EXPLANATION_VERSION = "cot-v4"
 BASELINE_VERSION = "base-v2"
 
 
 def _data_block(label: str, values: Sequence[str] | str) -> str:
-    """A JSON-encoded value inside tags; json escaping keeps quotes and tags inert."""
-    payload = json.dumps(values, ensure_ascii=False)
-    # a title containing "</data>" must not close the block early
-    payload = payload.replace("</", "<\\/")
-    return f'<data name="{label}">\n{payload}\n</data>'
+    """A JSON-encoded value inside tags; json escaping keeps quotes and tags inert.
+
+    Each value is one line capped at ``PROMPT_FIELD_CAP`` characters (a single string at
+    ``PROMPT_TEXT_CAP``), and ``<``/``>``/``[INST]``-like markers are JSON ``\\u`` escapes,
+    so neither ``</data>`` nor a chat-template control string appears in the prompt
+    (see :func:`whyrec.safety.prompt_json`).
+    """
+    from whyrec.safety import prompt_json
+
+    return f'<data name="{label}">\n{prompt_json(values)}\n</data>'
 
 
 _DATA_RULE = (
@@ -87,55 +91,58 @@ def aspect_preference_messages(titles: Sequence[str], aspect: str) -> list[dict[
 def explanation_messages(
     *,
     history: Sequence[str],
-    preferences: Sequence[str],
-    weights: Sequence[float],
     item_title: str,
-    item_text: str = "",
+    item_facts: Sequence[str] = (),
+    preferences: Sequence[str] = (),
+    preference_effects: Sequence[str] = (),
     influential: Sequence[str] = (),
+    shared_facts: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """LANE's four-step chain of thought, filled with the recommender's own evidence.
+    """LANE's four-step chain of thought, filled with the evidence for *this* item.
 
-    ``weights`` are the model's per-preference attention weights for this user; the
-    ``influential`` history titles come from the item-specific attribution.
+    ``preferences`` are only the tastes whose removal lowers this item's score (with
+    ``preference_effects`` saying by how much); ``influential`` the history items whose
+    removal lowers it most; ``shared_facts`` the item's facts that connect them. The
+    user-level weights are not shown: they are the same for every item and do not say why
+    this one was chosen.
     """
     prefs = [
-        f"P{i + 1} (weight {w:.2f}): {p}"
-        for i, (p, w) in enumerate(zip(preferences, weights, strict=True))
+        f"{p} ({e})" if e else p
+        for p, e in zip(preferences, preference_effects or [""] * len(preferences), strict=True)
     ]
     system = (
-        "You explain why a recommender system suggested an item to a user. The "
-        "recommender's reasoning is given as the user's preferences with weights: a "
-        "higher weight means that preference drove the recommendation more. Follow that "
-        "reasoning; do not invent other reasons. " + _DATA_RULE + " Answer with JSON only."
+        "You explain why a recommender system suggested an item to a user. You are given "
+        "the evidence the recommender used for this item: the user's tastes and the past "
+        "items that raised its score. Use only that evidence; never add other reasons, "
+        "titles or genres. " + _DATA_RULE + " Answer with JSON only."
     )
-    user = "\n".join(
-        [
-            "Recent history (oldest first):",
-            _data_block("history", list(history)),
-            "Preferences with the recommender's weights:",
-            _data_block("preferences", prefs),
-            "Recommended item:",
-            _data_block("item", f"{item_title}" + (f" ({item_text})" if item_text else "")),
-            *(
-                [
-                    "History items that raised this item's score the most:",
-                    _data_block("influential", list(influential)),
-                ]
-                if influential
-                else []
-            ),
-            "Work in four steps and fill the JSON fields in order:",
-            "1. preference_reasons: for each preference in order, one short sentence on "
-            "why the history shows it.",
-            "2. item_summary: what the item is; fitness: one whole number from 0 (does "
-            "not fit) to 10 (fits perfectly) per preference, how well the item fits it.",
-            "3. likelihood: Low, Medium or High chance the user interacts, combining "
-            "fitness and weights; likelihood_reason: why.",
-            "4. explanation: two or three sentences to the user saying why this item is "
-            "recommended, led by the highest-weighted preferences.",
+    item = item_title + (f" ({', '.join(item_facts)})" if item_facts else "")
+    lines = [
+        "Recent history (oldest first):",
+        _data_block("history", list(history)),
+        "Recommended item:",
+        _data_block("item", item),
+    ]
+    if prefs:
+        lines += ["Tastes of the user that raise this item's score:", _data_block("tastes", prefs)]
+    if influential:
+        lines += [
+            "Past items that raise this item's score the most:",
+            _data_block("influential", list(influential)),
         ]
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    if shared_facts:
+        lines += ["What they share with the item:", _data_block("shared", list(shared_facts))]
+    lines += [
+        "Work in four steps and fill the JSON fields in order:",
+        "1. preference_reasons: for each taste in order, one short sentence on why the "
+        "history shows it.",
+        "2. item_summary: what the item is; fitness: one whole number from 0 (does not fit) "
+        "to 10 (fits perfectly) per taste.",
+        "3. likelihood: Low, Medium or High chance the user interacts; likelihood_reason: why.",
+        "4. explanation: to the user, one short sentence per piece of evidence above, each "
+        "naming it (a past item by its title, a taste, or what they share with the item).",
+    ]
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
 
 
 def baseline_messages(

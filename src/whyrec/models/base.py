@@ -210,6 +210,95 @@ class Recommender(ABC):
             user=u,
         )
 
+    def top_k(
+        self,
+        scores: np.ndarray,
+        seen: Sequence[Sequence[int] | np.ndarray] | None,
+        k: int,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per row of precomputed ``scores`` (``(n, n_items)``, e.g. from
+        :meth:`score_batch`): the top-``k`` items and their scores, leaving out the
+        row's ``seen`` items, ordered as :meth:`recommend` orders them (by score, ties by
+        index). A row with fewer than ``k`` finite scores gives fewer items."""
+        self._check_fitted()
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ModelError(f"k must be a positive integer, got {k!r}")
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or scores.shape[1] != self.n_items:
+            raise ModelError(
+                f"scores must have shape (n, {self.n_items}) (one column per item), "
+                f"got {scores.shape}"
+            )
+        if seen is not None and len(seen) != len(scores):
+            raise ModelError(f"seen has {len(seen)} rows but scores has {len(scores)}")
+        out = []
+        for r, row in enumerate(scores):
+            s = row.astype(np.float64)
+            if seen is not None:
+                s[self._check_items(seen[r], f"seen[{r}]")] = -np.inf
+            kk = min(int(k), int(np.isfinite(s).sum()))
+            if kk == 0:
+                out.append((np.empty(0, np.int64), np.empty(0, np.float32)))
+                continue
+            top = np.argpartition(-s, kk - 1)[:kk]
+            top = top[np.lexsort((top, -s[top]))]  # by score, ties by index, as recommend
+            out.append((top.astype(np.int64), s[top].astype(np.float32)))
+        return out
+
+    # ------------------------------------------------- item-specific evidence
+    def counterfactual(
+        self,
+        item: int,
+        user: int | None = None,
+        *,
+        history: Sequence[int] | np.ndarray | None = None,
+        removals: Sequence[Any] = (),
+        **context: Any,
+    ) -> list[tuple[float, int]]:
+        """``(score, rank)`` of ``item`` with nothing removed, then for each
+        :class:`~whyrec.models.attribution.Removal` (history positions removed; models
+        without preferences ignore preference removals). Ranks are 1-based among the items
+        not in the full history."""
+        from whyrec.models.attribution import drop_positions, ranks_of
+
+        self._check_fitted()
+        item = int(self._check_items([item], "item")[0])
+        u, hist = self._resolve(user, history)
+        hists = [hist, *(drop_positions(hist, r.history) for r in removals)]
+        users = None if u is None else np.full(len(hists), u)
+        scores = self.score_batch(hists, users)
+        ranks = ranks_of(scores, item, np.unique(hist))
+        return [(float(scores[i, item]), int(ranks[i])) for i in range(len(hists))]
+
+    def attribution(
+        self,
+        item: int,
+        user: int | None = None,
+        *,
+        history: Sequence[int] | np.ndarray | None = None,
+        top_history: int = 5,
+        window: int | None = None,
+        **context: Any,
+    ) -> Any:
+        """Item-specific evidence: ``item``'s score and rank, then without each of the
+        most recent ``window`` history items (the ``top_history`` largest drops kept)."""
+        from whyrec.models.attribution import DEFAULT_WINDOW, Attribution, Removal, history_effects
+
+        self._check_fitted()
+        u, hist = self._resolve(user, history)
+        win = window or int(getattr(self.config, "max_len", DEFAULT_WINDOW) or DEFAULT_WINDOW)
+        positions = list(range(max(0, len(hist) - win), len(hist))) if len(hist) > 1 else []
+        res = self.counterfactual(
+            item, u, history=hist, removals=[Removal(history=(p,)) for p in positions], **context
+        )
+        (score, rank), rest = res[0], res[1:]
+        return Attribution(
+            item=int(item),
+            score=score,
+            rank=rank,
+            history=history_effects(hist, score, rest, positions, top_history),
+        )
+
     # ---------------------------------------------------------- validation
     def _check_fitted(self) -> None:
         if not self._fitted:

@@ -31,6 +31,7 @@ from torch import nn
 
 from whyrec.data.dataset import Dataset
 from whyrec.errors import ConfigError, ModelError
+from whyrec.models.attribution import Attribution, Removal, history_effects, ranks_of
 from whyrec.models.backbones import (
     GRU4RecBackbone,
     IdItemEmbedding,
@@ -133,28 +134,6 @@ class LaneConfig(SASRecTextConfig):
             raise ConfigError(f"unknown backbone {self.backbone!r}; expected sasrec or gru4rec")
         if self.item_table not in ("text", "id"):
             raise ConfigError(f"unknown item_table {self.item_table!r}; expected text or id")
-
-
-@dataclass
-class Attribution:
-    """How much each preference and each history item drives one item's score."""
-
-    item: int
-    score: float
-    rank: int  # 1-based among unseen items
-    weights: list[float]  # LANE's per-preference weights (last position)
-    preferences: list[dict[str, Any]]  # index, weight, score_drop, rank_without
-    history: list[dict[str, Any]]  # item, position, score_drop, rank_without (by drop)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "item": self.item,
-            "score": self.score,
-            "rank": self.rank,
-            "weights": self.weights,
-            "preferences": self.preferences,
-            "history": self.history,
-        }
 
 
 class Lane(SASRecText):
@@ -298,6 +277,35 @@ class Lane(SASRecText):
         prefs = torch.from_numpy(self._prefs_for(u, preferences)[None])
         return self._forward([hist], prefs)[1][0]
 
+    def counterfactual(
+        self,
+        item: int,
+        user: int | None = None,
+        *,
+        history: Sequence[int] | None = None,
+        removals: Sequence[Removal] = (),
+        preferences: np.ndarray | None = None,
+        **context: Any,
+    ) -> list[tuple[float, int]]:
+        """As :meth:`Recommender.counterfactual`; a removal's ``preferences`` are masked
+        out of the alignment attention (the remaining ones are attended over)."""
+        from whyrec.models.attribution import drop_positions
+
+        self._check_fitted()
+        item = int(self._check_items([item], "item")[0])
+        u, hist = self._resolve(user, history)
+        pv = self._prefs_for(u, preferences)
+        m = pv.shape[0]
+        variants = [Removal(), *removals]
+        hists = [drop_positions(hist, r.history) for r in variants]
+        keep = torch.ones((len(variants), m), dtype=torch.bool)
+        for i, r in enumerate(variants):
+            for j in r.preferences:
+                keep[i, int(j)] = False
+        scores, _ = self._forward(hists, torch.from_numpy(np.repeat(pv[None], len(hists), 0)), keep)
+        ranks = ranks_of(scores, item, np.unique(hist))
+        return [(float(scores[i, item]), int(ranks[i])) for i in range(len(hists))]
+
     def attribution(
         self,
         item: int,
@@ -306,66 +314,39 @@ class Lane(SASRecText):
         history: Sequence[int] | None = None,
         preferences: np.ndarray | None = None,
         top_history: int = 5,
+        window: int | None = None,
+        **context: Any,
     ) -> Attribution:
         """Item-specific evidence: the score and rank of ``item`` without each preference
-        and without each history item (the most recent ``max_len`` items)."""
+        and without each history item (the most recent ``max_len`` items), plus LANE's
+        user-level weights (labelled as such: the same for every item of the user)."""
         self._check_fitted()
         item = int(self._check_items([item], "item")[0])
         u, hist = self._resolve(user, history)
         pv = self._prefs_for(u, preferences)
         m = pv.shape[0]
-        hist_win = np.asarray(hist[-self.config.max_len :])
-        seen = np.unique(hist)
-
-        def rank_of(scores: np.ndarray) -> np.ndarray:
-            s = scores.astype(np.float64).copy()
-            s[:, seen] = -np.inf
-            target = s[:, item : item + 1]
-            return (s > target).sum(1) + 1
-
-        base_scores, base_w = self._forward([hist], torch.from_numpy(pv[None]))
-        base_score = float(base_scores[0, item])
-        base_rank = int(rank_of(base_scores)[0])
-
-        keep = ~torch.eye(m, dtype=torch.bool)
-        p_scores, _ = self._forward([hist] * m, torch.from_numpy(np.repeat(pv[None], m, 0)), keep)
-        p_ranks = rank_of(p_scores)
-        prefs_out = [
-            {
-                "index": j,
-                "weight": float(base_w[0, j]),
-                "score_drop": base_score - float(p_scores[j, item]),
-                "rank_without": int(p_ranks[j]),
-            }
-            for j in range(m)
-        ]
-
-        hist_out: list[dict[str, Any]] = []
-        if len(hist_win) > 1:
-            variants = [np.delete(hist_win, i) for i in range(len(hist_win))]
-            h_scores, _ = self._forward(
-                variants, torch.from_numpy(np.repeat(pv[None], len(variants), 0))
-            )
-            h_ranks = rank_of(h_scores)
-            drops = base_score - h_scores[:, item]
-            offset = len(hist) - len(hist_win)
-            order = np.argsort(-drops, kind="stable")[:top_history]
-            hist_out = [
-                {
-                    "item": int(hist_win[i]),
-                    "position": int(offset + i),
-                    "score_drop": float(drops[i]),
-                    "rank_without": int(h_ranks[i]),
-                }
-                for i in order
-            ]
+        win = window or self.config.max_len
+        positions = list(range(max(0, len(hist) - win), len(hist))) if len(hist) > 1 else []
+        removals = [Removal(preferences=(j,)) for j in range(m)]
+        removals += [Removal(history=(p,)) for p in positions]
+        res = self.counterfactual(item, u, history=hist, preferences=pv, removals=removals)
+        (score, rank), p_res, h_res = res[0], res[1 : m + 1], res[m + 1 :]
+        weights = self._forward([hist], torch.from_numpy(pv[None]))[1][0]
         return Attribution(
             item=item,
-            score=base_score,
-            rank=base_rank,
-            weights=[float(x) for x in base_w[0]],
-            preferences=prefs_out,
-            history=hist_out,
+            score=score,
+            rank=rank,
+            weights=[float(x) for x in weights],
+            preferences=[
+                {
+                    "index": j,
+                    "weight": float(weights[j]),
+                    "score_drop": score - p_res[j][0],
+                    "rank_without": int(p_res[j][1]),
+                }
+                for j in range(m)
+            ],
+            history=history_effects(hist, score, h_res, positions, top_history),
         )
 
     # -------------------------------------------------------------------- io

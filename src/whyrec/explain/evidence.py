@@ -1,0 +1,159 @@
+"""What a reason for one item may cite: evidence chosen by its counterfactual effect.
+
+The recommender's attribution (:meth:`Recommender.attribution`) says how much the item's
+score falls without each preference and each recent history item. A reason cites:
+
+* **preferences** whose removal lowers *this item's* score: the largest drop, and a
+  second one when its drop is at least half of the first (never one whose removal
+  raises the score);
+* **history items** whose removal lowers it most: up to :data:`MAX_HISTORY`, positive
+  drops only;
+* **item facts** (genres, categories — any item text) of the item that the cited history
+  items share, or that a cited preference names: what connects the evidence to the item.
+
+LANE's per-preference weights are user-level (the same for every candidate item); they
+are kept in the evidence as ``lane_weights`` and shown as such, never cited as the reason
+for an item.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: At most this many preferences and history items are cited.
+MAX_PREFERENCES = 2
+MAX_HISTORY = 2
+#: A second preference is cited when its drop is at least this share of the first's.
+SECOND_PREFERENCE_SHARE = 0.5
+#: Bump when the selection rule changes (part of cache keys).
+EVIDENCE_VERSION = "ev-1"
+
+_SPLIT = re.compile(r"\s*[|,;/]\s*")
+
+
+def item_facts(text: str | None) -> list[str]:
+    """The facts in an item's text field ("Action|Adventure" → ["Action", "Adventure"])."""
+    if not text:
+        return []
+    out: list[str] = []
+    for part in _SPLIT.split(str(text)):
+        part = " ".join(part.split())
+        if part and part.lower() not in ("unknown", "nan", "none") and part not in out:
+            out.append(part)
+    return out
+
+
+def _mentions_fact(text: str, fact: str) -> bool:
+    stem = fact.lower().rstrip("s")
+    stem = stem[:-1] if stem.endswith("ie") else stem
+    return re.search(rf"(?<![\w]){re.escape(stem[:6])}", text.lower()) is not None
+
+
+@dataclass
+class ItemEvidence:
+    """The recommender's evidence for one (user, item) and what a reason may cite."""
+
+    item: int
+    item_id: str
+    title: str
+    facts: list[str]
+    rank: int
+    score: float
+    preferences: list[str]
+    preference_source: str
+    lane_weights: list[float]
+    preference_effects: list[dict[str, Any]]  # index, preference, weight, score_drop, rank_without
+    history_effects: list[dict[str, Any]]  # item, title, position, score_drop, rank_without, facts
+    cited_preferences: list[int] = field(default_factory=list)  # indices into preferences
+    cited_history: list[int] = field(default_factory=list)  # indices into history_effects
+    shared_facts: list[str] = field(default_factory=list)
+
+    def cited_preference_effects(self) -> list[dict[str, Any]]:
+        return [self.preference_effects[j] for j in self.cited_preferences]
+
+    def cited_history_effects(self) -> list[dict[str, Any]]:
+        return [self.history_effects[i] for i in self.cited_history]
+
+    @property
+    def empty(self) -> bool:
+        return not self.cited_preferences and not self.cited_history
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_evidence(
+    attribution: Any,
+    *,
+    item_id: str,
+    title: str,
+    titles: Sequence[str],
+    item_texts: Sequence[str] | None,
+    preferences: Sequence[str],
+    preference_source: str,
+) -> ItemEvidence:
+    """Choose what a reason for ``attribution.item`` cites (see the module docstring)."""
+    texts = list(item_texts) if item_texts is not None else None
+    facts = item_facts(texts[attribution.item]) if texts is not None else []
+    pref_effects = [
+        {**p, "preference": str(preferences[p["index"]]) if p["index"] < len(preferences) else ""}
+        for p in attribution.preferences
+    ]
+    hist_effects = [
+        {
+            **h,
+            "title": str(titles[h["item"]]),
+            "facts": item_facts(texts[h["item"]]) if texts is not None else [],
+        }
+        for h in attribution.history
+    ]
+    positive = sorted(
+        (j for j, p in enumerate(pref_effects) if p["score_drop"] > 0),
+        key=lambda j: (-pref_effects[j]["score_drop"], j),
+    )
+    cited_p = positive[:1]
+    if len(positive) > 1 and (
+        pref_effects[positive[1]]["score_drop"]
+        >= SECOND_PREFERENCE_SHARE * pref_effects[positive[0]]["score_drop"]
+    ):
+        cited_p.append(positive[1])
+    cited_p = cited_p[:MAX_PREFERENCES]
+    seen_items: set[int] = set()
+    cited_h: list[int] = []
+    for i, h in enumerate(hist_effects):  # already ordered by drop
+        if h["score_drop"] <= 0 or len(cited_h) >= MAX_HISTORY:
+            break
+        if h["item"] in seen_items:
+            continue
+        seen_items.add(h["item"])
+        cited_h.append(i)
+    counts: Counter[str] = Counter()
+    for i in cited_h:
+        for f in hist_effects[i]["facts"]:
+            if f in facts:
+                counts[f] += 1
+    for j in cited_p:
+        for f in facts:
+            if _mentions_fact(pref_effects[j]["preference"], f):
+                counts[f] += 1
+    shared = sorted(counts, key=lambda f: (-counts[f], facts.index(f)))
+    return ItemEvidence(
+        item=int(attribution.item),
+        item_id=str(item_id),
+        title=str(title),
+        facts=facts,
+        rank=int(attribution.rank),
+        score=float(attribution.score),
+        preferences=[str(p) for p in preferences],
+        preference_source=preference_source,
+        lane_weights=[float(w) for w in attribution.weights],
+        preference_effects=pref_effects,
+        history_effects=hist_effects,
+        cited_preferences=cited_p,
+        cited_history=cited_h,
+        shared_facts=shared,
+    )
