@@ -12,7 +12,9 @@ Identical outputs to the sequential backend are a design goal, not a hope:
 
 * the prompt, stop strings and sampling parameters are taken from llama-cpp-python's own
   chat handler (``create_chat_completion`` runs up to the point where it would generate,
-  and its arguments are captured), so every chat template behaves exactly as before;
+  and its arguments are captured), so every chat template behaves exactly as before —
+  with the message contents protected the same way (special-token strings in them
+  tokenize as plain text, :class:`~whyrec.llm.backends.local.SpecialTokenGuard`);
 * each sequence gets the sampler chain ``Llama`` builds (penalties, grammar, greedy at
   temperature 0; the full top-k/p chain with the request's seed otherwise);
 * the KV cache is not unified: each slot is its own stream laid out like the sequential
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
-from whyrec.llm.backends.local import LocalBackend
+from whyrec.llm.backends.local import LocalBackend, capture_completion
 from whyrec.llm.backends.sampling import GreedyFirst
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
 from whyrec.llm.parse import Schema, schema_instruction
@@ -57,29 +59,6 @@ _MIN_SHARED = 32  # copy another slot's stream when it saves at least this many 
 
 class _Unsupported(Exception):
     """The request needs a feature only the sequential path reproduces exactly."""
-
-
-class _Captured(Exception):
-    """Carries the arguments ``create_chat_completion`` would pass to ``create_completion``."""
-
-    def __init__(self, kwargs: dict[str, Any]) -> None:
-        super().__init__("captured")
-        self.kwargs = kwargs
-
-
-class _CaptureLlama:
-    """Looks like the loaded ``Llama`` to a chat handler, but stops at ``create_completion``."""
-
-    def __init__(self, llama: Llama) -> None:
-        self._llama = llama
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._llama, name)
-
-    def create_completion(self, *args: Any, **kwargs: Any) -> Any:
-        if args:
-            kwargs = {"prompt": args[0], **kwargs}
-        raise _Captured(kwargs)
 
 
 @dataclass
@@ -576,12 +555,9 @@ class BatchedLocalBackend:
     def _plan(self, messages: list[Message], kwargs: dict[str, Any], seed: int | None) -> _Plan:
         """Run the chat handler up to generation and turn its arguments into a plan."""
         llama = self._local.llama
-        try:
-            type(llama).create_chat_completion(_CaptureLlama(llama), messages=messages, **kwargs)  # type: ignore[arg-type]
-        except _Captured as cap:
-            c = cap.kwargs
-        else:  # pragma: no cover - every handler ends in create_completion
-            raise _Unsupported("the chat handler did not call create_completion")
+        # special-token strings inside contents tokenize as plain text, as on the
+        # sequential path (whyrec.llm.backends.local.SpecialTokenGuard)
+        c = capture_completion(llama, self._local.protect(messages), **kwargs)
         prompt = c.get("prompt")
         unsupported = (
             not isinstance(prompt, list)

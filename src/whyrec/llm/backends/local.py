@@ -12,6 +12,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import secrets
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -151,6 +153,155 @@ def _replay_at_least_two(llama: Llama) -> None:
     llama.generate = generate_replaying_two  # type: ignore[method-assign]
 
 
+class SpecialTokenGuard:
+    """Message contents reach the model as plain text; only the chat template's own
+    control strings become special tokens.
+
+    llama-cpp-python renders the chat template and tokenizes the whole prompt with
+    ``special=True``, so ``<|im_start|>system`` inside an item title would open a real
+    system turn. The guard knows the model's special tokens (control, user-defined and
+    unknown tokens: every token llama.cpp matches by its text), and
+
+    * :meth:`protect` wraps each special-token string found in a message's content in
+      marks (private-use characters around a random per-model nonce) before the template
+      runs;
+    * it replaces the ``Llama`` instance's ``tokenize``: a prompt holding marks is split at
+      the *unmarked* special strings only (the template's), and every other span — message
+      text, marked strings included — is tokenized with ``special=False``, each marked
+      string broken after its first character so that even a user-defined token (which
+      llama.cpp matches without ``special``) cannot form.
+
+    A prompt whose contents hold no special string is tokenized exactly as before, token
+    for token, so replies and caches of ordinary prompts do not change.
+    """
+
+    def __init__(self, llama: Llama) -> None:
+        import llama_cpp as lc
+
+        vocab = lc.llama_model_get_vocab(llama.model)
+        mask = (
+            lc.LLAMA_TOKEN_ATTR_CONTROL
+            | lc.LLAMA_TOKEN_ATTR_USER_DEFINED
+            | lc.LLAMA_TOKEN_ATTR_UNKNOWN
+        )
+        specials: dict[str, int] = {}
+        for tok in range(int(lc.llama_vocab_n_tokens(vocab))):
+            if lc.llama_vocab_get_attr(vocab, tok) & mask:
+                text = lc.llama_vocab_get_text(vocab, tok).decode("utf-8", errors="replace")
+                if text:
+                    specials.setdefault(text, tok)
+        #: special-token text -> id, as llama.cpp matches them with ``special=True``
+        self.specials = specials
+        #: special strings found (and neutralised) in message contents so far
+        self.neutralised = 0
+        nonce = secrets.token_hex(8)
+        self._open, self._close = f"\ue000{nonce}\ue001", f"\ue002{nonce}\ue003"
+        self._open_bytes = self._open.encode()
+        alternatives = "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))
+        self._in_content = re.compile(alternatives) if specials else None
+        self._split = re.compile(
+            f"{re.escape(self._open)}(.*?){re.escape(self._close)}|({alternatives})", re.S
+        )
+        self._tokenize = llama.tokenize
+        self._bos = int(llama.token_bos())
+        llama.tokenize = self.tokenize  # type: ignore[method-assign]
+
+    def protect(self, messages: list[Message]) -> list[Message]:
+        """``messages`` with every special-token string in their contents marked as data."""
+        if self._in_content is None:
+            return messages
+        out: list[Message] = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str) and self._in_content.search(content):
+                found = 0
+
+                def mark(match: re.Match[str]) -> str:
+                    nonlocal found
+                    found += 1
+                    return f"{self._open}{match.group()}{self._close}"
+
+                m = {**m, "content": self._in_content.sub(mark, content)}  # type: ignore[typeddict-item]
+                self.neutralised += found
+            out.append(m)
+        return out
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """``Llama.tokenize``; prompts holding marked content are tokenized as described."""
+        if not special or self._open_bytes not in text:
+            return self._tokenize(text, add_bos, special)
+        s = text.decode("utf-8")
+        edge = self._tokenize(b"", add_bos, True)  # what add_bos contributes (BOS / EOS)
+        bos = edge[:1] if edge and edge[0] == self._bos else []
+        tokens: list[int] = list(bos)
+        plain: list[str] = []
+
+        def flush() -> None:
+            joined = "".join(plain)
+            plain.clear()
+            if joined:
+                tokens.extend(self._tokenize(joined.encode("utf-8"), False, False))
+
+        pos = 0
+        for match in self._split.finditer(s):
+            plain.append(s[pos : match.start()])
+            if match.group(1) is not None:  # a special string from a message: plain text
+                data = match.group(1)
+                plain.append(data[:1])
+                flush()
+                plain.append(data[1:])
+            else:  # the template's own control string
+                flush()
+                tokens.append(self.specials[match.group(2)])
+            pos = match.end()
+        plain.append(s[pos:])
+        flush()
+        tokens.extend(edge[len(bos) :])
+        return tokens
+
+
+def guard_special_tokens(llama: Llama) -> SpecialTokenGuard:
+    """Install a :class:`SpecialTokenGuard` on a loaded ``Llama`` (once) and return it."""
+    guard = getattr(llama, "_whyrec_guard", None)
+    if guard is None:
+        guard = SpecialTokenGuard(llama)
+        llama._whyrec_guard = guard  # type: ignore[attr-defined]
+    return guard
+
+
+class _Captured(Exception):
+    """Carries the arguments ``create_chat_completion`` would pass to ``create_completion``."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__("captured")
+        self.kwargs = kwargs
+
+
+class _CaptureLlama:
+    """Looks like the loaded ``Llama`` to a chat handler, but stops at ``create_completion``."""
+
+    def __init__(self, llama: Llama) -> None:
+        self._llama = llama
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llama, name)
+
+    def create_completion(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            kwargs = {"prompt": args[0], **kwargs}
+        raise _Captured(kwargs)
+
+
+def capture_completion(llama: Llama, messages: list[Message], **kwargs: Any) -> dict[str, Any]:
+    """The arguments (``prompt`` tokens, stop strings, grammar, ...) the chat handler would
+    generate with for ``messages``; nothing is decoded."""
+    try:
+        type(llama).create_chat_completion(_CaptureLlama(llama), messages=messages, **kwargs)  # type: ignore[arg-type]
+    except _Captured as cap:
+        return cap.kwargs
+    raise LLMRequestError("the chat handler did not call create_completion")  # pragma: no cover
+
+
 class LocalBackend:
     """llama-cpp-python over one GGUF file, loaded on first use."""
 
@@ -187,6 +338,10 @@ class LocalBackend:
         #: own sampling, for comparisons
         self.fast_greedy = True
         self.sampling: GreedyFirst | None = None
+        #: load only the tokenizer (prompt_tokens works, generation does not); for tests
+        #: and token counting
+        self.vocab_only = False
+        self.guard: SpecialTokenGuard | None = None
 
     @property
     def llama(self) -> Llama:
@@ -216,6 +371,7 @@ class LocalBackend:
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
                 chat_format=self.chat_format,
+                vocab_only=self.vocab_only,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
@@ -223,10 +379,26 @@ class LocalBackend:
                 f"{self.model_path}: llama.cpp could not load the model ({exc}); "
                 "expected a valid GGUF file"
             ) from exc
+        self.guard = guard_special_tokens(llama)
+        if self.vocab_only:
+            return llama
         _replay_at_least_two(llama)
         if self.fast_greedy:
             self.sampling = patch_llama_sampling(llama)
         return llama
+
+    def protect(self, messages: list[Message]) -> list[Message]:
+        """``messages`` ready for the chat handler: special-token strings in their
+        contents marked so that they tokenize as plain text (see :class:`SpecialTokenGuard`)."""
+        _ = self.llama
+        assert self.guard is not None
+        return self.guard.protect(messages)
+
+    def prompt_tokens(self, messages: list[Message], **kwargs: Any) -> list[int]:
+        """The exact tokens this backend feeds the model for ``messages`` (chat template
+        applied, contents protected); nothing is generated."""
+        captured = capture_completion(self.llama, self.protect(messages), **kwargs)
+        return [int(t) for t in captured["prompt"]]
 
     def _grammar(self, schema: Schema) -> tuple[LlamaGrammar, bool]:
         """The grammar for ``schema`` and whether it enforces the schema itself (cached).
@@ -271,6 +443,7 @@ class LocalBackend:
 
     def complete_prepared(self, messages: list[Message], kwargs: dict[str, Any]) -> RawReply:
         """One chat completion with already prepared arguments (grammar included)."""
+        messages = self.protect(messages)
         with self._lock:
             try:
                 out = self.llama.create_chat_completion(messages=messages, **kwargs)
