@@ -151,6 +151,10 @@ def reply_for(body: dict[str, Any]) -> str:
             # a reason names its evidence (the explainer shows the template otherwise)
             word = _WORDS[digest[0] % len(_WORDS)]
             value["explanation"] = f"{json.loads(item.group(1))} is a {word} choice for you."
+            infl = re.search(r'<data name="influential">\n(.*)\n</data>', user)
+            if infl:  # the verifier keeps sentences that name the cited evidence
+                first = json.loads(infl.group(1))[0]
+                value["explanation"] = f"You watched {first}, which raised its score the most."
         return json.dumps(value)
     order = sorted(range(len(GENRES)), key=lambda j: digest[j])
     return json.dumps({"preferences": [f"Likes {GENRES[j]} told with care" for j in order[:5]]})

@@ -8,10 +8,11 @@ actors elsewhere) while preparation and finishing stay in the driver:
 2. the LLM stage turns each request into an *outcome record* (:func:`outcome_record`), a
    plain dict that crosses process boundaries unchanged;
 3. :meth:`finish` turns (item, outcome records) into a Parquet row or, when the item
-   could not be completed (endpoint down, rate limited, crash), a failure record. The
-   row is made by the interactive code itself — ``PreferenceExtractor`` and
-   ``LaneExplainer`` run again with a *replay client* that hands them the recorded
-   replies — so validation, fallback and post-processing are exactly theirs.
+   could not be completed (endpoint down, rate limited, crash), a failure record.
+   Explanations are the explanation pipeline's own ``plan`` (in ``prepare``) and pure
+   ``finish``; preferences run ``PreferenceExtractor`` again with a *replay client* that
+   hands it the recorded replies — so validation, verification and fallback are exactly
+   what ``whyrec explain`` and ``whyrec preferences`` do.
 
 A reply that never validates is not a failure: like ``whyrec preferences`` and
 ``whyrec explain``, the item completes with the grounded fallback and the problems,
@@ -470,6 +471,9 @@ class PreferenceJob:
 
 # ---------------------------------------------------------------------- explanations
 
+#: Explanation fields stored as JSON text (nested evidence); the rest are plain columns.
+NESTED_FIELDS = ("preference_effects", "history_effects", "steps", "cited", "removed_sentences")
+
 EXPLANATION_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -477,53 +481,102 @@ EXPLANATION_SCHEMA = pa.schema(
         ("user_idx", pa.int32()),
         ("position", pa.int32()),
         ("status", pa.string()),
-        ("item_idx", pa.int32()),
+        # the explanation record (whyrec.explain.Explanation.to_dict()), nested parts as JSON
+        ("item", pa.int32()),
         ("item_id", pa.string()),
         ("title", pa.string()),
         ("rank", pa.int32()),
         ("score", pa.float64()),
-        ("reason", pa.string()),
-        ("reason_source", pa.string()),
-        ("steps_json", pa.string()),
         ("preferences", pa.list_(pa.string())),
         ("preference_source", pa.string()),
         ("weights", pa.list_(pa.float64())),
-        ("preference_effects_json", pa.string()),
-        ("history_effects_json", pa.string()),
-        ("problems", pa.list_(pa.string())),
+        ("preference_effects", pa.string()),
+        ("history_effects", pa.string()),
+        ("reason", pa.string()),
+        ("reason_source", pa.string()),
+        ("steps", pa.string()),
         ("model", pa.string()),
         ("prompt_version", pa.string()),
+        ("problems", pa.list_(pa.string())),
+        ("user", pa.string()),
+        ("item_facts", pa.list_(pa.string())),
+        ("cited", pa.string()),
+        ("removed_sentences", pa.string()),
+        ("evidence_version", pa.string()),
         ("prompt_tokens", pa.int32()),
         ("completion_tokens", pa.int32()),
     ]
 )
 
 
-class _Deferred(Exception):
-    """Raised by the recording client: the call is made later, by the LLM stage."""
+def outcome_from_record(request: dict[str, Any], rec: dict[str, Any]) -> Any:
+    """A recorded outcome (:func:`outcome_record`) as an ``LLMResult`` / ``LLMFailure``
+    again, its reply validated against the request's schema once more."""
+    from whyrec.llm import LLMFailure, LLMResult
+    from whyrec.llm.errors import LLMOutputError
+    from whyrec.llm.parse import Schema
 
-
-class _RecordingClient:
-    """Stands in for the LLM while :class:`LaneExplainer` gathers evidence and prompts."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.calls: list[dict[str, Any]] = []
-
-    def complete(self, messages: Any, **kwargs: Any) -> Any:
-        self.calls.append({"messages": messages, **kwargs})
-        raise _Deferred("deferred to the batch LLM stage")
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and arrays inside evidence dicts → plain JSON values."""
-    return json.loads(
-        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else o.tolist())
+    stage = str(request.get("stage", "default"))
+    if not rec.get("ok"):
+        err = LLMOutputError(
+            rec.get("error", ""),
+            text=rec.get("text") or "",
+            problems=list(rec.get("problems") or []),
+            attempts=int(rec.get("attempts", 0) or 0),
+            raw=rec.get("raw"),
+        )
+        return LLMFailure(error=err, stage=stage)
+    parsed = None
+    schema = resolve_schema(request.get("schema"))
+    if schema is not None:
+        parsed, problems = Schema.of(schema).validate(rec.get("json"))
+        if problems:
+            raise RuntimeError(f"a recorded reply no longer validates: {problems}")
+    return LLMResult(
+        text=rec["text"],
+        parsed=parsed,
+        prompt_tokens=int(rec.get("prompt_tokens", 0) or 0),
+        completion_tokens=int(rec.get("completion_tokens", 0) or 0),
+        latency_s=float(rec.get("latency_s", 0.0) or 0.0),
+        model=str(rec.get("model") or ""),
+        backend="replay",
+        cached=bool(rec.get("cached", False)),
+        attempts=int(rec.get("attempts", 0) or 0),
+        stage=stage,
     )
 
 
+def explanation_row(exp: Any) -> dict[str, Any]:
+    """An :class:`~whyrec.explain.Explanation` as the columns of :data:`EXPLANATION_SCHEMA`
+    (without the job's own key/user/status/token columns)."""
+    rec = exp.to_dict()
+    for name in NESTED_FIELDS:
+        rec[name] = json.dumps(rec[name], ensure_ascii=False) if rec[name] is not None else None
+    return rec
+
+
+def read_explanations(root: str | Path) -> list[Any]:
+    """The explanations a batch job wrote, as :class:`~whyrec.explain.Explanation` objects."""
+    from whyrec.batch.store import read_output
+    from whyrec.explain.explainer import Explanation
+
+    out = []
+    for row in read_output(root).to_dict("records"):
+        for name in NESTED_FIELDS:
+            row[name] = json.loads(row[name]) if row.get(name) else None
+        for name in ("preferences", "weights", "problems", "item_facts"):
+            row[name] = list(row[name]) if row.get(name) is not None else []
+        row["removed_sentences"] = row["removed_sentences"] or []
+        row["cited"] = row["cited"] or {}
+        out.append(Explanation.from_dict(row))
+    return out
+
+
 class ExplanationJob:
-    """LANE's four-step explanations for each user's top-k recommendations."""
+    """Explanations of each user's top-k recommendations, through the one explanation
+    pipeline (:class:`~whyrec.explain.explainer.ExplanationPipeline`): ``prepare`` plans
+    (evidence, request, template), the LLM stage answers the request anywhere, ``finish``
+    is the pipeline's own pure ``finish`` — so a row equals ``whyrec explain``'s result."""
 
     kind = "explanations"
     schema = EXPLANATION_SCHEMA
@@ -537,8 +590,9 @@ class ExplanationJob:
         max_tokens: int | None = None,
         temperature: float = 0.0,
         history_window: int = 15,
+        dataset: Any = None,
     ) -> None:
-        from whyrec.explain.explainer import LaneExplainer
+        from whyrec.explain.explainer import ExplanationPipeline
         from whyrec.models import load_model
 
         if k < 1:
@@ -552,31 +606,34 @@ class ExplanationJob:
             )
         self.model_name = str(getattr(client, "model", "unknown"))
         self.k = k
-        self.recorder = _RecordingClient(self.model_name)
-        self.explainer = LaneExplainer(
-            self.model, self.recorder, history_window=history_window, temperature=temperature
-        )
-        if max_tokens is not None:  # default: the explainer's own budget
-            self.explainer.max_tokens = max_tokens
+        self.pipeline = ExplanationPipeline.from_run(
+            self.model, client, dataset=dataset, history_window=history_window,
+            temperature=temperature,
+        )  # fmt: skip
+        if max_tokens is not None:  # default: the pipeline's own budget
+            self.pipeline.max_tokens = max_tokens
         self.user_ids = [str(u) for u in self.model.user_ids]
 
     def identity(self) -> dict[str, Any]:
         import hashlib
 
+        from whyrec.explain.evidence import EVIDENCE_VERSION
         from whyrec.explain.prompts import EXPLANATION_VERSION
 
         manifest = (Path(self.run) / "manifest.json").read_bytes()
-        ex = self.explainer
+        p = self.pipeline
         return {
             "kind": self.kind,
             "recommender_manifest_sha256": hashlib.sha256(manifest).hexdigest()[:16],
             "recommender": self.model.name,
             "model": self.model_name,
             "prompt_version": EXPLANATION_VERSION,
+            "evidence_version": EVIDENCE_VERSION,
+            "item_texts": p.item_texts is not None,
             "k": self.k,
-            "history_window": ex.history_window,
-            "max_tokens": ex.max_tokens,
-            "temperature": ex.temperature,
+            "history_window": p.history_window,
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
         }
 
     def users(self, selection: str) -> list[int]:
@@ -586,73 +643,38 @@ class ExplanationJob:
         return [f"{self.user_ids[user]}#{p}" for p in range(1, self.k + 1)]
 
     def prepare(self, users: Sequence[int], keys: set[str] | None = None) -> Iterator[WorkItem]:
-        """Recommend, compute the evidence and build the prompts; one item per (user, rank)."""
-        from whyrec.explain.schemas import explanation_schema
-
+        """Recommend, compute the evidence and plan the requests; one item per (user, rank)."""
+        p = self.pipeline
         for u in users:
             wanted = self.keys_of(u)
             if keys is not None and not any(key in keys for key in wanted):
                 continue
-            self.recorder.calls.clear()
-            exps = self.explainer.recommend_and_explain(u, k=self.k)
-            if len(self.recorder.calls) != len(exps):
-                raise RuntimeError("the explainer made an unexpected number of LLM calls")
-            for pos, (exp, call) in enumerate(zip(exps, self.recorder.calls, strict=True), 1):
+            subject = p.subject(u)
+            for pos, item in enumerate(p.top_items(subject, self.k), start=1):
                 key = f"{self.user_ids[u]}#{pos}"
                 if keys is not None and key not in keys:
                     continue
-                m = len(exp.preferences)
-                if call["schema"] is not explanation_schema(m):
-                    raise RuntimeError("the explainer asked for an unexpected reply schema")
-                request = {
-                    "messages": call["messages"],
-                    "schema": {"name": "explanation", "m": m},
-                    "max_tokens": call.get("max_tokens"),
-                    "temperature": call.get("temperature"),
-                    "seed": call.get("seed"),
-                    "stage": call.get("stage", "explanations"),
-                    "prompt_version": call.get("prompt_version", "0"),
-                }
-                yield WorkItem(key, self.user_ids[u], [request], context=(u, pos, exp))
+                plan = p.plan(subject, int(item))
+                request = plan.request_json()
+                if request is None:
+                    raise RuntimeError("the pipeline planned no LLM request (no client?)")
+                yield WorkItem(key, self.user_ids[u], [request], context=(u, pos, plan))
 
     def finish(self, item: WorkItem, recs: list[dict[str, Any]]) -> dict[str, Any] | Failure:
-        from whyrec.explain.explainer import LaneExplainer
-
         blocking = _blocking(recs)
         if blocking is not None:
             return _failure(item, blocking)
-        u, pos, planned = item.context
-        ex = self.explainer
-        finisher = LaneExplainer(
-            self.model,
-            _ReplayClient(self.model_name, item, recs),
-            history_window=ex.history_window,
-            max_tokens=ex.max_tokens,
-            temperature=ex.temperature,
-        )
-        exp = finisher.explain(int(planned.item), u)
+        u, pos, plan = item.context
+        outcome = outcome_from_record(item.requests[0], recs[0])
+        exp = self.pipeline.finish(plan, outcome)
         return {
             "key": item.key,
             "user_id": item.user_id,
             "user_idx": int(u),
             "position": int(pos),
             "status": "ok" if exp.reason_source == "llm" else "fallback",
-            "item_idx": int(exp.item),
-            "item_id": str(exp.item_id),
-            "title": str(exp.title),
-            "rank": int(exp.rank),
-            "score": float(exp.score),
-            "reason": exp.reason,
-            "reason_source": exp.reason_source,
-            "steps_json": json.dumps(exp.steps, ensure_ascii=False) if exp.steps else None,
-            "preferences": [str(p) for p in exp.preferences],
-            "preference_source": str(exp.preference_source),
-            "weights": [float(w) for w in exp.weights],
-            "preference_effects_json": json.dumps(_jsonable(exp.preference_effects)),
-            "history_effects_json": json.dumps(_jsonable(exp.history_effects)),
-            "problems": [str(p) for p in exp.problems],
+            **explanation_row(exp),
             "model": str(exp.model or self.model_name),
-            "prompt_version": str(exp.prompt_version),
             "prompt_tokens": int(recs[0].get("prompt_tokens", 0) or 0),
             "completion_tokens": int(recs[0].get("completion_tokens", 0) or 0),
         }
