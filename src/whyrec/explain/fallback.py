@@ -4,6 +4,12 @@ They are built only from the user's own history: the text fields (genres, catego
 that dominate it, weighted towards recent items, and — when fields are missing or too
 few — groups of similar history titles found by clustering their embeddings. Each
 sentence names real titles from the history, so nothing in it is invented.
+
+Titles and field values are untrusted catalogue text: every title enters a sentence
+through :func:`whyrec.safety.quote_title` (one line, markup and chat control strings
+removed, at most ``TITLE_CAP`` characters, in quotation marks) and every tag through
+:func:`whyrec.safety.safe_title` capped at :data:`TAG_CAP`, so a sentence stays short and
+a title never reads as part of it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+
+from whyrec.safety import TITLE_CAP, quote_title, safe_title
+
+#: Longest tag (genre, category) or field name quoted in a fallback sentence.
+TAG_CAP = 40
 
 
 def split_field(value: str) -> list[str]:
@@ -37,24 +48,26 @@ def fallback_preferences(
     score: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     for i, (title, value) in enumerate(zip(titles, fields, strict=True)):
-        for tag in split_field(value):
-            if tag.lower() == "unknown":
+        for raw_tag in split_field(value):
+            tag = safe_title(raw_tag, TAG_CAP)
+            if not tag or tag.lower() == "unknown":
                 continue
             score[tag] += float(recency[i])
             examples.setdefault(tag, []).append(title)
     out: list[str] = []
-    noun = field_name.rstrip("s") or "category"
+    noun = safe_title(field_name, TAG_CAP).rstrip("s") or "category"
     for tag, _ in score.most_common():
         if len(out) >= m:
             break
         recent = list(dict.fromkeys(reversed(examples[tag])))[:2]
-        out.append(f"Enjoys {tag} ({noun}), e.g. {' and '.join(recent)}.")
+        named = " and ".join(quote_title(t, TITLE_CAP) for t in recent)
+        out.append(f"Enjoys {tag} ({noun}), e.g. {named}.")
     if len(out) < m:
         out.extend(_cluster_sentences(titles, title_vectors, m - len(out), exclude=out))
     k = 1
     while len(out) < m:  # tiny histories: fall back to single recent titles
         title = titles[-k % n] if k <= n else titles[0]
-        sentence = f"Liked {title} and similar titles (recent pick {k})."
+        sentence = f"Liked {quote_title(title)} and similar titles (recent pick {k})."
         if sentence not in out:
             out.append(sentence)
         k += 1
@@ -77,7 +90,8 @@ def _cluster_sentences(
             continue
         sims = x[members] @ centers[c]
         top = [titles[i] for i in members[np.argsort(-sims)][:2]]
-        sentence = f"Likes titles in the vein of {' and '.join(dict.fromkeys(top))}."
+        named = " and ".join(quote_title(t) for t in dict.fromkeys(top))
+        sentence = f"Likes titles in the vein of {named}."
         if sentence not in exclude and sentence not in out:
             out.append(sentence)
     return out
