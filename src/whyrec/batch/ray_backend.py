@@ -124,7 +124,11 @@ def run_ray(
         ds = ds.map_batches(
             LLMStage,
             fn_constructor_kwargs={
-                "settings": actor_settings(settings, local_ray=local_ray),
+                "settings": {
+                    **actor_settings(settings, local_ray=local_ray),
+                    # --retry-failed: ask again where the cache remembers a failure
+                    **({"retry_failed": True} if getattr(opts, "retry_failed", False) else {}),
+                },
                 "qps": per_actor_qps,
                 "concurrency": opts.concurrency,
             },

@@ -6,6 +6,12 @@ or Ray Data actors (``backend="ray"``, :mod:`whyrec.batch.ray_backend`) — and 
 the outcomes into rows as they come back. Every ``shard_size`` finished items (or every
 ``flush_seconds``) become one durable shard; see :mod:`whyrec.batch.store` for why a
 kill at any moment loses nothing and repeats nothing.
+
+``retry_failed`` runs again the items that failed (endpoint down, key refused, ...) and
+the items that completed with the grounded fallback because no reply validated (rows
+with ``status="fallback"``, whatever the job kind); the LLM calls then bypass the reply
+cache's remembered failures, so the model is really asked again. A new row for a
+fallback item supersedes the old one.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class BatchReport:
     seconds: float
     items_per_minute: float
     notes: list[str] = field(default_factory=list)
+    fallback: int = 0  # of the done items, those whose row is the grounded fallback
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +128,8 @@ def _run(
     done = store.done_keys()
     failed = store.failures()
     if opts.retry_failed:
-        todo = {k for k in all_keys if k in failed}
+        fallback = store.fallback_keys()
+        todo = {k for k in all_keys if k in failed or k in fallback}
     else:
         todo = {k for k in all_keys if k not in done and k not in failed}
     todo_users = [u for u in selected_users if any(k in todo for k in keys_by_user[u])]
@@ -151,7 +159,13 @@ def _run(
             else:
                 if client is None:
                     raise ConfigError("backend 'local' needs an LLM client")
-                run_local(client, items, opts, lambda it, rec: sink.add(job, it, rec))
+                run_local(
+                    client,
+                    items,
+                    opts,
+                    lambda it, rec: sink.add(job, it, rec),
+                    retry_failed=opts.retry_failed,
+                )
         sink.flush()
     except BaseException:
         sink.flush()  # keep everything finished so far
@@ -164,8 +178,10 @@ def _run(
 
     done = store.done_keys()
     failed = store.failures()
+    fallback = store.fallback_keys()
     n_done = sum(k in done for k in all_keys)
     n_failed = sum(k in failed for k in all_keys)
+    n_fallback = sum(k in fallback for k in all_keys)
     pending = len(all_keys) - n_done - n_failed
     status = (
         "complete"
@@ -181,11 +197,17 @@ def _run(
         "done": n_done,
         "failed": n_failed,
         "pending": pending,
-        "rows_total": sum(e["rows"] for e in store.data_shards()),
+        "fallback": n_fallback,
+        "rows_total": len(done),
     }
     store.save()
     if n_failed:
         notes.append(f"{n_failed} item(s) failed; rerun with --retry-failed to retry them alone")
+    if n_fallback:
+        notes.append(
+            f"{n_fallback} item(s) completed with the grounded fallback (no reply validated); "
+            "--retry-failed asks the model again for them too"
+        )
     return BatchReport(
         kind=job.kind,
         out=str(store.root),
@@ -203,6 +225,7 @@ def _run(
         seconds=round(seconds, 2),
         items_per_minute=round(counts["computed"] / seconds * 60, 2) if seconds > 0 else 0.0,
         notes=notes,
+        fallback=n_fallback,
     )
 
 
@@ -293,8 +316,11 @@ class _Sink:
             self.bar = None
 
 
-def call_llm(client: Any, item: WorkItem) -> list[dict[str, Any]]:
-    """An item's LLM calls, in order, as outcome records (errors become failure records)."""
+def call_llm(client: Any, item: WorkItem, *, retry_failed: bool = False) -> list[dict[str, Any]]:
+    """An item's LLM calls, in order, as outcome records (errors become failure records).
+
+    ``retry_failed`` asks the model again where the reply cache remembers a failure.
+    """
     from whyrec.llm import LLMFailure
 
     records = []
@@ -310,6 +336,7 @@ def call_llm(client: Any, item: WorkItem) -> list[dict[str, Any]]:
                 stage=req.stage,
                 prompt_version=req.prompt_version,
                 tag=req.tag,
+                **({"retry_failed": True} if retry_failed else {}),
             )
         except Exception as exc:  # recorded per item, never fatal to the job
             records.append(outcome_record(LLMFailure(error=exc, stage=req.stage, tag=req.tag)))
@@ -323,6 +350,8 @@ def run_local(
     items: Iterable[WorkItem],
     opts: BatchOptions,
     on_result: Callable[[WorkItem, list[dict[str, Any]]], None],
+    *,
+    retry_failed: bool = False,
 ) -> None:
     """At most ``concurrency`` calls in flight on threads; results handled in this thread.
 
@@ -357,7 +386,8 @@ def run_local(
             for item in items:
                 while len(in_flight) >= workers:
                     drain(block=True)
-                in_flight[pool.submit(call_llm, client, item)] = item
+                fut = pool.submit(call_llm, client, item, retry_failed=retry_failed)
+                in_flight[fut] = item
                 drain(block=False)
             while in_flight:
                 drain(block=True)

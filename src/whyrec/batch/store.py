@@ -6,7 +6,7 @@ Layout of an output directory::
     DIR/shards/part-00000.parquet     completed items, one row each
     DIR/failures/part-00001.parquet   items that failed, with the reason
     DIR/quarantine/                   shards that failed their checksum (never read)
-    DIR/.lock                         held while a job runs
+    DIR/.lock                         held while a job runs ("pid N host H")
 
 Every file is written to a hidden temporary sibling, fsynced and renamed into place;
 only then is it recorded in the manifest (itself replaced atomically). A job killed at
@@ -15,6 +15,14 @@ manifest, and maybe a temporary file. :meth:`JobStore.open` reconciles that stat
 temporary files are deleted, complete shards missing from the manifest are adopted,
 listed shards whose bytes no longer match their checksum are quarantined, so no
 completed item is lost or counted twice and no half-written shard is ever read.
+
+A key appears in one data shard, except that a row with ``status="fallback"`` (the
+reply never validated; the grounded fallback was stored) may be superseded by a row for
+the same key in a later shard (``--retry-failed`` asks again): the latest row wins.
+
+The lock is an ``flock`` the kernel drops when its process dies, so a killed job never
+blocks the next run; the lock file names the holder, and :func:`lock_state` tells a
+live holder from a dead one (``whyrec batch status`` reports the latter as a stale lock).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,9 +131,15 @@ class Reconciled:
     quarantined: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     temp_removed: list[str] = field(default_factory=list)
+    stale_lock: str | None = None  # "pid N" of a run that died holding the directory
 
     def notes(self) -> list[str]:
         out = []
+        if self.stale_lock:
+            out.append(
+                f"took over a stale lock from {self.stale_lock}: that run was interrupted "
+                "(killed); its durable shards are kept and the rest runs now"
+            )
         if self.adopted:
             out.append(f"adopted {len(self.adopted)} complete shard(s) written before a stop")
         if self.quarantined:
@@ -150,6 +165,7 @@ class JobStore:
         self.data_schema = data_schema
         self.manifest: dict[str, Any] = {}
         self._lock_fh: Any = None
+        self._previous_holder = ""
         self.reconciled = Reconciled()
         self._key_cache: dict[str, list[str]] = {}  # shard files never change once written
 
@@ -192,14 +208,22 @@ class JobStore:
                 ) from None
             raise
         fh.seek(0)
+        self._previous_holder = fh.read().strip()  # a clean exit clears it
+        fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}")
+        fh.write(f"pid {os.getpid()} host {socket.gethostname()}")
         fh.flush()
         self._lock_fh = fh
 
     def close(self) -> None:
-        """Release the directory lock."""
+        """Release the directory lock (and clear the holder's name from the lock file)."""
         if self._lock_fh is not None:
+            try:
+                self._lock_fh.seek(0)
+                self._lock_fh.truncate()
+                self._lock_fh.flush()
+            except OSError:
+                pass
             fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
@@ -240,6 +264,13 @@ class JobStore:
             )
         manifest.setdefault("shards", [])
         manifest.setdefault("runs", [])
+        if manifest.get("status") == "running":  # the last run died without a word
+            held = self._previous_holder
+            self.reconciled.stale_lock = _holder_label(held) if held else "an unknown process"
+            manifest["status"] = "interrupted"
+            last = manifest["runs"][-1] if manifest["runs"] else None
+            if isinstance(last, dict) and "finished" not in last:
+                last.update(interrupted=True, stale_lock=self.reconciled.stale_lock)
         self.manifest = manifest
 
     def _reconcile(self) -> None:
@@ -294,17 +325,19 @@ class JobStore:
         os.replace(path, qdir / f"{path.parent.name}-{path.name}")
 
     def _check_unique(self) -> None:
-        seen: dict[str, str] = {}
+        """Each key once, except fallback rows superseded by a later row (a retry)."""
+        seen: dict[str, tuple[str, str]] = {}
         for entry in self.data_shards():
-            for key in self._keys(entry):
-                if key in seen:
+            for key, status in self._rows(entry):
+                if key in seen and seen[key][1] != "fallback":
                     raise DataError(
-                        f"item {key!r} is in two shards ({seen[key]} and {entry['file']}); "
-                        "were files copied in from another job? Remove one of the shards",
+                        f"item {key!r} is in two shards ({seen[key][0]} and {entry['file']}) "
+                        "and the first is not a fallback row a retry replaces; were files "
+                        "copied in from another job? Remove one of the shards",
                         path=self.root / entry["file"],
                         field="key",
                     )
-                seen[key] = entry["file"]
+                seen[key] = (entry["file"], status)
 
     # ------------------------------------------------------------------ reading
 
@@ -314,18 +347,39 @@ class JobStore:
     def failure_shards(self) -> list[dict[str, Any]]:
         return [e for e in self.manifest["shards"] if e.get("kind") == "failures"]
 
-    def _keys(self, entry: dict[str, Any]) -> list[str]:
+    def _rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
+        """(key, status) of every row of a data shard (status "ok" without the column)."""
         cache_key = f"{entry['file']}:{entry['sha256']}"
-        keys = self._key_cache.get(cache_key)
-        if keys is None:
-            table = pq.read_table(self.root / entry["file"], columns=["key"])
+        rows = self._key_cache.get(cache_key)
+        if rows is None:
+            path = self.root / entry["file"]
+            has_status = "status" in pq.read_schema(path).names
+            table = pq.read_table(path, columns=["key", "status"] if has_status else ["key"])
             keys = [str(k) for k in table.column("key").to_pylist()]
-            self._key_cache[cache_key] = keys
-        return keys
+            statuses = (
+                [str(x) for x in table.column("status").to_pylist()]
+                if has_status
+                else ["ok"] * len(keys)
+            )
+            rows = list(zip(keys, statuses, strict=True))
+            self._key_cache[cache_key] = rows
+        return rows
+
+    def _keys(self, entry: dict[str, Any]) -> list[str]:
+        return [k for k, _ in self._rows(entry)]
+
+    def latest_status(self) -> dict[str, str]:
+        """The status of every completed item's latest row."""
+        return {k: st for e in self.data_shards() for k, st in self._rows(e)}
 
     def done_keys(self) -> set[str]:
         """Keys of every completed item."""
         return {k for e in self.data_shards() for k in self._keys(e)}
+
+    def fallback_keys(self) -> set[str]:
+        """Completed items whose latest row is the grounded fallback (``status="fallback"``:
+        the model answered, but no reply validated); ``--retry-failed`` asks them again."""
+        return {k for k, st in self.latest_status().items() if st == "fallback"}
 
     def failures(self) -> dict[str, dict[str, Any]]:
         """The latest failure record of every key that has not completed since."""
@@ -374,6 +428,50 @@ class JobStore:
         _write_durable(self.root / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _holder_label(text: str) -> str:
+    """``"pid N"`` (plus ``" on HOST"`` when another host wrote it) from a lock file."""
+    m = re.match(r"pid (\d+)(?: host (\S+))?", text)
+    if not m:
+        return text[:80]
+    host = m.group(2)
+    return f"PID {m.group(1)}" + (f" on {host}" if host and host != socket.gethostname() else "")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running on this host (a zombie counts as dead)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def lock_state(root: str | Path) -> dict[str, Any]:
+    """Who holds a batch directory's lock: ``{"pid", "host", "alive"}``.
+
+    ``pid`` is ``None`` when nobody does (the lock file is cleared on a clean exit);
+    ``alive`` is ``None`` when the holder is on another host (cannot be checked).
+    """
+    path = Path(root) / ".lock"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    m = re.match(r"pid (\d+)(?: host (\S+))?", text)
+    if not m:
+        return {"pid": None, "host": None, "alive": False}
+    pid, host = int(m.group(1)), m.group(2)
+    if host and host != socket.gethostname():
+        return {"pid": pid, "host": host, "alive": None}
+    return {"pid": pid, "host": host, "alive": _pid_alive(pid)}
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """The manifest of a batch output directory (no lock taken)."""
     path = Path(root) / MANIFEST
@@ -418,4 +516,7 @@ def read_output(root: str | Path, *, failures: bool = False) -> Any:
         if failures:
             return FAILURE_SCHEMA.empty_table().to_pandas()
         return pd.DataFrame(columns=manifest.get("columns", []))
-    return pa.concat_tables(tables).to_pandas()
+    df = pa.concat_tables(tables).to_pandas()
+    if not failures and not df["key"].is_unique:  # a retried fallback row: the latest wins
+        df = df.drop_duplicates("key", keep="last").reset_index(drop=True)
+    return df

@@ -18,7 +18,10 @@ _USERS = typer.Option("all", "--users", help="'all' or a file with one user id p
 _OUT = typer.Option(..., "--out", "-o", help="Output directory (shards + manifest.json).")
 _BACKEND = typer.Option("local", "--backend", help="local (threads) or ray (Ray Data actors).")
 _RETRY = typer.Option(
-    False, "--retry-failed", help="Run only the items that failed before (nothing else)."
+    False,
+    "--retry-failed",
+    help="Run only the items that failed before and those that ended with the grounded "
+    "fallback because no reply validated (asking the model again, past the reply cache).",
 )
 _CONC = typer.Option(
     None, "--concurrency", help="LLM calls in flight (per actor with ray); default: settings."
@@ -164,14 +167,24 @@ def status(
     out: Path = typer.Argument(..., help="A batch output directory."),
     failures: int = typer.Option(5, help="Show this many failure reasons."),
 ) -> None:
-    """Job, counts, shards and the latest failure reasons of a batch directory."""
+    """Job, counts, shards and the latest failure reasons of a batch directory.
+
+    A job whose manifest says "running" while the process named in its lock is gone
+    (killed) is reported as "interrupted (stale lock from PID N)"; rerun to resume.
+    """
     from whyrec.batch import read_manifest, read_output
+    from whyrec.batch.store import lock_state
 
     manifest = read_manifest(out)
     shards = manifest.get("shards", [])
+    state = manifest.get("status")
+    lock = lock_state(out)
+    if state == "running" and lock["alive"] is False:
+        holder = f"PID {lock['pid']}" if lock["pid"] is not None else "a process that is gone"
+        state = f"interrupted (stale lock from {holder})"
     summary = {
         "job": manifest.get("job"),
-        "status": manifest.get("status"),
+        "status": state,
         "counts": manifest.get("counts"),
         "data_shards": sum(e.get("kind", "data") == "data" for e in shards),
         "failure_shards": sum(e.get("kind") == "failures" for e in shards),

@@ -37,6 +37,11 @@ class PreferenceSet:
     mode: str = "json"
 
     @property
+    def llm_failed(self) -> bool:
+        """Users were asked and every one hit an outage (the LLM stage failed entirely)."""
+        return self.report.llm_failed
+
+    @property
     def texts(self) -> list[list[str]]:
         return [self.prefs[u].preferences for u in sorted(self.prefs)]
 
@@ -55,6 +60,9 @@ class PreferenceSet:
             "mode": self.mode,
             "asked_now": self.report.asked,
             "reused": self.report.reused,
+            # asked now but some call hit an outage (endpoint down, key refused): these
+            # users' fallback records are asked again on the next run
+            "outage_now": self.report.outage,
             "seconds": round(self.report.seconds, 1),
             "sampled_llm_complete": sum(p.source == "llm" for p in sampled),
             "sampled_partial": sum(p.source == "partial" for p in sampled),

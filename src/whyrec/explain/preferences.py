@@ -8,7 +8,10 @@ LLM layer; a user whose replies never validate gets grounded fallback preference
 
 Results go to a SQLite store with the raw reply, the model, the prompt version and a
 hash of the history, so a re-run only asks about users whose history, model or prompt
-changed.
+changed, or whose record was made during an outage (``outage=True``: the endpoint was
+down, refused the key or kept failing, so the fallback says nothing about the model).
+With the client's ``retry_failed`` setting, records whose replies never validated
+(``source`` ``"fallback"``/``"partial"``) are asked again too.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from whyrec.explain.prompts import (
     preference_messages,
 )
 from whyrec.explain.schemas import first_sentence, preference_schema, salvage_preferences
+from whyrec.llm.errors import is_outage, redact
 from whyrec.sqlite import connect_wal
 
 #: ``json``: one call per user for all m sentences (schema-constrained); ``aspects``: m
@@ -61,6 +65,9 @@ class UserPreferences:
     raw_reply: str | None = None
     problems: list[str] = field(default_factory=list)
     created: str = ""
+    #: some of this user's calls never reached a usable model (endpoint down, key
+    #: refused, timeouts, 5xx after the retries): the record is asked again next run
+    outage: bool = False
 
     @property
     def is_fallback(self) -> bool:
@@ -107,7 +114,7 @@ class PreferenceStore:
             .execute("SELECT record FROM preferences WHERE user = ?", (str(user),))
             .fetchone()
         )
-        return UserPreferences(**json.loads(row[0])) if row else None
+        return _record(row[0]) if row else None
 
     def put(self, prefs: UserPreferences) -> None:
         self._conn().execute(
@@ -123,7 +130,7 @@ class PreferenceStore:
 
     def all(self) -> dict[str, UserPreferences]:
         rows = self._conn().execute("SELECT user, record FROM preferences").fetchall()
-        return {u: UserPreferences(**json.loads(r)) for u, r in rows}
+        return {u: _record(r) for u, r in rows}
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM preferences").fetchone()[0])
@@ -135,6 +142,13 @@ class PreferenceStore:
             self._local.con = None
 
 
+def _record(text: str) -> UserPreferences:
+    """A stored record; keys a newer whyrec added are dropped, older ones get defaults."""
+    data = json.loads(text)
+    known = UserPreferences.__dataclass_fields__
+    return UserPreferences(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
 class ExtractionReport:
     """What a run did: how many users were asked, reused, fell back."""
@@ -144,12 +158,19 @@ class ExtractionReport:
     reused: int = 0
     fallback: int = 0
     partial: int = 0
+    outage: int = 0  # asked now, and some call hit an outage (asked again next run)
     seconds: float = 0.0
     model: str = ""
+    first_outage: str = ""  # the first outage's (redacted) error, for the command's message
 
     @property
     def fallback_rate(self) -> float:
         return self.fallback / self.users if self.users else 0.0
+
+    @property
+    def llm_failed(self) -> bool:
+        """Users were asked and every one of them hit an outage: the LLM stage failed."""
+        return self.asked > 0 and self.outage == self.asked
 
 
 class PreferenceExtractor:
@@ -366,6 +387,7 @@ class PreferenceExtractor:
             filler = [g for g in grounded if g not in usable][: self.m - len(usable)]
         source: Source = "llm" if not filler else ("partial" if usable else "fallback")
         model = next((o.model for o in outcomes if o.ok and o.model), None)
+        outage = any(not o.ok and is_outage(o.error) for o in outcomes)
         return UserPreferences(
             user=user,
             preferences=usable + filler,
@@ -377,6 +399,7 @@ class PreferenceExtractor:
             problems=problems,
             created=now,
             fallback_count=len(filler),
+            outage=outage,
         )
 
     def _run(self, jobs: list[Job], progress: bool = False) -> list[UserPreferences]:
@@ -386,6 +409,7 @@ class PreferenceExtractor:
         report = ExtractionReport(users=len(jobs), model=self.model_name)
         out: list[UserPreferences | None] = [None] * len(jobs)
         pending: list[int] = []
+        retry_failed = bool(getattr(getattr(self.client, "settings", None), "retry_failed", False))
         for k, (user, titles, _, _) in enumerate(jobs):
             h = history_hash(titles, self.m)
             cached = self.store.get(user) if self.store is not None else None
@@ -394,6 +418,8 @@ class PreferenceExtractor:
                 and cached.history_hash == h
                 and cached.model == self.model_name
                 and cached.prompt_version == self.prompt_version
+                and not cached.outage
+                and not (retry_failed and cached.source != "llm")
             ):
                 out[k] = cached
                 report.reused += 1
@@ -419,6 +445,17 @@ class PreferenceExtractor:
                 if self.store is not None:
                     self.store.put(prefs)
                 out[k] = prefs
+                if prefs.outage:
+                    report.outage += 1
+                    if not report.first_outage:
+                        report.first_outage = next(
+                            (
+                                f"{type(o.error).__name__}: {o.error}"
+                                for o in grouped[k]
+                                if not o.ok and is_outage(o.error)
+                            ),
+                            "",
+                        )
         for p in out:
             if p is not None:
                 report.fallback += p.source == "fallback"
@@ -449,7 +486,7 @@ def _candidates(outcomes: list[Any], mode: str) -> tuple[list[str], str | None, 
                 cands += list(outcome.parsed.preferences)
             continue
         err = outcome.error
-        problems += list(getattr(err, "problems", []) or [f"{type(err).__name__}: {err}"])
+        problems += list(getattr(err, "problems", []) or [redact(f"{type(err).__name__}: {err}")])
         raws.append(getattr(err, "text", None))
         raw = getattr(err, "raw", None)
         got = raw.get("preferences", []) if isinstance(raw, dict) else []
