@@ -144,7 +144,9 @@ def _print_description(ds: object, *, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"name": ds.name, **counts}, indent=2))  # type: ignore[attr-defined]
         return
-    table = Table(title=f"dataset: {ds.name}")  # type: ignore[attr-defined]
+    from whyrec.safety import terminal_text
+
+    table = Table(title=f"dataset: {terminal_text(ds.name, 120)}")  # type: ignore[attr-defined]
     for col in ("users", "items", "actions", "avg actions/user", "avg actions/item", "sparsity"):
         table.add_column(col, justify="right")
     table.add_row(

@@ -44,6 +44,7 @@ def preferences(
     from whyrec.embed import get_encoder
     from whyrec.explain.pipeline import extract_preferences
     from whyrec.llm import LLMClient
+    from whyrec.safety import terminal_text as t
 
     console = Console(stderr=True)
     run = Path(data)
@@ -52,7 +53,7 @@ def preferences(
 
         model = load_model(run)
         for u in range(min(show, model.n_users)):
-            console.print(f"user {model.user_ids[u]}: {model.preference_texts[u]}")
+            console.print(f"user {t(model.user_ids[u], 80)}: {t(model.preference_texts[u])}")
         return
     ds = load_dataset(data)
     client = LLMClient.from_settings(llm_config)
@@ -61,14 +62,8 @@ def preferences(
         seed=seed, store=store, mode=mode,
     )  # fmt: skip
     summary = pset.summary()
-    console.print_json(json.dumps(summary))
     ids = ds.users["user_id"].astype(str).tolist()
-    for u in pset.llm_users[:show]:
-        p = pset.prefs[u]
-        console.print(f"[bold]user {ids[u]}[/] ({p.source}):")
-        for s in p.preferences:
-            console.print(f"  - {s}")
-    if out is not None:
+    if out is not None:  # written first: the minutes of LLM work never depend on printing
         from whyrec.io import atomic_write
 
         lines = [
@@ -76,7 +71,15 @@ def preferences(
             for u in sorted(pset.prefs)
         ]
         atomic_write(out, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
-        console.print(f"written: {out}")
+    console.print_json(json.dumps(summary))
+    # user ids, preference sentences (LLM output or titles) are untrusted: printed literally
+    for u in pset.llm_users[:show]:
+        p = pset.prefs[u]
+        console.print(f"[bold]user {t(ids[u], 80)}[/] ({t(p.source)}):")
+        for s in p.preferences:
+            console.print(f"  - {t(s)}")
+    if out is not None:
+        console.print(f"written: {t(out)}")
     if pset.llm_failed:  # every asked user hit an outage: the fallback is all there is
         typer.secho(
             f"error: the LLM stage failed for all {pset.report.asked} user(s) asked "

@@ -82,6 +82,7 @@ def chat(
     """Send one message and print the reply (a quick check that the LLM works)."""
     from whyrec.llm.client import LLMClient
     from whyrec.llm.errors import LLMError, LLMOutputError
+    from whyrec.safety import printable_text
 
     schema_obj = None
     if schema is not None:
@@ -109,8 +110,8 @@ def chat(
                 stage="chat",
             )
         except LLMOutputError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            typer.echo(f"last reply: {exc.text}", err=True)
+            typer.secho(f"error: {printable_text(exc)}", fg=typer.colors.RED, err=True)
+            typer.echo(f"last reply: {printable_text(exc.text, 2000)}", err=True)
             raise typer.Exit(1) from None
         except LLMError as exc:  # endpoint down, key refused, bad bodies after the retries
             typer.secho(f"error: {type(exc).__name__}: {exc}", fg=typer.colors.RED, err=True)
@@ -122,7 +123,7 @@ def chat(
     if schema_obj is not None:
         typer.echo(json.dumps(res.parsed, indent=2, ensure_ascii=False))
     else:
-        typer.echo(res.text)
+        typer.echo(printable_text(res.text))  # the model's reply: no terminal control codes
     source = "cache hit" if res.cached else f"{res.attempts} attempt(s)"
     typer.echo(
         f"[{res.backend} · {res.model} · {res.prompt_tokens}+{res.completion_tokens} tokens · "

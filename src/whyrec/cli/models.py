@@ -254,10 +254,13 @@ def recommend(
         return
     from rich.table import Table
 
-    who = f"user {user}" if user is not None else "the given history"
+    from whyrec.safety import terminal_text as t
+
+    who = f"user {t(user, 80)}" if user is not None else "the given history"
     table = Table(title=f"{model.name}: top {len(records)} for {who}")
     for col, justify in (("#", "right"), ("item", "left"), ("title", "left"), ("score", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in records:
-        table.add_row(str(r["rank"]), r["item_id"], r["title"], f"{r['score']:.4f}")
+        # cells are rich markup: ids and titles are escaped so they print literally
+        table.add_row(str(r["rank"]), t(r["item_id"], 40), t(r["title"], 120), f"{r['score']:.4f}")
     _console().print(table)
