@@ -31,15 +31,26 @@ def model(ds):
     return tiny_lane(ds)
 
 
+def _block(content, name):
+    import re
+
+    found = re.search(rf'<data name="{name}">\n(.*)\n</data>', content)
+    return json.loads(found.group(1)) if found else []
+
+
 def cot(messages):
+    content = messages[-1]["content"]
+    m = len(_block(content, "tastes"))
+    infl = _block(content, "influential")
+    text = f"You watched {infl[0]}, which raised its score." if infl else "A film to try."
     return json.dumps(
         {
-            "preference_reasons": ["seen in the history"] * 5,
+            "preference_reasons": ["seen in the history"] * m,
             "item_summary": "A film in the user's favourite group",
-            "fitness": [9, 2, 1, 5, 3],
+            "fitness": [9, 2, 1, 5, 3][:m],
             "likelihood": "High",
             "likelihood_reason": "fits the top preference",
-            "explanation": "You enjoy tense crime dramas, and this film is one of them.",
+            "explanation": text,
         }
     )
 
@@ -86,8 +97,14 @@ def test_harness_end_to_end_with_scripted_llms(ds, model, tmp_path):
     assert rep.row("lane", "likelihood_concordance")["n"] == 2
     assert rep.value("lane", "likelihood_expected") == 0.5
     assert rep.value("template", "likelihood_concordance") is None  # states none
-    # the template quotes the top-weighted preference; the fixed CoT text leans on P1
-    assert rep.value("template", "top_pref_mentioned") == 1.0
+    # counterfactual faithfulness: what the template cites is what moved the item; the
+    # control removes as much uncited evidence
+    for s in ("lane", "template"):
+        row = rep.row(s, "necessity_win")
+        assert row["n"] >= 1 and 0.0 <= row["mean"] <= 1.0
+        assert rep.row(s, "cf_control_rank_drop")["n"] == row["n"]
+    assert rep.value("template", "verified_sentences") == 1.0
+    assert set(rep.extra["boilerplate"]) == {"lane", "baseline", "template"}
     assert rep.value("lane", "llm_written") == 1.0 and rep.value("template", "llm_written") == 0
     # the always-"A" judge: every pairwise verdict is a tie flagged as position bias
     assert len(rep.pairwise) == 9

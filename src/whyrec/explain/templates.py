@@ -47,8 +47,8 @@ def template_reason(evidence: ItemEvidence, *args: Any, fact_label: str = "genre
             if p["rank_without"] > evidence.rank
             else "without it, the item would score lower"
         )
-        lead = "It fits your taste" if n == 0 else "It also fits your taste"
-        parts.append(f"{lead} “{pref}”: {fall}.")
+        also = "" if n == 0 else " too"
+        parts.append(f"Your taste “{pref}” raises its score{also}: {fall}.")
     hist = evidence.cited_history_effects()
     if hist:
         names = join_words([safe_title(h["title"]) for h in hist])

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from whyrec.evaluate.explanations.grounding import Catalogue
-from whyrec.evaluate.explanations.textutil import content_words, coverage, sentences, words
+from whyrec.evaluate.explanations.textutil import content_words, sentences, words
 from whyrec.explain.evidence import ItemEvidence
 
 #: A sentence leans on a preference when it uses this share of its content words.
@@ -78,6 +78,41 @@ class Verification:
 
     def problems(self) -> list[str]:
         return [f"removed {c.sentence[:80]!r}: {c.problem}" for c in self.removed]
+
+
+def quoted_spans(sentence: str, preferences: Sequence[str]) -> list[tuple[int, int, int]]:
+    """``(start, end, index)`` of each preference quoted in the sentence (its first 40
+    characters, case-insensitive)."""
+    low = sentence.lower()
+    out = []
+    for j, p in enumerate(preferences):
+        key = str(p).rstrip(". ").lower()[:40]
+        if len(key) >= 8:
+            at = low.find(key)
+            if at >= 0:
+                end = at + len(str(p).rstrip(". "))
+                out.append((at, min(end, len(sentence)), j))
+    return out
+
+
+def leaned_preferences(
+    sentence: str, preferences: Sequence[str], catalogue: Catalogue
+) -> list[int]:
+    """Indices of the preferences a sentence leans on: quoted, or half of the
+    preference's content words used — genre words not counted (they are the item's or a
+    history item's facts, checked as such)."""
+    quoted = {j for _, _, j in quoted_spans(sentence, preferences)}
+    sent_words = content_words(sentence)
+    out = []
+    for j, p in enumerate(preferences):
+        if j in quoted:
+            out.append(j)
+            continue
+        genre_words = content_words(" ".join(catalogue.genre_claims(str(p))))
+        own = content_words(str(p)) - genre_words
+        if own and len(own & sent_words) / len(own) >= PREFERENCE_COVERAGE:
+            out.append(j)
+    return out
 
 
 def _norm_key(text: str) -> str:
@@ -175,7 +210,9 @@ class ClaimVerifier:
                 return check
             if m.item is not None:
                 check.titles.append(int(m.item))
-        claims = cat.genre_claims(sentence, [(m.start, m.end) for m in mentions])
+        quoted = quoted_spans(sentence, evidence.preferences)
+        spans = [(m.start, m.end) for m in mentions] + [(a, b) for a, b, _ in quoted]
+        claims = cat.genre_claims(sentence, spans)  # a quoted taste is not a claim
         check.facts = list(claims)
         # a genre is backed by the items the sentence names; a sentence naming no title
         # speaks of the item and its cited evidence
@@ -192,20 +229,18 @@ class ClaimVerifier:
                 "names carry"
             )
             return check
-        sent_words = content_words(sentence)
-        for p in evidence.preference_effects:
-            text = str(p.get("preference") or "")
-            if not text:
+        effects = {int(p["index"]): p for p in evidence.preference_effects}
+        for j in leaned_preferences(sentence, evidence.preferences, cat):
+            p = effects.get(j)
+            if p is None:
                 continue
-            quoted = text.rstrip(". ").lower()[:40] in sentence.lower()
-            if quoted or coverage(text, sent_words) >= PREFERENCE_COVERAGE:
-                if p["score_drop"] <= 0:
-                    check.problem = (
-                        f"leans on the taste {text[:50]!r}, whose removal does not lower this "
-                        "item's score"
-                    )
-                    return check
-                check.preferences.append(int(p["index"]))
+            if p["score_drop"] <= 0:
+                check.problem = (
+                    f"leans on the taste {str(p.get('preference'))[:50]!r}, whose removal "
+                    "does not lower this item's score"
+                )
+                return check
+            check.preferences.append(j)
         item_tags = cat.tags_of([evidence.item])
         if not (check.titles or check.preferences or set(claims) & item_tags):
             check.problem = "names nothing of the item, its facts, the history or a taste (generic)"

@@ -28,6 +28,7 @@ import numpy as np
 
 from whyrec.errors import ConfigError
 from whyrec.evaluate.explanations.cases import ExplanationCase
+from whyrec.evaluate.explanations.counterfactual import score_counterfactual
 from whyrec.evaluate.explanations.grounding import Catalogue
 from whyrec.evaluate.explanations.judges import (
     JudgeContext,
@@ -103,7 +104,9 @@ def explain_cases(
         recent = [str(titles[i]) for i in history[-explainer.history_window :]]
         for position in positions:
             item = item_for_position(model, u, position, low_rank)
-            evidence = explainer.explain(item, u, use_llm=False)  # template + evidence
+            subject = explainer.subject(u)
+            plan = explainer.plan(subject, item, use_llm=False)
+            evidence = plan.fallback  # the template, with the item-specific evidence
             full = model.attribution(item, u, top_history=10**6)
             common: dict[str, Any] = {
                 "user": uid,
@@ -141,7 +144,7 @@ def explain_cases(
                         )  # fmt: skip
                     )
                 elif system == "lane":
-                    ex = explainer.explain(item, u)
+                    ex = explainer.explain_subject(subject, item)
                     steps = ex.steps or {}
                     cases.append(
                         ExplanationCase(
@@ -156,6 +159,8 @@ def explain_cases(
                     )
                     if steps:
                         cases[-1].details["steps"] = steps
+                    if ex.removed_sentences:
+                        cases[-1].details["removed_sentences"] = ex.removed_sentences
                 else:
                     text, problems = explainer.baseline_with_problems(item, u)
                     cases.append(
@@ -168,11 +173,38 @@ def explain_cases(
                             **common,
                         )  # fmt: skip
                     )
+            for c in cases[-len(systems) :]:
+                c.details["cited"] = evidence.cited
+                if c.ok:
+                    check = explainer.verifier.verify(str(c.text), plan.evidence, history, uid)
+                    n = len(check.checks)
+                    c.metrics["verified_sentences"] = len(check.kept) / n if n else None
             progress(
                 f"user {n_user}/{len(users)} ({uid}), {position} item (rank {evidence.rank}): "
                 f"{len(systems)} explanations in {time.perf_counter() - t0:.1f}s"
             )
     return cases
+
+
+def score_boilerplate(cases: Sequence[ExplanationCase], encoder: Any = None) -> dict[str, Any]:
+    """Per system: the share of each text's sentences that the same system wrote (nearly)
+    alike for 3+ users (``case.metrics["boilerplate_sentences"]``); returns counts."""
+    from whyrec.evaluate.explanations.textutil import sentences
+    from whyrec.explain.verify import BoilerplateDetector
+
+    out: dict[str, Any] = {}
+    for system in dict.fromkeys(c.system for c in cases):
+        mine = [c for c in cases if c.system == system and c.ok]
+        by_user: dict[str, list[str]] = {}
+        for c in mine:
+            by_user.setdefault(c.user, []).extend(sentences(str(c.text)))
+        det = BoilerplateDetector(encoder).fit(by_user)
+        for c in mine:
+            sents = sentences(str(c.text))
+            flags = [det.is_boilerplate(s, c.user) for s in sents]
+            c.metrics["boilerplate_sentences"] = sum(flags) / len(flags) if flags else None
+        out[system] = det.summary()
+    return out
 
 
 def judge_cases(
@@ -313,7 +345,7 @@ def evaluate_explanations(
     knows only titles). ``judge_client`` defaults to ``client``; with neither, or with
     ``rubric=pairwise=False``, no judge runs.
     """
-    from whyrec.explain.explainer import LaneExplainer
+    from whyrec.explain.explainer import ExplanationPipeline, fact_label_of
 
     if getattr(model, "name", "") != "lane":
         raise ConfigError(
@@ -325,7 +357,13 @@ def evaluate_explanations(
         Catalogue.from_dataset(dataset) if dataset is not None else Catalogue(model.item_titles)
     )
     item_texts = catalogue.tags if any(catalogue.tags) else None
-    explainer = LaneExplainer(model, client, item_texts=item_texts, history_window=history_window)
+    explainer = ExplanationPipeline(
+        model, client, item_texts=item_texts, history_window=history_window,
+        fact_label=fact_label_of(
+            "genres" if dataset is None or "genres" in getattr(dataset, "text_fields", [])
+            else (list(getattr(dataset, "text_fields", [])) or [None])[0]
+        ),
+    )  # fmt: skip
     chosen = (
         list(user_indices) if user_indices is not None else select_users(model, users, seed=seed)
     )
@@ -338,6 +376,8 @@ def evaluate_explanations(
     t1 = time.perf_counter()
     scorer = ExplanationScorer(catalogue, encoder=encoder)
     scorer.score_all(cases)
+    score_counterfactual(model, cases, catalogue, seed=seed)
+    boilerplate = score_boilerplate(cases, encoder)
     timings["score_s"] = time.perf_counter() - t1
 
     judge = judge_client if judge_client is not None else client
@@ -382,6 +422,7 @@ def evaluate_explanations(
             "pairwise_raw": [r.to_dict() for r in pair_results],
             "rubric_length_spearman_all": pooled_length_correlation(cases),
             "preference_sources": sorted(sources),
+            "boilerplate": boilerplate,
             "llm_usage": _usage(client, judge),
         },
     )
