@@ -65,6 +65,11 @@ def prepare(
     title_col: str = typer.Option("title", help="[table] title column."),
     text_col: list[str] = typer.Option([], help="[table] extra item text column (repeatable)."),
     time_format: str | None = typer.Option(None, help="[table] strptime format of timestamps."),
+    drop_invalid_ids: bool = typer.Option(
+        False,
+        help="[table] Drop rows whose user/item id is empty, NaN-like, a float or a list "
+        "(counted in the manifest's loading_notes) instead of stopping at the first one.",
+    ),
     user_k: int = typer.Option(0, help="Keep users with at least this many interactions."),
     item_k: int = typer.Option(0, help="Keep items with at least this many interactions."),
     kcore: str = typer.Option(
@@ -114,7 +119,7 @@ def prepare(
             raw = loaders.load_table(
                 src, items, user_col=user_col, item_col=item_col, time_col=time_col,
                 rating_col=rating_col, title_col=title_col, text_cols=text_col,
-                time_format=time_format,
+                time_format=time_format, drop_invalid_ids=drop_invalid_ids,
             )  # fmt: skip
         if out is None:
             raise DataError("--out is required for non-built-in sources", field="--out")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from whyrec.data.dataset import Dataset
+from whyrec.data.ids import clean_ids
 from whyrec.data.preprocess import drop_duplicates, k_core, merge_same_titles, sort_chronologically
 from whyrec.data.raw import RawData
 from whyrec.data.split import leave_one_out, temporal_split
@@ -40,10 +42,15 @@ def build_dataset(
     items = raw.items.copy()
     if inter.empty:
         raise DataError(f"no interactions loaded for dataset {name!r}")
-    inter["user_id"] = inter["user_id"].astype(str)
-    inter["item_id"] = inter["item_id"].astype(str)
-    items["item_id"] = items["item_id"].astype(str)
-    items["title"] = items["title"].astype(str).str.strip()
+    # every loader's output passes the same id rule (whyrec.data.ids); loaders that read
+    # files report bad ids with their line first, this catches any other RawData
+    for table, frame, col in (
+        ("interactions", inter, "user_id"),
+        ("interactions", inter, "item_id"),
+        ("items", items, "item_id"),
+    ):
+        frame[col] = clean_ids(frame[col], _row_error(table, col))[0].to_numpy()
+    items["title"] = items["title"].map(_title_text)
     inter["_row"] = np.arange(len(inter), dtype=np.int64)
     notes: dict[str, Any] = dict(raw.notes)
 
@@ -115,6 +122,22 @@ def build_dataset(
         "text_fields": [c for c in items.columns if c not in ("item_idx", "item_id", "title")],
     }
     return Dataset(interactions=inter, items=items, users=users, manifest=manifest)
+
+
+def _row_error(table: str, column: str) -> Callable[[int, str], DataError]:
+    def error(i: int, why: str) -> DataError:
+        return DataError(f"{table} row {i + 1}: {why}; ids are strings or integers", field=column)
+
+    return error
+
+
+def _title_text(value: Any) -> str:
+    """A title as text; None/NaN become '' (the item has no title), bytes are an error."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bytes | bytearray):
+        raise DataError(f"title is bytes ({value[:40]!r}); expected text", field="title")
+    return str(value).strip()
 
 
 def _natural_sort(values: np.ndarray) -> list[str]:

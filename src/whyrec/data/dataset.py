@@ -2,7 +2,8 @@
 
 On disk a dataset is a directory::
 
-    manifest.json          source, checksums, filters, counts, split definition, version
+    manifest.json          source, checksums, filters, counts, split definition, version,
+                           and ``files``: the sha256 and size of each Parquet file below
     interactions.parquet   user_idx, item_idx, timestamp, rating, split
     items.parquet          item_idx, item_id, title, <text fields...>
     users.parquet          user_idx, user_id
@@ -28,6 +29,7 @@ from whyrec.errors import DataError
 from whyrec.io import atomic_path, write_json
 
 INTERACTION_COLUMNS = ["user_idx", "item_idx", "timestamp", "rating", "split"]
+TABLES = ("interactions", "items", "users")
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 
@@ -170,6 +172,9 @@ class Dataset:
             self.interactions.to_parquet(tmp / "interactions.parquet", index=False)
             self.items.to_parquet(tmp / "items.parquet", index=False)
             self.users.to_parquet(tmp / "users.parquet", index=False)
+            manifest["files"] = {
+                f"{name}.parquet": _file_record(tmp / f"{name}.parquet") for name in TABLES
+            }
             write_json(tmp / "manifest.json", manifest)
         self.manifest = manifest
         self.path = path
@@ -177,7 +182,12 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | Path) -> Dataset:
-        """Read a dataset directory written by :meth:`save`."""
+        """Read a dataset directory written by :meth:`save`.
+
+        Each Parquet file must match the size and sha256 the manifest records for it (a
+        truncated or replaced file is a DataError naming it); directories written before
+        whyrec recorded them are read without that check.
+        """
         path = Path(path)
         if not path.exists():
             raise DataError("dataset directory does not exist", path=path)
@@ -196,12 +206,27 @@ class Dataset:
                 f"({FORMAT_VERSION}); upgrade whyrec",
                 path=mpath,
             )
+        recorded = manifest.get("files") or {}
         tables = {}
-        for name in ("interactions", "items", "users"):
+        for name in TABLES:
             f = path / f"{name}.parquet"
             if not f.is_file():
                 raise DataError(f"{name}.parquet missing from dataset directory", path=path)
-            tables[name] = pd.read_parquet(f)
+            expected = recorded.get(f.name)
+            if expected is not None:
+                actual = _file_record(f)
+                if actual != expected:
+                    raise DataError(
+                        f"does not match the manifest (size {actual['bytes']} bytes, sha256 "
+                        f"{actual['sha256'][:12]}…; the manifest records {expected.get('bytes')} "
+                        f"bytes, sha256 {str(expected.get('sha256'))[:12]}…): the file was "
+                        "truncated or replaced; prepare the dataset again",
+                        path=f,
+                    )
+            try:
+                tables[name] = pd.read_parquet(f)
+            except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+                raise DataError(f"not a readable Parquet file ({exc})", path=f) from None
         missing = [c for c in INTERACTION_COLUMNS if c not in tables["interactions"].columns]
         if missing:
             raise DataError(
@@ -223,6 +248,12 @@ def describe_counts(ds: Dataset) -> dict[str, Any]:
         "sparsity": round(1.0 - n_a / (n_u * n_i), 6) if n_u and n_i else 1.0,
         "splits": {s: int(split_counts.get(s, 0)) for s in SPLITS},
     }
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    from whyrec.data.raw import sha256_file
+
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _fingerprint(ds: Dataset) -> str:

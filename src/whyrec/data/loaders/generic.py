@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from whyrec.data.ids import clean_ids
 from whyrec.data.loaders._lines import (
     attach_catalogue,
     check_file,
@@ -71,6 +72,7 @@ def load_table(
     time_format: str | None = None,
     encoding: str = "utf-8",
     names: Sequence[str] | None = None,
+    drop_invalid_ids: bool = False,
 ) -> RawData:
     """Load interactions (and a catalogue) from delimited, Parquet or JSON-lines files.
 
@@ -82,6 +84,13 @@ def load_table(
     datetimes (naive ones read as UTC), or match a strptime ``time_format`` such as
     ``%d/%m/%Y %H:%M``. ``names`` gives column names for a headerless CSV/TSV.
     Text columns keep their names in the items table; list values are joined with ", ".
+
+    Ids follow :mod:`whyrec.data.ids` (non-empty strings or integers; ``NaN``/None/empty,
+    floats, lists and bytes are errors naming the row); with ``drop_invalid_ids`` such
+    rows are dropped instead and counted in the notes (``rows_with_invalid_id_dropped``,
+    ``items_with_invalid_id_dropped``). In Parquet files a column whose type cannot hold
+    its values (float or list ids, binary titles, ...) is an error naming the column and
+    its type.
     """
     inter_path = check_file(interactions, "interactions")
     params = {user_col: "user_col", item_col: "item_col", time_col: "time_col"}
@@ -94,15 +103,30 @@ def load_table(
         wanted += [c for c in catalogue_cols if c not in wanted]
     numeric = [time_col] + ([rating_col] if rating_col else [])
     table = _read_table(inter_path, fmt, sep, encoding, names, wanted, params, numeric)
-    user_ids = _ids(table, user_col)
-    item_ids = _ids(table, item_col)
+    roles = {user_col: "id", item_col: "id", time_col: "time"}
+    if rating_col:
+        roles[rating_col] = "number"
+    if items is None:
+        roles.update({title_col: "text", **{c: "field" for c in text_cols}})
+    _check_types(table, roles)
+    user_ids, user_ok = _ids(table, user_col, drop=drop_invalid_ids)
+    item_ids, item_ok = _ids(table, item_col, drop=drop_invalid_ids)
+    notes: dict[str, int] = {}
+    if drop_invalid_ids:
+        keep = user_ok & item_ok
+        notes["rows_with_invalid_id_dropped"] = int((~keep).sum())
+        if not keep.any():
+            raise DataError("no row has a valid user and item id", path=inter_path)
+        if not keep.all():
+            table.frame = table.frame[keep]
+            user_ids = user_ids[keep].reset_index(drop=True)
+            item_ids = item_ids[keep].reset_index(drop=True)
     seconds, unit = _timestamps(table, time_col, time_format)
     ratings = _ratings(table, rating_col) if rating_col else np.full(table.n_rows, np.nan)
     inter = pd.DataFrame(
         {"user_id": user_ids, "item_id": item_ids, "timestamp": seconds, "rating": ratings}
     )
 
-    notes: dict[str, int] = {}
     files: dict[str, str | Path] = {"interactions": inter_path}
     if items is None:
         raw_items = _catalogue_columns(table, item_ids, title_col, text_cols)
@@ -115,7 +139,15 @@ def load_table(
         item_table = _read_table(
             items_path, fmt, sep, encoding, None, [id_col, *catalogue_cols], item_params
         )
-        catalogue_ids = _ids(item_table, id_col)
+        _check_types(
+            item_table, {id_col: "id", title_col: "text", **{c: "field" for c in text_cols}}
+        )
+        catalogue_ids, catalogue_ok = _ids(item_table, id_col, drop=drop_invalid_ids)
+        if drop_invalid_ids:
+            notes["items_with_invalid_id_dropped"] = int((~catalogue_ok).sum())
+            if not catalogue_ok.all():
+                item_table.frame = item_table.frame[catalogue_ok]
+                catalogue_ids = catalogue_ids[catalogue_ok].reset_index(drop=True)
         notes["items_duplicate_ids_dropped"] = int(catalogue_ids.duplicated().sum())
         raw_items = _catalogue_columns(item_table, catalogue_ids, title_col, text_cols)
     catalogue, untitled, conflicts = _collapse_items(raw_items, [str(c) for c in text_cols])
@@ -159,14 +191,16 @@ class _Table:
     available: list[str]
     locate: Callable[[int], int | None]
     unit: str  # "line" for text files, "row"/"record" where lines mean nothing
+    types: dict[str, Any] | None = None  # Parquet: the Arrow type of each read column
 
     @property
     def n_rows(self) -> int:
         return len(self.frame)
 
     def error(self, index: int, column: str, message: str) -> DataError:
-        """A DataError for the ``index``-th data row (0-based) and ``column``."""
-        pos = self.locate(index)
+        """A DataError for the ``index``-th data row (0-based, of the current frame) and
+        ``column``; rows dropped since reading keep their original positions."""
+        pos = self.locate(int(self.frame.index[index]))
         if self.unit == "line":
             return DataError(message, path=self.path, line=pos, field=column)
         return DataError(f"{self.unit} {pos}: {message}", path=self.path, field=column)
@@ -356,12 +390,74 @@ def _read_parquet(path: Path, columns: list[str], params: dict[str, str]) -> _Ta
         parquet = pq.ParquetFile(source)
         available = list(parquet.schema_arrow.names)
         _check_columns(path, columns, available, params)
-        frame = parquet.read(columns=list(dict.fromkeys(columns))).to_pandas()
+        arrow = parquet.read(columns=list(dict.fromkeys(columns)))
+        frame = arrow.to_pandas()
     except (pa.ArrowException, OSError, EOFError) as e:
         raise DataError(f"not a readable Parquet file: {e}", path=path) from None
     if frame.empty:
         raise DataError("Parquet file has no rows", path=path)
-    return _Table(path, "parquet", frame, available, lambda i: i + 1, "row")
+    types = {name: arrow.schema.field(name).type for name in arrow.schema.names}
+    return _Table(path, "parquet", frame, available, lambda i: i + 1, "row", types)
+
+
+def _type_ok(role: str, t: Any) -> bool:
+    """Whether a Parquet column of Arrow type ``t`` can hold values of ``role``."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t):
+        return role != "id"
+    text = pa.types.is_string(t) or pa.types.is_large_string(t)
+    integer = pa.types.is_integer(t)
+    if role == "id":
+        return text or integer
+    if role in ("text", "field"):
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return _type_ok(role, t.value_type)
+        if role == "field":  # text fields may be numbers or dates too (a year, a price)
+            return text or not (
+                pa.types.is_binary(t)
+                or pa.types.is_large_binary(t)
+                or pa.types.is_fixed_size_binary(t)
+                or pa.types.is_struct(t)
+                or pa.types.is_map(t)
+            )
+        return text
+    if role == "number":
+        return text or integer or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    # time: epoch numbers, dates, timestamps or date text
+    return (
+        text
+        or integer
+        or pa.types.is_floating(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+    )
+
+
+_EXPECTED = {
+    "id": "string or integer ids",
+    "text": "strings (or lists of strings)",
+    "field": "text, numbers or dates (not bytes or records)",
+    "number": "numbers (or numeric strings)",
+    "time": "timestamps, dates, epoch numbers or date strings",
+}
+
+
+def _check_types(table: _Table, roles: dict[str, str]) -> None:
+    """Parquet columns must have a type their role can use; other formats are checked
+    value by value."""
+    if table.types is None:
+        return
+    for column, role in roles.items():
+        t = table.types.get(column)
+        if t is not None and not _type_ok(role, t):
+            raise DataError(
+                f"Parquet column has type {t}; expected {_EXPECTED[role]}",
+                path=table.path,
+                field=column,
+            )
 
 
 def _first_char(path: Path) -> str:
@@ -440,12 +536,13 @@ def _as_text(series: pd.Series) -> pd.Series:
     return values.str.strip()
 
 
-def _ids(table: _Table, column: str) -> pd.Series:
-    text = _as_text(table.frame[column])
-    empty = (text == "").to_numpy(dtype=bool)
-    if empty.any():
-        raise table.error(int(empty.argmax()), column, "empty id; every row needs a value")
-    return text
+def _ids(table: _Table, column: str, *, drop: bool = False) -> tuple[pd.Series, np.ndarray]:
+    """The column's ids as strings and the mask of valid rows (see whyrec.data.ids)."""
+    return clean_ids(
+        table.frame[column],
+        lambda i, why: table.error(i, column, f"{why}; every row needs a string or integer id"),
+        drop=drop,
+    )
 
 
 def _ratings(table: _Table, column: str) -> np.ndarray:
