@@ -34,7 +34,22 @@ fi
 stamp="$digest $extras"
 echo "[bootstrap] installing whyrec[$extras] into $venv (first run builds llama-cpp-python: ~6 min)"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+# llama.cpp's default -march=native build enables every instruction the CPU reports; on
+# machines with AMX tiles that build crashed at the first decode (general protection
+# fault in libggml-cpu, seen 2026-12-07). A portable AVX2 build runs everywhere here.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 "$venv/bin/python" -m pip install --disable-pip-version-check -q \
     -c "$root/constraints.txt" -e "$root[$extras]"
+# The built wheel is cached by pip whatever CMAKE_ARGS said: check that the local model
+# really decodes, and rebuild llama-cpp-python without the cache when it does not.
+case ",$extras," in *",local,"*)
+    if ! "$venv/bin/python" "$root/scripts/llama_smoke.py" >/dev/null 2>&1; then
+        echo "[bootstrap] the llama-cpp-python build cannot decode here; rebuilding it (~6 min)"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-cache-dir \
+            --force-reinstall --no-deps -c "$root/constraints.txt" llama-cpp-python
+        "$venv/bin/python" "$root/scripts/llama_smoke.py"
+    fi
+    ;;
+esac
 echo "$stamp" > "$stamp_file"
 echo "[bootstrap] done"

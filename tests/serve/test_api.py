@@ -63,11 +63,11 @@ def test_lane_explanations_carry_reason_weights_and_attribution(lane_client):
         assert ex["reason_source"] == "template" and ex["llm_status"] == "disabled"
         assert "template" in ex["reason_note"] and ex["pending"] is False
         assert len(ex["weights"]) == 5 and abs(sum(ex["weights"]) - 1) < 1e-4
-        assert [p["index"] for p in ex["attribution"]["preferences"]] == list(range(5))
-        assert ex["attribution"]["history"] and ex["rank"] == it["rank"]
+        assert [p["index"] for p in ex["preference_effects"]] == list(range(5))
+        assert ex["history_effects"] and ex["rank"] == it["rank"]
         # the template cites the preference whose removal lowers this item's score most
         # (item-specific), not LANE's user-level top weight
-        drops = [p["score_drop"] for p in ex["attribution"]["preferences"]]
+        drops = [p["score_drop"] for p in ex["preference_effects"]]
         if max(drops) > 0:
             assert ex["preferences"][int(np.argmax(drops))].rstrip(".")[:60] in ex["reason"]
         assert ex["cache"] == "miss"
@@ -82,9 +82,9 @@ def test_non_lane_run_explains_without_weights(runs, make_settings, client_for):
     client = client_for(make_settings(runs["sasrec"]))
     r = client.get("/v1/users/u1/recommendations", params={"k": 2, "explain": "true"}).json()
     ex = r["items"][0]["explanation"]
-    assert ex["weights"] == [] and ex["attribution"]["preferences"] == []
-    assert ex["attribution"]["history"], "leave-one-out history attribution expected"
-    drops = [h["score_drop"] for h in ex["attribution"]["history"]]
+    assert ex["weights"] == [] and ex["preference_effects"] == []
+    assert ex["history_effects"], "leave-one-out history attribution expected"
+    drops = [h["score_drop"] for h in ex["history_effects"]]
     assert drops == sorted(drops, reverse=True)
     assert ex["reason_source"] == "template" and ex["title"] in ex["reason"]
     prefs = client.get("/v1/users/u1/preferences").json()
@@ -124,7 +124,7 @@ def test_black_box_explanation_of_any_item(lane_client):
     assert r.status_code == 200
     ex = r.json()
     assert ex["item_id"] == "i30" and ex["rank"] >= 1 and ex["user"] == "u0"
-    assert len(ex["attribution"]["preferences"]) == 5
+    assert len(ex["preference_effects"]) == 5
     by_title = lane_client.post(
         "/v1/explanations", json={"titles": ["Film 1", "Film 2"], "item_title": "Film 30 (2020)"}
     ).json()
@@ -206,7 +206,7 @@ def test_restart_keeps_interactions_and_explanations(runs, make_settings, client
     assert second.get("/v1/users/fresh/history").json()["history_length"] == 1
     ex2 = second.post("/v1/explanations", json={"user": "u9", "item_id": "i33"}).json()
     assert ex2["cache"] == "store" and ex2["reason"] == ex1["reason"]
-    assert ex2["attribution"] == ex1["attribution"]
+    assert ex2["history_effects"] == ex1["history_effects"]
 
 
 def test_cached_explain_responses_do_not_change_across_calls(lane_client):

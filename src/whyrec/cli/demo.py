@@ -48,7 +48,7 @@ def demo(
     from whyrec.data import load_dataset
     from whyrec.embed import get_encoder
     from whyrec.evaluate import evaluate
-    from whyrec.explain.explainer import LaneExplainer
+    from whyrec.explain.explainer import ExplanationPipeline
     from whyrec.explain.pipeline import extract_preferences, train_lane
     from whyrec.explain.report import html_report, weights_heatmap, write_png
     from whyrec.io import atomic_write, write_json
@@ -132,7 +132,7 @@ def demo(
 
     stage(f"6/6 explain {k} recommendations (LLM: {client.model}) and write the report")
     lane = models["lane"]
-    explainer = LaneExplainer(lane, client, item_texts=ds.items["genres"].astype(str).tolist())
+    explainer = ExplanationPipeline.from_run(lane, client, dataset=ds)
     u = lane.user_index(explain_user) if explain_user else pset.llm_users[0]
     results = explainer.recommend_and_explain(u, k=k)
     from whyrec.cli.explain import print_explanations
@@ -151,12 +151,16 @@ def demo(
     w = np.stack([lane.preference_weights(v) for v in sample])
     img_users = weights_heatmap(
         w, [f"user {lane.user_ids[v]} ({pset.prefs[v].source})" for v in sample],
-        [f"P{j + 1}" for j in range(w.shape[1])], "LANE preference weights per user",
+        [f"P{j + 1}" for j in range(w.shape[1])],
+        "LANE's preference weights per user (user-level: the same for every item)",
     )  # fmt: skip
     drops = np.array([[p["score_drop"] for p in r.preference_effects] for r in results]).T
     img_items = weights_heatmap(
-        drops, [p[:40] for p in results[0].preferences], [r.title for r in results],
-        f"score drop of each recommended item without each preference (user {lane.user_ids[u]})",
+        drops, [p[:40] for p in results[0].preferences],
+        [r.title[:30] + (" ✓" + ",".join(f"P{j + 1}" for j in r.cited["preferences"])
+                         if r.cited["preferences"] else "") for r in results],
+        f"score drop of each recommended item without each preference (user "
+        f"{lane.user_ids[u]}; ✓ the preferences its reason cites)",
         cmap="magma", fmt="{:+.2f}",
     )  # fmt: skip
     write_png(out / "weights_users.png", img_users)
@@ -166,8 +170,8 @@ def demo(
         metrics=rows,
         preference_summary=psum,
         explanations=exp_dicts,
-        images={"Preference weights (users × preferences)": img_users,
-                "Preferences × recommended items": img_items},
+        images={"Preferences × recommended items: what each item's reason may cite": img_items,
+                "LANE's preference weights (users × preferences; user-level)": img_users},
         notes=[
             f"LLM: {client.backend.name} / {client.model}. Sentence encoder: {encoder.id}.",
             f"Demo sample: {psum['llm_users']} users asked the LLM; others use grounded "

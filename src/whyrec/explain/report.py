@@ -105,31 +105,48 @@ def html_report(
         parts.append(f"<h3>{e(name)}</h3>{_img(png, name)}")
     parts.append("<h2>Explanations</h2>")
     for ex in explanations:
+        cited = ex.get("cited") or {}
+        cp, ch = set(cited.get("preferences", [])), set(cited.get("history", []))
         prefs = "".join(
-            f"<tr><td>{e(p['preference'])}</td><td>{p['weight']:.2f}</td>"
-            f"<td>{p['score_drop']:+.3f}</td><td>{p['rank_without']}</td></tr>"
-            for p in ex["preference_effects"]
+            f"<tr><td>{'✓ ' if p['index'] in cp else ''}{e(p['preference'])}</td>"
+            f"<td>{p['score_drop']:+.3f}</td><td>{p['rank_without']}</td>"
+            f"<td>{p['weight']:.2f}</td></tr>"
+            for p in sorted(ex["preference_effects"], key=lambda p: -p["score_drop"])
         )
         hist = "".join(
-            f"<li>{e(h['title'])} (score drop {h['score_drop']:+.3f}, rank without: "
-            f"{h['rank_without']})</li>"
-            for h in ex["history_effects"][:3]
+            f"<li>{'✓ ' if h['item'] in ch else ''}{e(h['title'])} (score drop "
+            f"{h['score_drop']:+.3f}, rank without: {h['rank_without']})</li>"
+            for h in ex["history_effects"][:5]
         )
+        removed = "".join(
+            f"<li>{e(r['sentence'])} — <i>{e(str(r['problem']))}</i></li>"
+            for r in ex.get("removed_sentences") or []
+        )
+        facts = ", ".join(ex.get("item_facts") or [])
         parts.append(
             "<div class='card'>"
             f"<h3>{e(ex['title'])} — rank {ex['rank']}</h3>"
-            f"<p>{e(ex['reason'])}</p>"
+            + (f"<p class='src'>item facts: {e(facts)}</p>" if facts else "")
+            + f"<p>{e(ex['reason'])}</p>"
             f"<p class='src'>reason from: {e(ex['reason_source'])}"
             f"{' (' + e(ex['model']) + ')' if ex.get('model') else ''}; preferences from: "
-            f"{e(ex['preference_source'])}</p>"
+            f"{e(ex['preference_source'])}. ✓ marks the evidence the reason cites: what "
+            "lowers this item's score most when removed.</p>"
             + (
-                f"<p class='src'>baseline (same LLM, no preferences): {e(ex['baseline'])}</p>"
+                f"<p class='src'>LLM sentences removed by the claim verifier:</p><ul>{removed}</ul>"
+                if removed
+                else ""
+            )
+            + (
+                f"<p class='src'>baseline (same LLM, no evidence): {e(ex['baseline'])}</p>"
                 if ex.get("baseline")
                 else ""
             )
-            + "<table><tr><th>preference</th><th>weight</th><th>score drop without it</th>"
-            f"<th>rank without it</th></tr>{prefs}</table>"
-            f"<p>History items that raised the score most:</p><ul>{hist}</ul></div>"
+            + "<table><tr><th>preference</th><th>this item's score drop without it</th>"
+            "<th>rank without it</th><th>LANE weight (user-level, same for every item)</th>"
+            f"</tr>{prefs}</table>"
+            f"<p>History items whose removal lowers this item's score most:</p><ul>{hist}</ul>"
+            "</div>"
         )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -77,31 +77,23 @@ class Catalog:
     # ------------------------------------------------------------------ set-up
     def _item_text_field(self) -> tuple[str | None, list[str] | None, str]:
         """Genres (or another text field) per item from the dataset, when it can be read."""
-        spec = self.settings.dataset
-        info = self.model.dataset_info or {}
-        try:
+        from whyrec.explain.explainer import resolve_item_texts
+
+        dataset = None
+        if self.settings.dataset is not None:
             from whyrec.data import load_dataset
 
-            if spec is None:
-                path = info.get("path")
-                if path and Path(path).is_dir():
-                    spec = path
-                elif info.get("name"):
-                    spec = str(info["name"])
-            if not spec:
-                return None, None, "no dataset recorded in the run"
-            ds = load_dataset(Path(spec) if Path(spec).is_dir() else spec)
-            self.model.check_dataset(ds)
-        except Exception as exc:
-            note = f"dataset not loaded ({type(exc).__name__}: {exc}); reasons use titles only"
+            spec = self.settings.dataset
+            try:
+                dataset = load_dataset(Path(spec) if Path(spec).is_dir() else spec)
+            except Exception as exc:
+                note = f"dataset not loaded ({type(exc).__name__}: {exc}); reasons use titles only"
+                log.warning(note)
+                return None, None, note
+        name, values, note = resolve_item_texts(self.model, dataset)
+        if values is None:
             log.warning(note)
-            return None, None, note
-        fields = [c for c in ds.text_fields if c not in ("item_idx",)]
-        name = "genres" if "genres" in fields else (fields[0] if fields else None)
-        if name is None:
-            return None, None, f"dataset {ds.name}: no text field besides titles"
-        values = ds.items[name].fillna("").astype(str).tolist()
-        return name, values, f"dataset {ds.name}: item field '{name}'"
+        return name, values, note
 
     def _load_interactions(self) -> None:
         skipped = 0

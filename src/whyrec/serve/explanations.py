@@ -1,15 +1,14 @@
 """Explanations: cache -> LLM within a budget -> grounded template.
 
-Explanations are cached by (history hash, preferences, item, model, prompt version, LLM)
-in an LRU in front of SQLite. On a miss the grounded evidence and template reason are
-computed with :class:`whyrec.explain.explainer.LaneExplainer` (or, for non-LANE runs, a
-leave-one-out history attribution and :func:`whyrec.explain.templates.template_reason`),
-stored, and an LLM job is queued. The caller waits for that job at most its time budget;
-otherwise it gets the template, flagged, and the LLM reason replaces it in the cache when
-ready.
-
-Everything about explanations lives in this module (:class:`Explanations`), so that how
-they are computed can change without touching the rest of the service.
+Every explanation comes from the one explanation pipeline
+(:class:`whyrec.explain.explainer.ExplanationPipeline`), exactly as ``whyrec explain``
+and batch jobs make it: ``plan`` gives the item-specific evidence and the template at
+once; the LLM job asks the planned request and ``finish`` verifies the reply. Records
+are the pipeline's record (:meth:`Explanation.to_dict`) plus the service's own status
+fields, cached by (history hash, preferences, item, model, prompt and evidence versions,
+LLM) in an LRU in front of the store. The caller waits for an LLM job at most its time
+budget; otherwise it gets the template, flagged, and the LLM's reason replaces it in the
+cache when ready.
 """
 
 from __future__ import annotations
@@ -24,18 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.explain.explainer import Explanation, LaneExplainer
-from whyrec.explain.prompts import BASELINE_VERSION, EXPLANATION_VERSION
-from whyrec.explain.templates import template_reason
+from whyrec.explain.evidence import EVIDENCE_VERSION
+from whyrec.explain.explainer import Explanation, ExplanationPipeline, Subject, fact_label_of
+from whyrec.explain.prompts import EXPLANATION_VERSION
 from whyrec.serve.catalog import Catalog, History
 from whyrec.serve.errors import InvalidInput
-from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage, now_iso
+from whyrec.serve.llm_gate import LLMGate, is_outage, now_iso
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.settings import ServeSettings
 from whyrec.serve.store import LRU, ServeStore
 
-#: How many recent history items the non-LANE attribution removes one at a time.
-GENERIC_ATTRIBUTION_WINDOW = 20
 _INTERNAL_KEYS = ("retry_at", "key", "history_hash", "item")
 
 
@@ -47,25 +44,6 @@ class ExplainResult:
     cache: str  # memory | store | miss
     job: Future[dict[str, Any]] | None = None
     key: str = ""
-
-
-class ServeExplainer(LaneExplainer):
-    """LaneExplainer for an explicit (history, preferences) — e.g. a known user whose
-    history grew through the API, or a history the model has never seen."""
-
-    def explain_with(
-        self, item: int, history: History, prefs: Preferences, *, use_llm: bool
-    ) -> Explanation:
-        return self._explain(
-            int(item),
-            None,
-            np.asarray(history.items, dtype=np.int64),
-            list(prefs.texts),
-            prefs.source,
-            prefs.vectors,
-            history.user,
-            use_llm,
-        )
 
 
 class Explanations:
@@ -90,7 +68,14 @@ class Explanations:
         self.llm = llm
         self.model_id = model_id
         self.is_lane = model.name == "lane"
-        self.prompt_version = EXPLANATION_VERSION if self.is_lane else BASELINE_VERSION
+        self.prompt_version = EXPLANATION_VERSION
+        self.pipeline = ExplanationPipeline(
+            model,
+            None,
+            item_texts=catalog.item_fields,
+            fact_label=fact_label_of(catalog.field_name),
+            history_window=settings.history_window,
+        )
         self.explanations = LRU(settings.explanation_cache_size)
 
     def explanation_key(self, history: History, item: int, prefs: Preferences | None) -> str:
@@ -100,6 +85,7 @@ class Explanations:
             self.catalog.item_ids[item],
             self.model_id,
             self.prompt_version,
+            EVIDENCE_VERSION,
             self.llm.author,
         ]
         return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:32]
@@ -116,6 +102,21 @@ class Explanations:
         if status == "failed":
             return time.time() >= float(rec.get("retry_at") or 0)
         return True  # pending (e.g. after a restart) or unavailable earlier
+
+    def subject(self, history: History, prefs: Preferences | None) -> Subject:
+        """The pipeline's subject: a trained user as the CLI sees them, or an explicit
+        history with its preferences."""
+        if len(history.items) == 0:
+            raise InvalidInput(["body"], "empty history: nothing to explain from")
+        if history.index is not None and history.version == 0:
+            return self.pipeline.subject(history.index)
+        if not self.is_lane:
+            return Subject(None, history.user, np.asarray(history.items, np.int64), [], "none")
+        assert prefs is not None
+        return self.pipeline.subject(
+            None, history=history.items, preferences=prefs.texts, vectors=prefs.vectors,
+            preference_source=prefs.source, user_id=history.user,
+        )  # fmt: skip
 
     def explain_items(
         self, history: History, items: Sequence[int], *, with_llm: bool = True
@@ -146,18 +147,9 @@ class Explanations:
     def _template_record(
         self, history: History, item: int, prefs: Preferences | None, key: str
     ) -> dict[str, Any]:
-        """Grounded evidence and the template reason for one item."""
-        if self.is_lane:
-            assert prefs is not None
-            exp = ServeExplainer(
-                self.model,
-                None,
-                item_texts=self.catalog.item_fields,
-                history_window=self.settings.history_window,
-            ).explain_with(item, history, prefs, use_llm=False)
-        else:
-            exp = self._generic_explanation(history, item)
-        rec = self._record(exp, key, history)
+        """Grounded evidence and the template reason for one item (the pipeline's plan)."""
+        plan = self.pipeline.plan(self.subject(history, prefs), item, use_llm=False)
+        rec = self._record(plan.fallback, key, history)
         if not self.llm.enabled:
             rec["llm_status"] = "disabled"
         elif self.llm.client is None:
@@ -167,101 +159,25 @@ class Explanations:
             rec["llm_status"] = "pending"
         return rec
 
-    def _generic_explanation(self, history: History, item: int) -> Explanation:
-        """Non-LANE runs: score, rank and a leave-one-out attribution over recent history."""
-        hist = np.asarray(history.items, dtype=np.int64)
-        if len(hist) == 0:
-            raise InvalidInput(["body"], "empty history: nothing to explain from")
-        win = GENERIC_ATTRIBUTION_WINDOW
-        offset = max(0, len(hist) - win)
-        variants = [np.delete(hist, p) for p in range(offset, len(hist))] if len(hist) > 1 else []
-        scores = self.model.score_batch([hist, *variants], None).astype(np.float64)
-        seen = np.unique(hist)
-        scores[:, seen] = -np.inf
-        finite = np.isfinite(scores[:, item])
-        base = float(scores[0, item]) if finite[0] else float("nan")
-        rank = int((scores[0] > scores[0, item]).sum()) + 1 if finite[0] else 0
-        effects = []
-        for v, p in enumerate(range(offset, len(hist)), start=1):
-            if not finite[v]:
-                continue
-            effects.append(
-                {
-                    "item": int(hist[p]),
-                    "position": int(p),
-                    "score_drop": base - float(scores[v, item]),
-                    "rank_without": int((scores[v] > scores[v, item]).sum()) + 1,
-                    "title": self.catalog.item_titles[int(hist[p])],
-                }
-            )
-        effects.sort(key=lambda e: -e["score_drop"])
-        effects = effects[:5]
-        influential = [e["title"] for e in effects if e["score_drop"] > 0][:3]
-        title = self.catalog.item_titles[item]
-        return Explanation(
-            item=item,
-            item_id=self.catalog.item_ids[item],
-            title=title,
-            rank=rank,
-            score=base,
-            preferences=[],
-            preference_source="none",
-            weights=[],
-            preference_effects=[],
-            history_effects=effects,
-            reason=template_reason(title, [], [], influential),
-            reason_source="template",
-            user=history.user,
-        )
-
     def _record(self, exp: Explanation, key: str, history: History) -> dict[str, Any]:
-        d = exp.to_dict()
-        pref_effects = [
-            {
-                "index": int(p["index"]),
-                "preference": p["preference"],
-                "weight": float(p["weight"]),
-                "score_drop": float(p["score_drop"]),
-                "rank_without": int(p["rank_without"]),
-            }
-            for p in d["preference_effects"]
-        ]
-        hist_effects = [
-            {
-                "item_id": self.catalog.item_ids[int(h["item"])],
-                "title": h.get("title") or self.catalog.item_titles[int(h["item"])],
-                "position": int(h["position"]),
-                "score_drop": float(h["score_drop"]),
-                "rank_without": int(h["rank_without"]),
-            }
-            for h in d["history_effects"]
-        ]
-        score = d["score"]
-        return {
-            "key": key,
-            "item": int(d["item"]),
-            "item_id": d["item_id"],
-            "title": d["title"],
-            "user": history.user,
-            "rank": int(d["rank"]),
-            "score": None if score is None or not np.isfinite(score) else float(score),
-            "reason": d["reason"],
-            "reason_source": d["reason_source"],
-            "llm_status": "done" if d["reason_source"] != "template" else "pending",
-            "preferences": list(d["preferences"]),
-            "preference_source": d["preference_source"],
-            "weights": [float(w) for w in d["weights"]],
-            "attribution": {"preferences": pref_effects, "history": hist_effects},
-            "steps": d.get("steps"),
-            "llm_model": d.get("model") or "",
-            "prompt_version": d.get("prompt_version") or "",
-            "problems": list(d.get("problems") or []),
-            "history_length": int(len(history.items)),
-            "history_hash": history.digest,
-            "model": self.model.name,
-            "created": now_iso(),
-            "retry_at": None,
-        }
+        """The pipeline's record plus the service's fields (``model`` is the recommender,
+        ``llm_model`` the LLM that wrote the reason)."""
+        rec = exp.to_dict()
+        score = rec["score"]
+        rec.update(
+            key=key,
+            score=None if score is None or not np.isfinite(score) else float(score),
+            llm_model=rec.pop("model") or "",
+            llm_status="done" if exp.reason_source != "template" else "pending",
+            history_length=int(len(history.items)),
+            history_hash=history.digest,
+            model=self.model.name,
+            created=now_iso(),
+            retry_at=None,
+        )
+        for h in rec["history_effects"]:
+            h["item_id"] = self.catalog.item_ids[int(h["item"])]
+        return rec
 
     def _llm_job(
         self, key: str, history: History, item: int, prefs: Preferences | None
@@ -269,43 +185,28 @@ class Explanations:
         """Background: the LLM's reason for one item; the record in cache and store is
         replaced by the LLM's version, or marked failed (template kept, retried later)."""
         base = self.explanations.get(key) or self.store.get_explanation(key)
-        client = RecordingClient(self.llm.client)
+        client = self.llm.client
+        error: BaseException | None = None
         try:
-            if self.is_lane:
-                assert prefs is not None
-                exp = ServeExplainer(
-                    self.model,
-                    client,
-                    item_texts=self.catalog.item_fields,
-                    history_window=self.settings.history_window,
-                ).explain_with(item, history, prefs, use_llm=True)
-                ok = exp.reason_source == "llm"
-                problems = list(exp.problems)
-                rec = self._record(exp, key, history)
-            else:
-                explainer = LaneExplainer(
-                    self.model, client, history_window=self.settings.history_window
-                )
-                reason = explainer.baseline(item, history=history.items)
-                ok = reason is not None
-                err = client.last_error
-                problems = [] if ok else [f"{type(err).__name__}: {err}" if err else "no reply"]
-                if base is None:
-                    base = self._record(self._generic_explanation(history, item), key, history)
-                rec = dict(base)
-                if ok:
-                    rec.update(
-                        reason=reason,
-                        reason_source="baseline-llm",
-                        llm_model=str(getattr(client, "model", "")),
-                        prompt_version=BASELINE_VERSION,
-                        problems=[],
-                    )
+            pipeline = _with_client(self.pipeline, client)
+            plan = pipeline.plan(self.subject(history, prefs), item)
+            r = plan.request
+            try:
+                outcome: Any = client.complete(
+                    r.messages, schema=r.schema, max_tokens=r.max_tokens,
+                    temperature=r.temperature, seed=r.seed, stage=r.stage,
+                    prompt_version=r.prompt_version,
+                )  # fmt: skip
+            except Exception as exc:  # typed LLM errors: the pipeline records them
+                outcome, error = exc, exc
+            exp = pipeline.finish(plan, outcome)
+            ok = exp.reason_source == "llm"
+            problems = list(exp.problems)
+            rec = self._record(exp, key, history)
         except Exception as exc:  # anything unexpected: keep the template, say why
-            ok, problems = False, [f"{type(exc).__name__}: {exc}"]
-            client.last_error = client.last_error or exc
+            ok, problems, error = False, [f"{type(exc).__name__}: {exc}"], exc
             rec = dict(base) if base is not None else {}
-        outage = not ok and is_outage(client.last_error)
+        outage = not ok and error is not None and is_outage(error)
         if not rec:
             return {}
         if ok:
@@ -372,4 +273,14 @@ class Explanations:
             r.job = None
 
 
-__all__ = ["ExplainResult", "Explanations", "GENERIC_ATTRIBUTION_WINDOW", "ServeExplainer"]
+__all__ = ["ExplainResult", "Explanations"]
+
+
+def _with_client(pipeline: ExplanationPipeline, client: Any) -> ExplanationPipeline:
+    """The shared pipeline with the gate's current client (a shallow copy: the verifier
+    and everything else are shared)."""
+    import copy
+
+    p = copy.copy(pipeline)
+    p.client = client
+    return p

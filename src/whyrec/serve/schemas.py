@@ -81,45 +81,67 @@ class ExplainBody(_Body):
 class PreferenceEffect(BaseModel):
     index: int
     preference: str
-    weight: float
+    weight: float = Field(description="LANE's user-level weight (the same for every item).")
     score_drop: float = Field(description="Score drop of the item without this preference.")
     rank_without: int
 
 
 class HistoryEffect(BaseModel):
+    item: int = Field(description="The model's internal item index.")
     item_id: str
     title: str
     position: int
     score_drop: float = Field(description="Score drop of the item without this history item.")
     rank_without: int
+    facts: list[str] = Field(default_factory=list, description="The history item's facts.")
 
 
-class Attribution(BaseModel):
-    preferences: list[PreferenceEffect]
-    history: list[HistoryEffect]
+class Cited(BaseModel):
+    preferences: list[int] = Field(description="Indices of the preferences the reason cites.")
+    history: list[int] = Field(description="Internal indices of the history items it cites.")
+    facts: list[str] = Field(description="Item facts the cited evidence shares with the item.")
+
+
+class RemovedSentence(BaseModel):
+    sentence: str
+    problem: str | None
+    titles: list[int] = Field(default_factory=list)
+    preferences: list[int] = Field(default_factory=list)
+    facts: list[str] = Field(default_factory=list)
 
 
 class ExplanationOut(BaseModel):
-    """A reason with the evidence it must be faithful to."""
+    """A reason with the evidence it must be faithful to: whyrec's explanation record
+    (as ``whyrec explain --format json`` prints it) plus the service's status fields."""
 
     item_id: str
     title: str
     user: str | None
     rank: int = Field(description="The model's rank of the item among unseen items.")
     score: float | None
+    item_facts: list[str] = Field(description="The item's facts (e.g. genres).")
     reason: str
-    reason_source: str = Field(description="llm | baseline-llm | template")
+    reason_source: str = Field(description="llm | template")
     reason_note: str | None = Field(None, description="Why a template reason is shown.")
+    cited: Cited = Field(description="What the reason cites: what moved this item's score.")
+    removed_sentences: list[RemovedSentence] = Field(
+        description="LLM sentences the claim verifier removed, and why."
+    )
     llm_status: str = Field(description="done | pending | failed | unavailable | disabled")
     pending: bool = Field(description="The LLM is writing this reason now; ask again later.")
     cache: str = Field(description="memory | store | miss")
     preferences: list[str]
     preference_source: str
-    weights: list[float] = Field(description="LANE's per-preference weights (empty: not LANE).")
-    attribution: Attribution
+    weights: list[float] = Field(
+        description="LANE's user-level preference weights (empty: not LANE); the same for "
+        "every item of the user, so never the reason for one item."
+    )
+    preference_effects: list[PreferenceEffect]
+    history_effects: list[HistoryEffect]
     steps: dict[str, Any] | None = None
     llm_model: str
     prompt_version: str
+    evidence_version: str
     problems: list[str]
     history_length: int
     model: str
@@ -215,6 +237,9 @@ class HealthOut(BaseModel):
     precomputed_users: int
     store: dict[str, Any]
     auth: bool
+    detail: bool = Field(
+        False, description="Paths and errors shown: the caller sent a valid API key."
+    )
     llm: dict[str, Any]
     explain_budget_s: float
     k_max: int

@@ -30,10 +30,8 @@ from whyrec import __version__
 from whyrec.serve.catalog import Catalog, History
 from whyrec.serve.errors import InvalidInput, NotFound
 from whyrec.serve.explanations import (
-    GENERIC_ATTRIBUTION_WINDOW,
     ExplainResult,
     Explanations,
-    ServeExplainer,
 )
 from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
 from whyrec.serve.preferences import PreferenceProvider, Preferences
@@ -235,24 +233,35 @@ class RecService:
         return self.public(results[0])
 
     # ----------------------------------------------------------------- health
-    def health(self) -> dict[str, Any]:
+    def health(self, detail: bool = False) -> dict[str, Any]:
+        """Liveness and state. ``detail`` (the caller sent a valid API key) adds what
+        only an operator should see: the run and store paths, the dataset note and the
+        LLM's last error (both may name files or hosts)."""
+        model = {
+            "name": self.model.name,
+            "id": self.model_id,
+            "users": self.n_users,
+            "items": self.n_items,
+            "dataset": (self.model.dataset_info or {}).get("name"),
+            "explanations": "lane" if self.is_lane else "baseline",
+        }
+        store: dict[str, Any] = {"journal_mode": self.store.journal_mode}
+        llm = self.llm.status()
+        if detail:
+            model["run"] = str(Path(self.settings.run))
+            model["item_text"] = self.dataset_note
+            store["path"] = str(self.store.path)
+        else:
+            llm.pop("last_error", None)
         return {
             "status": "ok",
             "version": __version__,
-            "model": {
-                "name": self.model.name,
-                "run": str(Path(self.settings.run)),
-                "id": self.model_id,
-                "users": self.n_users,
-                "items": self.n_items,
-                "dataset": (self.model.dataset_info or {}).get("name"),
-                "item_text": self.dataset_note,
-                "explanations": "lane" if self.is_lane else "baseline",
-            },
+            "model": model,
             "precomputed_users": int(self.precomputed),
-            "store": {"path": str(self.store.path), "journal_mode": self.store.journal_mode},
+            "store": store,
             "auth": self.settings.auth_enabled,
-            "llm": self.llm.status(),
+            "detail": bool(detail),
+            "llm": llm,
             "explain_budget_s": self.settings.explain_budget_s,
             "k_max": self.k_max,
             "uptime_s": round(time.time() - self.started, 1),
@@ -274,7 +283,6 @@ def check_k(k: int | None, settings: ServeSettings, loc: list[str | int]) -> int
 
 
 __all__ = [
-    "GENERIC_ATTRIBUTION_WINDOW",
     "ExplainResult",
     "History",
     "InvalidInput",
@@ -283,7 +291,6 @@ __all__ = [
     "Preferences",
     "RecService",
     "RecordingClient",
-    "ServeExplainer",
     "check_k",
     "dumps",
     "is_outage",

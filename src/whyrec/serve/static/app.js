@@ -3,9 +3,14 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, polls: 0, pollTimer: null, auth: false };
-const POLL_MS = 3000;
-const MAX_POLLS = 40;
+const state = { user: null, auth: false };
+// How often the page asks again while an LLM reason is being written. A local model can
+// take minutes per reason on a busy machine, so there is no cap: the page keeps asking
+// (more slowly after a while) until no reason is pending, or the user stops it.
+// ?poll_ms=N in the page's address sets the first interval (tests use a short one).
+const POLL_MS = Math.max(50, Number(new URLSearchParams(location.search).get("poll_ms")) || 3000);
+const POLL_MAX_MS = Math.max(POLL_MS, 15000);
+const STILL_WRITING_MS = 20000;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -58,6 +63,97 @@ function pct(x) {
   return (100 * x).toFixed(1) + "%";
 }
 
+function clock(ms) {
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+// Polls one section while its LLM reasons are pending, with a visible state and a
+// stop/resume button (the bar: #recs-wait or #why-wait).
+class Poller {
+  constructor(barId) {
+    this.bar = $(barId);
+    this.text = this.bar.querySelector(".wait-text");
+    this.button = this.bar.querySelector(".wait-stop");
+    this.button.addEventListener("click", () => (this.stopped ? this.resume() : this.stop()));
+    this.reset();
+  }
+
+  reset() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.task = null;
+    this.checks = 0;
+    this.started = 0;
+    this.stopped = false;
+    this.pending = 0;
+    this.show();
+  }
+
+  // after each load: ``pending`` reasons still being written, ``task`` loads again
+  update(pending, task) {
+    clearTimeout(this.timer);
+    this.pending = pending;
+    this.task = task;
+    if (!pending) {
+      this.started = 0;
+      this.show();
+      return;
+    }
+    if (!this.started) this.started = Date.now();
+    this.show();
+    if (this.stopped) return;
+    const delay = Math.min(POLL_MAX_MS, POLL_MS * (1 + Math.floor(this.checks / 20)));
+    this.timer = setTimeout(() => {
+      this.checks += 1;
+      this.show();
+      this.task().catch((e) => setStatus(e.message, true));
+    }, delay);
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+    this.stopped = true;
+    this.show();
+  }
+
+  resume() {
+    this.stopped = false;
+    this.checks = 0;
+    this.started = Date.now();
+    this.show();
+    if (this.task) this.task().catch((e) => setStatus(e.message, true));
+  }
+
+  show() {
+    const n = this.pending;
+    this.bar.hidden = !n;
+    this.bar.dataset.checks = String(this.checks);
+    if (!n) {
+      this.bar.dataset.state = "";
+      return;
+    }
+    const what = n === 1 ? "1 reason" : `${n} reasons`;
+    const waited = this.started ? Date.now() - this.started : 0;
+    if (this.stopped) {
+      this.bar.dataset.state = "stopped";
+      this.text.textContent = `Stopped checking for ${what} the LLM is writing; the templates stay.`;
+      this.button.textContent = "Check again";
+      return;
+    }
+    const still = waited >= STILL_WRITING_MS || this.checks >= 5;
+    this.bar.dataset.state = still ? "still-writing" : "writing";
+    this.text.textContent = still
+      ? `The LLM is still writing ${what} (${clock(waited)}, checked ${this.checks} times); ` +
+        "the templates are shown until it is done."
+      : `The LLM is writing ${what}…`;
+    this.button.textContent = "Stop waiting";
+  }
+}
+
+let recsPoller = null;
+let whyPoller = null;
+
 // ------------------------------------------------------------------ sections
 function renderHistory(data) {
   const list = $("history");
@@ -101,10 +197,24 @@ function reasonBlock(exp) {
   if (exp.llm_model) meta.append(el("span", { class: "muted small", text: " " + exp.llm_model }));
   if (exp.reason_note && !exp.pending) meta.append(el("span", { class: "muted small", text: " · " + exp.reason_note }));
   block.append(meta);
-  const infl = (exp.attribution.history || []).filter((h) => h.score_drop > 0).slice(0, 3);
-  if (infl.length && exp.reason_source !== "template") {
+  // what the reason cites: what moved this item's score (never LANE's user-level weights)
+  const cited = exp.cited || { preferences: [], history: [], facts: [] };
+  const parts = [];
+  for (const j of cited.preferences) {
+    const e = exp.preference_effects.find((p) => p.index === j);
+    if (e) parts.push(`taste P${j + 1} (score −${e.score_drop.toFixed(3)} without it)`);
+  }
+  for (const item of cited.history) {
+    const h = exp.history_effects.find((x) => x.item === item);
+    if (h) parts.push(`${h.title} (score −${h.score_drop.toFixed(3)} without it)`);
+  }
+  if (cited.facts.length) parts.push("shared: " + cited.facts.join(", "));
+  if (parts.length) {
+    block.append(el("p", { class: "muted small cited", text: "cites: " + parts.join("; ") }));
+  }
+  if ((exp.removed_sentences || []).length) {
     block.append(el("p", { class: "muted small",
-      text: "history items that raise it most: " + infl.map((h) => h.title).join(", ") }));
+      text: `${exp.removed_sentences.length} unsupported LLM sentence(s) removed` }));
   }
   return block;
 }
@@ -112,7 +222,7 @@ function reasonBlock(exp) {
 function renderRecommendations(data) {
   const list = $("recs");
   list.replaceChildren();
-  let pending = false;
+  let pending = 0;
   for (const it of data.items) {
     const li = el("li", { class: "rec", "data-item": it.item_id },
       el("div", { class: "rec-head" },
@@ -120,7 +230,7 @@ function renderRecommendations(data) {
         el("span", { class: "muted small", text: ` score ${it.score.toFixed(3)}` })));
     if (it.explanation) {
       li.append(reasonBlock(it.explanation));
-      pending = pending || it.explanation.pending;
+      if (it.explanation.pending) pending += 1;
     }
     list.append(li);
   }
@@ -145,13 +255,17 @@ function renderHeatmap(data) {
   table.append(el("thead", {}, head));
   const body = el("tbody");
   let maxAbs = 1e-9;
-  for (const r of rows) for (const e of r.explanation.attribution.preferences) maxAbs = Math.max(maxAbs, Math.abs(e.score_drop));
+  for (const r of rows) for (const e of r.explanation.preference_effects) maxAbs = Math.max(maxAbs, Math.abs(e.score_drop));
   for (const r of rows) {
     const tr = el("tr", {}, el("th", { class: "row-title", text: r.title }));
-    for (const e of r.explanation.attribution.preferences) {
+    const citedPrefs = (r.explanation.cited || { preferences: [] }).preferences;
+    for (const e of r.explanation.preference_effects) {
       const v = e.score_drop / maxAbs;
-      const td = el("td", { title: `${e.preference}\nscore drop ${e.score_drop.toFixed(4)}, rank without it ${e.rank_without}`,
-        text: e.score_drop.toFixed(3) });
+      const isCited = citedPrefs.includes(e.index);
+      const td = el("td", { title: `${e.preference}\nscore drop ${e.score_drop.toFixed(4)}, rank without it ${e.rank_without}` +
+        (isCited ? "\ncited by the reason" : ""),
+        text: e.score_drop.toFixed(3) + (isCited ? " ✓" : "") });
+      if (isCited) td.classList.add("cited");
       td.style.background = v >= 0 ? `rgba(22, 163, 74, ${0.1 + 0.8 * v})` : `rgba(220, 38, 38, ${0.1 + 0.8 * -v})`;
       tr.append(td);
     }
@@ -167,17 +281,13 @@ async function loadRecommendations(user) {
   const data = await api(`/v1/users/${encodeURIComponent(user)}/recommendations?k=${k}&explain=${explain}`);
   if (state.user !== user) return;
   const pending = renderRecommendations(data);
-  clearTimeout(state.pollTimer);
-  if (pending && state.polls < MAX_POLLS) {
-    state.polls += 1;
-    state.pollTimer = setTimeout(() => loadRecommendations(user).catch((e) => setStatus(e.message, true)), POLL_MS);
-  }
+  recsPoller.update(pending, () => loadRecommendations(user));
 }
 
 async function loadUser(user) {
   state.user = user;
-  state.polls = 0;
-  clearTimeout(state.pollTimer);
+  recsPoller.reset();
+  whyPoller.reset();
   setStatus(`loading user ${user}…`);
   try {
     const [hist, prefs] = await Promise.all([
@@ -194,16 +304,22 @@ async function loadUser(user) {
   }
 }
 
-async function explainItem(title) {
+async function explainItem(title, again = false) {
   const box = $("why");
-  box.replaceChildren(el("p", { class: "muted", text: "explaining…" }));
+  const user = state.user;
+  if (!again) {
+    whyPoller.reset();
+    box.replaceChildren(el("p", { class: "muted", text: "explaining…" }));
+  }
   try {
-    const body = { user: state.user, item_title: title, wait_s: 5 };
+    const body = { user, item_title: title, wait_s: again ? 0 : 5 };
     const exp = await api("/v1/explanations", { method: "POST", body });
+    if (state.user !== user) return;
     box.replaceChildren(
       el("h3", {}, el("span", { class: "title", text: exp.title }),
         el("span", { class: "muted small", text: ` — the model ranks it #${exp.rank}` })),
       reasonBlock(exp));
+    whyPoller.update(exp.pending ? 1 : 0, () => explainItem(title, true));
   } catch (e) {
     box.replaceChildren(el("p", { class: "error", text: e.message }));
   }
@@ -223,6 +339,8 @@ function suggestItems() {
 }
 
 async function init() {
+  recsPoller = new Poller("recs-wait");
+  whyPoller = new Poller("why-wait");
   $("api-key").value = localStorage.getItem("whyrec-key") || "";
   $("auth").addEventListener("submit", (ev) => ev.preventDefault());
   $("api-key").addEventListener("change", () => {

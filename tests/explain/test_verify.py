@@ -1,0 +1,143 @@
+"""The claim verifier and the boilerplate detector, on hand-made evidence.
+
+Real SmolLM2 replies that the verifier must handle are kept in
+``fixtures/smollm2_reasons.json`` and checked in test_real_replies below."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from whyrec.evaluate.explanations.grounding import Catalogue
+from whyrec.explain.evidence import ItemEvidence, item_facts
+from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
+
+TITLES = [
+    "Jurassic Park (1993)",
+    "Star Wars (1977)",
+    "Heat (1995)",
+    "Toy Story (1995)",
+    "Ghost (1990)",
+    "Fargo (1996)",
+    "The Lion King (1994)",
+]
+GENRES = [
+    "Action|Adventure|Sci-Fi",
+    "Action|Adventure|Sci-Fi|War",
+    "Action|Crime|Thriller",
+    "Animation|Children's|Comedy",
+    "Comedy|Romance|Thriller",
+    "Crime|Drama|Thriller",
+    "Animation|Children's|Musical",
+]
+PREFS = [
+    "Enjoys Action (genre), e.g. Star Wars and Heat.",
+    "Enjoys Comedy (genre), e.g. Toy Story and Ghost.",
+    "Enjoys Drama (genre), e.g. Fargo.",
+]
+
+
+def evidence(drops=(0.10, 0.06, -0.07)) -> ItemEvidence:
+    """Jurassic Park for a user who watched Star Wars, Heat, Toy Story, Ghost and Fargo."""
+    hist = [
+        {"item": 1, "title": TITLES[1], "position": 0, "score_drop": 0.2, "rank_without": 4,
+         "facts": item_facts(GENRES[1])},
+        {"item": 2, "title": TITLES[2], "position": 1, "score_drop": 0.1, "rank_without": 3,
+         "facts": item_facts(GENRES[2])},
+        {"item": 5, "title": TITLES[5], "position": 4, "score_drop": -0.1, "rank_without": 1,
+         "facts": item_facts(GENRES[5])},
+    ]  # fmt: skip
+    prefs = [
+        {"index": j, "preference": p, "weight": 1 / 3, "score_drop": d, "rank_without": 2}
+        for j, (p, d) in enumerate(zip(PREFS, drops, strict=True))
+    ]
+    return ItemEvidence(
+        item=0, item_id="1", title=TITLES[0], facts=item_facts(GENRES[0]), rank=1, score=2.0,
+        preferences=PREFS, preference_source="fallback", lane_weights=[1 / 3] * 3,
+        preference_effects=prefs, history_effects=hist, cited_preferences=[0],
+        cited_history=[0, 1], shared_facts=["Action", "Adventure", "Sci-Fi"],
+    )  # fmt: skip
+
+
+HISTORY = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return ClaimVerifier(Catalogue(TITLES, GENRES))
+
+
+@pytest.mark.parametrize(
+    "sentence, problem",
+    [
+        ("You watched Star Wars (1977), an action film like this one.", None),
+        ("Jurassic Park (1993) is an adventure with dinosaurs.", None),
+        ("Jurassic Park (1993) is a romantic comedy.", "claims"),
+        ("You loved The Lion King (1994), so try this.", "neither the item nor in the history"),
+        ("You will love Midnight Garden (1987) too.", "neither the item nor in the history"),
+        ("The user's history is made for a family of fans of a niche.", "generic"),
+        ("Since you enjoy drama, this is for you.", "claims"),
+        ("It suits your taste for Drama (genre), e.g. Fargo.", "does not lower"),
+        ("Heat (1995) raised its score; both are action films.", None),
+    ],
+)
+def test_each_claim_is_checked(verifier, sentence, problem):
+    check = verifier.check_sentence(sentence, evidence(), HISTORY)
+    if problem is None:
+        assert check.ok, check.problem
+    else:
+        assert check.problem and problem in check.problem
+
+
+def test_a_reason_keeps_only_supported_sentences_and_must_name_its_evidence(verifier):
+    ev = evidence()
+    v = verifier.verify(
+        "You watched Star Wars (1977) and Heat (1995). It is a romance. "
+        "The user's history is made for a family of fans of a niche.",
+        ev,
+        HISTORY,
+    )
+    assert v.text == "You watched Star Wars (1977) and Heat (1995)." and v.names_evidence
+    assert len(v.removed) == 2
+    only_item = verifier.verify("Jurassic Park (1993) is a film.", ev, HISTORY)
+    assert only_item.text and not only_item.names_evidence  # names the item, none of its evidence
+
+
+def test_boilerplate_is_found_by_words_and_by_the_encoder():
+    from whyrec.embed import get_encoder
+
+    same = "The user's history is made for a family of fans of a niche."
+    near = "The user's history is made for families of fans of a niche!"
+    by_user = {
+        f"u{i}": [same if i % 2 else near, f"Likes films shot in {town}."]
+        for i, town in enumerate(["Rome", "Oslo", "Lima", "Kyoto", "Accra", "Perth"])
+    }
+    plain = BoilerplateDetector().fit(by_user)
+    assert plain.is_boilerplate(same) and not plain.is_boilerplate("Likes films shot in Oslo.")
+    assert len(plain.users_writing(same)) == 3  # exact words only
+    enc = BoilerplateDetector(get_encoder()).fit(by_user)
+    assert len(enc.users_writing(same)) == 6  # the near copies too
+    assert enc.summary()["boilerplate_sentences"] >= 2
+
+
+def test_verifier_with_boilerplate_removes_a_sentence_shared_by_many(verifier):
+    line = "You watched Star Wars (1977), a classic for everyone."
+    det = BoilerplateDetector().fit({f"u{i}": [line] for i in range(4)})
+    v = ClaimVerifier(verifier.catalogue, boilerplate=det).verify(line, evidence(), HISTORY)
+    assert not v.kept and "boilerplate" in v.removed[0].problem
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "smollm2_reasons.json"
+
+
+@pytest.mark.skipif(not FIXTURES.is_file(), reason="no recorded SmolLM2 replies")
+def test_real_smollm2_replies(verifier):
+    """Replies SmolLM2-135M wrote in the demo, with what the verifier must conclude."""
+    cases = json.loads(FIXTURES.read_text(encoding="utf-8"))
+    assert cases
+    for c in cases:
+        cat = Catalogue(c["titles"], c["genres"])
+        ev = ItemEvidence(**c["evidence"])
+        v = ClaimVerifier(cat).verify(c["reply"], ev, c["history"])
+        assert v.text == c["kept"], c["reply"]
+        assert v.names_evidence == c["names_evidence"], c["reply"]
