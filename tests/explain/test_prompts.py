@@ -23,17 +23,19 @@ def test_titles_are_json_inside_data_tags():
     assert "</data> closer" not in msgs[1]["content"]
 
 
-def test_explanation_prompt_carries_weights_and_influence():
+def test_explanation_prompt_carries_the_item_evidence_not_the_weights():
     msgs = explanation_messages(
         history=["A", "B"],
-        preferences=["Enjoys x y z", "Likes p q r"],
-        weights=[0.7, 0.3],
         item_title=INJECTION,
+        item_facts=["Drama"],
+        preferences=["Enjoys x y z"],
+        preference_effects=["without it, rank 1 becomes 9"],
         influential=["B"],
+        shared_facts=["Drama"],
     )
     user = msgs[1]["content"]
-    assert "P1 (weight 0.70): Enjoys x y z" in user
+    assert "Enjoys x y z (without it, rank 1 becomes 9)" in user and "weight" not in user
     names = [n for n, _ in _data_blocks(user)]
-    assert names == ["history", "preferences", "item", "influential"]
+    assert names == ["history", "item", "tastes", "influential", "shared"]
     item_payload = dict(_data_blocks(user))["item"]
-    assert json.loads(item_payload) == INJECTION
+    assert json.loads(item_payload) == f"{INJECTION} (Drama)"

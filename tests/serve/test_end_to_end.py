@@ -105,7 +105,10 @@ def test_real_llm_reason_replaces_the_template_in_the_background(
         assert done["llm_status"] == "failed" and done["problems"]
         assert done["reason"] == first["reason"] and health["state"] != "down"
     # the evidence is the same whoever wrote the words
-    assert done["weights"] == first["weights"] and done["preference_effects"] == first["preference_effects"]
+    assert (
+        done["weights"] == first["weights"]
+        and done["preference_effects"] == first["preference_effects"]
+    )
     c.__exit__(None, None, None)
 
     again = client_for(settings)
