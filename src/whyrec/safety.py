@@ -155,3 +155,20 @@ def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _SECRET_PATTERNS:
         s = pattern.sub(lambda m: m.group(1) + REDACTED, s)
     return s
+
+
+#: Most characters of a request value an HTTP error body repeats.
+ECHO_CAP = 100
+
+
+def echo_text(text: object, cap: int = ECHO_CAP) -> str:
+    """Untrusted request text repeated in an HTTP error body (a 422 naming the bad value):
+    cut to ``cap`` characters, saying how long it was, control characters shown as
+    visible escapes, and lone UTF-16 surrogates (which no UTF-8 body can carry) replaced
+    by U+FFFD, so the reply is always small and encodable."""
+    s = str(text)
+    n = len(s)
+    if n > cap:
+        s = s[: max(1, cap - 1)] + f"… ({n} characters)"
+    s = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return _TERMINAL_CONTROL.sub(_visible_control, s)

@@ -98,3 +98,114 @@ def test_page_asks_for_a_key_when_auth_is_on(runs, make_settings, live_server, b
     page.click("#show")
     page.wait_for_selector("#recs li.rec .reason", timeout=30_000)
     page.close()
+
+
+class HeldLLM:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that holds every request until
+    released, then answers HTTP 500: an LLM that takes as long as the test wants."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from .conftest import free_port
+
+        self.release = threading.Event()
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests += 1
+                outer.release.wait(120)
+                data = json.dumps({"error": {"message": "held, then failed"}}).encode()
+                try:
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def env(self) -> dict[str, str]:
+        host, port = self.httpd.server_address[:2]
+        return {
+            "WHYREC_LLM_BACKEND": "openai",
+            "WHYREC_LLM_MODEL": "held-1",
+            "WHYREC_LLM_BASE_URL": f"http://{host}:{port}/v1",
+            "WHYREC_LLM_MAX_RETRIES": "0",
+            "WHYREC_LLM_TIMEOUT": "120",
+            "WHYREC_LLM_CACHE": "false",
+            "WHYREC_LLM_CONCURRENCY": "1",
+        }
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_page_keeps_polling_while_the_llm_writes(
+    runs, make_settings, live_server, browser, monkeypatch
+):
+    """Issue 21: the page gave up after 40 polls (~2 min) and showed the template for
+    good. Now it polls while a reason is pending, says so, and can stop and resume."""
+    from whyrec.serve import create_app
+
+    llm = HeldLLM()
+    try:
+        for name, value in llm.env().items():
+            monkeypatch.setenv(name, value)
+        app = create_app(make_settings(runs["lane"], llm=True, explain_budget_s=0.0))
+        srv = live_server(app)
+        page = browser.new_page(viewport={"width": 1200, "height": 1300})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/?poll_ms=100")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        page.fill("#user-input", "u3")
+        page.click("#show")
+        page.wait_for_selector("#recs-wait[data-state='still-writing']", timeout=30_000)
+        assert "still writing 5 reasons" in page.inner_text("#recs-wait")
+        # past the old cap of 40 polls, and still asking
+        page.wait_for_function(
+            "() => Number(document.getElementById('recs-wait').dataset.checks) > 45", timeout=60_000
+        )
+        assert len(page.query_selector_all("#recs .pending")) == 5
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-page-writing.png"), full_page=True)
+
+        # stop: no more requests from the page
+        page.click("#recs-wait .wait-stop")
+        page.wait_for_selector("#recs-wait[data-state='stopped']")
+        checks = page.get_attribute("#recs-wait", "data-checks")
+        page.wait_for_timeout(1000)
+        assert page.get_attribute("#recs-wait", "data-checks") == checks
+        assert page.inner_text("#recs-wait .wait-stop") == "Check again"
+
+        # resume, then the LLM finishes (here: fails) and the page stops by itself
+        page.click("#recs-wait .wait-stop")
+        page.wait_for_selector(
+            "#recs-wait[data-state='writing'], #recs-wait[data-state='still-writing']"
+        )
+        llm.release.set()
+        page.wait_for_selector("#recs-wait", state="hidden", timeout=60_000)
+        assert not page.query_selector_all("#recs .pending")
+        notes = page.inner_text("#recs")
+        assert "the LLM's attempt failed" in notes
+        assert llm.requests >= 1
+        assert not errors, errors
+        page.close()
+    finally:
+        llm.close()

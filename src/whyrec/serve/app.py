@@ -14,12 +14,15 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from whyrec import __version__
 from whyrec.errors import WhyrecError
+from whyrec.safety import echo_text
+from whyrec.serve.guard import MAX_MESSAGE, BodyGuard, error_response, safe_errors
 from whyrec.serve.schemas import (
     ExplainBody,
     ExplanationOut,
@@ -84,32 +87,42 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     )
     app.state.service = service
     app.state.settings = settings
+    # every request body: size limit (413), JSON only (415), strict JSON (422 naming the field)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+
+    # Error replies are small and always encodable: messages capped, inputs summarised.
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": safe_errors(exc.errors())}, status_code=422)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return error_response(404, [], str(exc))
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
-        detail = [{"loc": exc.loc, "msg": str(exc), "type": "value_error"}]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return error_response(422, exc.loc, str(exc))
 
     @app.exception_handler(WhyrecError)
     async def _whyrec(_: Request, exc: WhyrecError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": echo_text(str(exc), MAX_MESSAGE)}, status_code=422)
 
     keys = [k.encode("utf-8") for k in settings.keys()]
     bearer = HTTPBearer(auto_error=False, description="One of the configured API keys.")
 
-    async def require_key(
-        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> None:
+    def key_ok(creds: HTTPAuthorizationCredentials | None) -> bool:
+        """A configured key was sent (always False when authentication is off)."""
         given = creds.credentials.encode("utf-8") if creds is not None else b""
         # compare with every key so the time taken does not say which one nearly matched
         ok = False
         for key in keys:
             ok |= hmac.compare_digest(given, key)
-        if not ok:
+        return ok
+
+    async def require_key(
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> None:
+        if not key_ok(creds):
             raise HTTPException(
                 status_code=401,
                 detail="missing or invalid API key: send 'Authorization: Bearer <key>'",
@@ -121,9 +134,12 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     # ----------------------------------------------------------------- open
     @app.get("/health", response_model=HealthOut, tags=["service"])
-    async def health() -> dict[str, Any]:
-        """Liveness and state: model, store, LLM (never needs a key)."""
-        return service.health()
+    async def health(
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> dict[str, Any]:
+        """Liveness and state: model, store, LLM (never needs a key). File paths and the
+        LLM's last error are shown only to a caller that sends a valid API key."""
+        return service.health(detail=key_ok(creds))
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

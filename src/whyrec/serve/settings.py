@@ -94,6 +94,12 @@ class ServeSettings(BaseSettings):
     max_history: int = Field(
         2000, ge=1, description="Most items in a posted history or interaction batch."
     )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=1 << 30,
+        description="Largest request body in bytes (a larger one is refused with 413).",
+    )
     explanation_cache_size: int = Field(
         20_000, ge=0, description="Explanations kept in memory (LRU in front of SQLite)."
     )
