@@ -47,6 +47,7 @@ class SurrogateExplainer:
         form: str | None = None,
         max_history: int = 10,
         max_new_tokens: int = 96,
+        pipeline: Any = None,
     ) -> None:
         self.sur, self.model = sur, model
         self.form = form or surrogate_form(sur)
@@ -57,6 +58,9 @@ class SurrogateExplainer:
             )
         self.max_history = max_history
         self.max_new_tokens = max_new_tokens
+        # with the run's item facts: the one explanation pipeline verifies the surrogate's
+        # reply (unsupported sentences removed) and supplies the grounded template
+        self.pipeline = pipeline
 
     def _prompt(
         self, user: int, history: np.ndarray, items: Sequence[int]
@@ -91,7 +95,28 @@ class SurrogateExplainer:
         ranking = view.ranking(0)
         rank_of = {int(i): r for r, i in enumerate(ranking)}
         out = []
+        name = f"surrogate:{self.sur.name} ({self.form})"
         for item, text in zip(items, texts, strict=True):
+            if self.pipeline is not None:
+                # the one pipeline's evidence, template and claim verification
+                plan = self.pipeline.plan(self.pipeline.subject(u), int(item), use_llm=False)
+                reason = text.strip()
+                if len(reason) < MIN_REASON_CHARS or len(set(reason.split())) < 4:
+                    ex = plan.fallback
+                    ex.model, ex.prompt_version = name, PROMPT_VERSION
+                    ex.problems = [f"surrogate reply unusable: {reason[:60]!r}"]
+                    out.append(ex)
+                else:
+                    out.append(
+                        self.pipeline.finish_text(
+                            plan,
+                            reason,
+                            model=name,
+                            prompt_version=PROMPT_VERSION,
+                            source="surrogate",
+                        )  # fmt: skip
+                    )
+                continue
             title = clean_text(self.model.item_titles[int(item)])
             reason, source, problems = text.strip(), "surrogate", []
             if len(reason) < MIN_REASON_CHARS or len(set(reason.split())) < 4:

@@ -325,13 +325,17 @@ def explain(
     base: str | None = typer.Option(None, help="Base LLM for 'untuned'."),
     max_new_tokens: int = typer.Option(96, help="Length limit of each reason."),
 ) -> None:
-    """Recommend with the recommender and let the surrogate explain each item."""
+    """Recommend with the recommender and let the surrogate explain each item; its reply
+    is verified against the item's evidence like any LLM reason."""
     from whyrec.align.explainer import SurrogateExplainer
     from whyrec.models import load_model
 
     rec = load_model(model)
     sur = _surrogate(surrogate, base)
-    ex = SurrogateExplainer(sur, rec, max_new_tokens=max_new_tokens)
+    from whyrec.explain.explainer import ExplanationPipeline
+
+    pipeline = ExplanationPipeline.from_run(rec)  # the run's item facts, evidence, verifier
+    ex = SurrogateExplainer(sur, rec, max_new_tokens=max_new_tokens, pipeline=pipeline)
     items = ex.recommend_and_explain(rec.user_index(user), k=k)
     typer.echo(json.dumps([e.to_dict() for e in items], indent=2, default=str))
 

@@ -370,7 +370,24 @@ class ExplanationPipeline:
             )  # fmt: skip
         steps = outcome.parsed.model_dump()
         steps["fitness"] = [v / 10 for v in steps["fitness"]]  # the 0–10 scale → 0–1
-        reply = trim_to_sentence(steps.pop("explanation"))
+        reply = steps.pop("explanation")
+        return self.finish_text(plan, reply, model=outcome.model, steps=steps)
+
+    def finish_text(
+        self,
+        plan: ExplanationPlan,
+        text: str,
+        *,
+        model: str,
+        prompt_version: str = EXPLANATION_VERSION,
+        steps: dict[str, Any] | None = None,
+        source: str = "llm",
+    ) -> Explanation:
+        """A free-text reason (from any LLM, e.g. a tuned surrogate) verified against the
+        plan's evidence: unsupported sentences removed and recorded; the template,
+        flagged, when no verified sentence names the evidence."""
+        fb = plan.fallback
+        reply = trim_to_sentence(text)
         check = self.verifier.verify(
             reply, plan.evidence, plan.subject.history, plan.subject.user_id
         )
@@ -378,16 +395,16 @@ class ExplanationPipeline:
         if not check.names_evidence:
             problems = [*check.problems(), "no verified sentence names this item's evidence"]
             return Explanation(
-                **{**fb.to_dict(), "problems": problems, "prompt_version": version,
-                   "model": outcome.model, "removed_sentences": removed, "steps": steps},
+                **{**fb.to_dict(), "problems": problems, "prompt_version": prompt_version,
+                   "model": model, "removed_sentences": removed, "steps": steps},
             )  # fmt: skip
         return Explanation(
             **self._base(plan.subject, plan.evidence),
             reason=check.text,
-            reason_source="llm",
+            reason_source=source,
             steps=steps,
-            model=outcome.model,
-            prompt_version=version,
+            model=model,
+            prompt_version=prompt_version,
             problems=check.problems(),
             removed_sentences=removed,
         )
