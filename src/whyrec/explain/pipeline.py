@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from whyrec.data.dataset import Dataset
+from whyrec.explain.personal import replace_boilerplate_preferences
 from whyrec.explain.preferences import (
     PREFERENCES_VERSION,
     ExtractionReport,
@@ -35,6 +36,8 @@ class PreferenceSet:
     model: str = ""
     prompt_version: str = PREFERENCES_VERSION
     mode: str = "json"
+    #: boilerplate LLM sentences replaced (whyrec.explain.personal)
+    personal: dict[str, Any] = field(default_factory=dict)
 
     @property
     def llm_failed(self) -> bool:
@@ -74,6 +77,8 @@ class PreferenceSet:
                 else None
             ),
             "llm_sentences": sum(p.llm_count for p in sampled),
+            "boilerplate_replaced": self.personal.get("boilerplate_replaced", 0),
+            "distinct_llm_sentences": self.personal.get("distinct_llm_sentences"),
             # share of all preference sentences that are grounded fallback, not LLM-written
             "fallback_sentence_rate": (
                 round(
@@ -125,6 +130,8 @@ def extract_preferences(
     prefs = extractor.extract_dataset(
         dataset, None, title_vectors=titles_vec, progress=progress, ask=sample
     )
+    # an LLM sentence written alike for many users is not personal: grounded fallback
+    personal = replace_boilerplate_preferences(prefs, dataset, encoder, m=m, window=window)
     vectors = embed_preferences(prefs, encoder, n, m)
     pstore.close()
     return PreferenceSet(
@@ -135,6 +142,7 @@ def extract_preferences(
         model=extractor.model_name,
         prompt_version=extractor.prompt_version,
         mode=extractor.mode,
+        personal=personal,
     )
 
 
