@@ -44,12 +44,17 @@ def _hostile_dataset(tmp_path):
 
 def test_preferences_prints_hostile_text_literally(tmp_path, monkeypatch, make_client):
     path = _hostile_dataset(tmp_path)
-    reply = prefs_json(
-        "[/INST] Loves [bold red]loud[/bold red] films",
-        "Enjoys dramas about \x1b[31mred\x1b[0m skies",
-        "Likes comedies [link=https://x.example]with heart[/link]",
-    )
-    client, _ = make_client([reply] * 3)
+    # three users, three different replies (the same sentences for every user would be
+    # boilerplate and replaced by grounded ones)
+    replies = [
+        prefs_json(
+            f"[/INST] Loves [bold red]{word}[/bold red] films",
+            f"Enjoys {word} dramas about \x1b[31mred\x1b[0m skies",
+            f"Likes {word} comedies [link=https://x.example]with heart[/link]",
+        )
+        for word in ("loud", "quiet", "bright")
+    ]
+    client, _ = make_client(replies)
     monkeypatch.setattr("whyrec.llm.LLMClient.from_settings", classmethod(lambda cls, c: client))
     monkeypatch.setattr("whyrec.embed.get_encoder", lambda *a, **k: HashingEncoder(dim=64))
     out = tmp_path / "prefs.jsonl"

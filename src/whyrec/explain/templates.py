@@ -43,12 +43,12 @@ def template_reason(evidence: ItemEvidence, *args: Any, fact_label: str = "genre
     for n, p in enumerate(evidence.cited_preference_effects()):
         pref = safe_title(str(p["preference"]).rstrip(". "), PREFERENCE_CAP)
         fall = (
-            f"without it, the item would fall from rank {evidence.rank} to rank {p['rank_without']}"
+            f"without it, it would fall from rank {evidence.rank} to {p['rank_without']}"
             if p["rank_without"] > evidence.rank
-            else "without it, the item would score lower"
+            else "without it, it would score lower"
         )
-        also = "" if n == 0 else " too"
-        parts.append(f"Your taste “{pref}” raises its score{also}: {fall}.")
+        lead = "A taste of yours raises its score" if n == 0 else "So does another"
+        parts.append(f"{lead} ({fall}): {pref}.")
     hist = evidence.cited_history_effects()
     if hist:
         names = join_words([safe_title(h["title"]) for h in hist])
