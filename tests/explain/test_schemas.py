@@ -31,8 +31,7 @@ REJECTED = {
         "no complete sentence"
     ),
     "The user is recommended to the item ": "no complete sentence",
-    "The user enjoys a variety of genres. The user enjoys a variety of genres. "
-    "The user enjoys a variety of": "four-word run",
+    "The user enjoys a variety of genres and the user enjoys a variety of": "four-word run",
     "It fits P1 (weight 0.40) best.": "prompt's labels",
     "You will <b>love</b> this film, it is a classic.": "markup",
     "Good film. and then the user likes": "no complete sentence",
@@ -48,6 +47,21 @@ def test_plain_prose_with_a_full_sentence_is_accepted(text):
 def test_fragments_json_loops_and_labels_are_rejected_with_the_reason(text, why):
     with pytest.raises(ValidationError, match=why):
         BaselineExplanation(explanation=text)
+
+
+def test_a_reply_that_starts_to_loop_keeps_its_sentences_before_the_loop():
+    # SmolLM2-135M, 2026-12-07: numbered sentences that loop
+    text = (
+        "1. You watched Heat (1995), a tense crime film. 2. This film is a crime film too. "
+        "2. This film is a crime film too. 2. This film"
+    )
+    assert BaselineExplanation(explanation=text).explanation == (
+        "You watched Heat (1995), a tense crime film. This film is a crime film too."
+    )
+    looped = "The user enjoys a variety of genres. The user enjoys a variety of genres."
+    assert BaselineExplanation(explanation=looped).explanation == (
+        "The user enjoys a variety of genres."
+    )
 
 
 def test_the_four_step_schema_checks_its_explanation_the_same_way():

@@ -158,7 +158,7 @@ def print_explanations(results: list) -> None:
             console.print(
                 f"  {mark} {h['score_drop']:+.3f} (rank {h['rank_without']})  {t(h['title'], 80)}"
             )
-        who = f", {t(r.model, 60)}" if r.model else ""
+        who = f", {t(r.model, 60)}" if r.model and r.reason_source != "template" else ""
         console.print(f"  [bold]reason[/] ({r.reason_source}{who}):")
         console.print(f"  {t(r.reason)}")
         for s in r.removed_sentences:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
-EXPLANATION_VERSION = "cot-v4"
-BASELINE_VERSION = "base-v2"
+EXPLANATION_VERSION = "cot-v5"
+BASELINE_VERSION = "base-v3"
 
 
 def _data_block(label: str, values: Sequence[str] | str) -> str:

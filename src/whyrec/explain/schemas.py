@@ -172,34 +172,51 @@ _CLAUSE_END = re.compile(r"[.!?](?=\s|$)")
 _MIN_SENTENCE = 20
 
 
+_NUMBERING = re.compile(r"(?:(?<=^)|(?<=[.!?]\s))\s*(?:\d{1,2}[.)]|[-*•])\s+")
+
+
+def _until_loop(text: str) -> tuple[str, str | None]:
+    """The sentences of ``text`` before it starts to loop — a sentence repeated, or a
+    four-word run seen before — and what the loop was (None when there is none)."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    grams_seen: set[str] = set()
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        key = _norm(sentence)
+        words = key.split()
+        grams = [" ".join(words[i : i + 4]) for i in range(len(words) - 3)]
+        if key and key in seen:
+            return " ".join(kept), f"repeats the sentence {sentence[:50]!r}"
+        if len(grams) != len(set(grams)) or set(grams) & grams_seen:
+            return " ".join(kept), "repeats a four-word run (the reply loops)"
+        seen.add(key)
+        grams_seen |= set(grams)
+        kept.append(sentence)
+    return " ".join(kept), None
+
+
 def _validate_reason(cls: type, text: str) -> str:
     """A user-facing reason: plain prose with at least one complete sentence, no copied
     prompt labels, no JSON or markup, no loops.
 
     A small model's reply can satisfy the decoding grammar and the length bounds with
     text no user should see: a fragment of JSON, or a clause that never ends; those are
-    re-asked (and in the end replaced by the grounded template) like a loop is.
+    re-asked (and in the end replaced by the grounded template). A reply that starts to
+    loop keeps its sentences before the loop when one of them is complete (list
+    numbering such as "1." is dropped first); the claim verifier then checks what is left.
     """
     if _PROMPT_LABEL.search(text):
         raise ValueError("copies the prompt's labels (P1, weight 0.40); write plain prose")
     if _MARKUP.search(text):
         raise ValueError("contains JSON, code or markup ({, }, `, <tags>); write plain prose")
+    text = _NUMBERING.sub(" ", " ".join(str(text).split())).strip()
+    text, loop = _until_loop(text)
     shown = trim_to_sentence(text)  # what the user would see
     if not shown.endswith((".", "!", "?")) or len(shown) < _MIN_SENTENCE:
         raise ValueError(
-            "has no complete sentence; write whole sentences that end with a full stop"
+            loop or "has no complete sentence; write whole sentences that end with a full stop"
         )
-    words = _norm(text).split()
-    grams = [" ".join(words[i : i + 4]) for i in range(len(words) - 3)]
-    if len(grams) != len(set(grams)):
-        raise ValueError("repeats a four-word run (the reply loops)")
-    seen: set[str] = set()
-    for sentence in re.split(r"(?<=[.!?])\s+", text):
-        key = _norm(sentence)
-        if key and key in seen:
-            raise ValueError(f"repeats the sentence {sentence[:50]!r}")
-        seen.add(key)
-    return text
+    return shown
 
 
 @lru_cache(maxsize=16)
