@@ -55,8 +55,10 @@ def test_harness_with_the_embedded_model(tmp_path):
     }  # fmt: skip
     for r in rep.pairwise:
         assert r["x"] == "lane" and r["y"] == "baseline" and r["n"] + r["failed"] == 2
-    # the template states the model's own evidence: it always names the top preference
-    assert rep.value("template", "top_pref_mentioned") == 1.0
+    # the template states the model's own evidence for the item: the claim verifier
+    # supports every sentence, and removing what it cites beats the random control
+    assert rep.value("template", "verified_sentences") == 1.0
+    assert rep.row("template", "necessity_win")["n"] >= 1
     assert rep.config["bertscore_level"] == "token"
     back = ExplanationReport.load(rep.save(tmp_path / "r.json"))
     assert json.dumps(back.rows) == json.dumps(json.loads(json.dumps(rep.rows)))

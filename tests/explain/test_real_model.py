@@ -70,10 +70,11 @@ def test_real_model_writes_a_schema_valid_explanation_or_is_flagged(client):
     msgs = explanation_messages(
         history=["Toy Story (1995)", "Aladdin (1992)", "Lion King, The (1994)"],
         preferences=prefs,
-        weights=[0.4, 0.3, 0.1, 0.1, 0.1],
+        preference_effects=[f"without it, rank 1 becomes {r}" for r in (9, 6, 4, 3, 2)],
         item_title="Beauty and the Beast (1991)",
-        item_text="Animation, Children's, Musical",
+        item_facts=["Animation", "Children's", "Musical"],
         influential=["Aladdin (1992)"],
+        shared_facts=["Animation", "Children's", "Musical"],
     )
     from whyrec.llm.errors import LLMOutputError
 

@@ -131,13 +131,16 @@ FIXTURES = Path(__file__).parent / "fixtures" / "smollm2_reasons.json"
 
 
 @pytest.mark.skipif(not FIXTURES.is_file(), reason="no recorded SmolLM2 replies")
-def test_real_smollm2_replies(verifier):
-    """Replies SmolLM2-135M wrote in the demo, with what the verifier must conclude."""
-    cases = json.loads(FIXTURES.read_text(encoding="utf-8"))
-    assert cases
-    for c in cases:
-        cat = Catalogue(c["titles"], c["genres"])
+def test_real_smollm2_replies():
+    """Replies SmolLM2-135M wrote for the demo's LANE run (bench/reason_fixtures.py),
+    with what the verifier concluded when they were recorded and reviewed."""
+    data = json.loads(FIXTURES.read_text(encoding="utf-8"))
+    cat = Catalogue(data["titles"], data["texts"])
+    verifier = ClaimVerifier(cat)
+    assert data["cases"]
+    for c in data["cases"]:
         ev = ItemEvidence(**c["evidence"])
-        v = ClaimVerifier(cat).verify(c["reply"], ev, c["history"])
+        v = verifier.verify(c["reply"], ev, c["history"], c["user"])
         assert v.text == c["kept"], c["reply"]
         assert v.names_evidence == c["names_evidence"], c["reply"]
+        assert [r.problem for r in v.removed] == [r["problem"] for r in c["removed"]]

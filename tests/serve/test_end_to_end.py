@@ -100,7 +100,7 @@ def test_real_llm_reason_replaces_the_template_in_the_background(
     if done["llm_status"] == "done":
         assert done["reason_source"] == "llm" and done["reason"] != first["reason"]
         assert done["llm_model"].startswith("SmolLM2") and done["steps"]["likelihood"]
-        assert len(done["steps"]["fitness"]) == 5
+        assert len(done["steps"]["fitness"]) == len(done["cited"]["preferences"])
     else:  # the 135M model's reply did not validate: recorded, template kept
         assert done["llm_status"] == "failed" and done["problems"]
         assert done["reason"] == first["reason"] and health["state"] != "down"
