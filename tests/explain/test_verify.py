@@ -144,3 +144,26 @@ def test_real_smollm2_replies():
         assert v.text == c["kept"], c["reply"]
         assert v.names_evidence == c["names_evidence"], c["reply"]
         assert [r.problem for r in v.removed] == [r["problem"] for r in c["removed"]]
+
+
+def test_titles_named_as_examples_in_a_taste_do_not_make_a_sentence_lean_on_it(verifier):
+    # the Action taste names Star Wars and Heat as examples; with a negative drop it must
+    # not be "leaned on" by a sentence that names those history items
+    ev = evidence(drops=(-0.05, 0.06, 0.02))
+    check = verifier.check_sentence(
+        "In your history, Star Wars (1977) and Heat (1995) raise its score the most.",
+        ev,
+        HISTORY,
+    )
+    assert check.ok and check.preferences == []
+
+
+def test_a_sentence_end_inside_a_title_does_not_split_it():
+    from whyrec.explain.verify import split_sentences
+
+    cat = Catalogue([*TITLES, "To Wong Foo, Thanks for Everything! Julie Newmar (1995)"])
+    text = "You watched To Wong Foo, Thanks for Everything! Julie Newmar (1995). It fits."
+    assert split_sentences(text, cat) == [
+        "You watched To Wong Foo, Thanks for Everything! Julie Newmar (1995).",
+        "It fits.",
+    ]

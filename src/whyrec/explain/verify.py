@@ -108,10 +108,44 @@ def leaned_preferences(
         if j in quoted:
             out.append(j)
             continue
-        genre_words = content_words(" ".join(catalogue.genre_claims(str(p))))
-        own = content_words(str(p)) - genre_words
+        own = _own_words(str(p), catalogue)
         if own and len(own & sent_words) / len(own) >= PREFERENCE_COVERAGE:
             out.append(j)
+    return out
+
+
+def _own_words(text: str, catalogue: Catalogue) -> frozenset[str]:
+    """A preference's own content words: without the titles it names as examples and
+    without genre words (those are facts, checked as such). Cached on the catalogue."""
+    cache: dict[str, frozenset[str]] = catalogue.__dict__.setdefault("_own_words", {})
+    hit = cache.get(text)
+    if hit is None:
+        chars = list(text)
+        for m in catalogue.find_titles(text):  # titles named as examples are not the taste
+            chars[m.start : m.end] = " " * (m.end - m.start)
+        rest = "".join(chars)
+        genre_words = content_words(" ".join(catalogue.genre_claims(rest)))
+        hit = cache[text] = frozenset(content_words(rest) - genre_words)
+    return hit
+
+
+def split_sentences(text: str, catalogue: Catalogue) -> list[str]:
+    """Sentences of ``text``; a boundary inside a title ("… Everything! Julie Newmar
+    (1995)") is not a boundary."""
+    parts = sentences(text or "")
+    if len(parts) < 2:
+        return parts
+    spans = [(m.start, m.end) for m in catalogue.find_titles(text)]
+    out: list[str] = []
+    pos = 0
+    for part in parts:
+        at = text.find(part, pos)
+        inside = at > 0 and any(a < at < b for a, b in spans)
+        if inside and out:
+            out[-1] = out[-1] + " " + part
+        else:
+            out.append(part)
+        pos = max(pos, at + len(part)) if at >= 0 else pos
     return out
 
 

@@ -29,7 +29,6 @@ import numpy as np
 
 from whyrec.evaluate.explanations.cases import ExplanationCase
 from whyrec.evaluate.explanations.grounding import Catalogue
-from whyrec.evaluate.explanations.textutil import sentences
 
 #: Random control draws per explanation.
 CONTROL_DRAWS = 5
@@ -41,10 +40,14 @@ def cited_evidence(
     text: str, case: ExplanationCase, catalogue: Catalogue, window: int
 ) -> tuple[list[int], list[int]]:
     """(preference indices, history positions) that ``text`` cites."""
-    from whyrec.explain.verify import leaned_preferences
+    from whyrec.explain.verify import leaned_preferences, split_sentences
 
     prefs = sorted(
-        {j for s in sentences(text) for j in leaned_preferences(s, case.preferences, catalogue)}
+        {
+            j
+            for s in split_sentences(text, catalogue)
+            for j in leaned_preferences(s, case.preferences, catalogue)
+        }
     )
     hist = list(case.history)
     start = max(0, len(hist) - window)
