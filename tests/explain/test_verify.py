@@ -77,7 +77,7 @@ def verifier():
         ("You will love Midnight Garden (1987) too.", "neither the item nor in the history"),
         ("The user's history is made for a family of fans of a niche.", "generic"),
         ("Since you enjoy drama, this is for you.", "claims"),
-        ("It suits your taste for Drama (genre), e.g. Fargo.", "does not lower"),
+        ("It suits your taste “Enjoys Drama (genre), e.g. Fargo”.", "does not lower"),
         ("Heat (1995) raised its score; both are action films.", None),
     ],
 )

@@ -96,13 +96,21 @@ def quoted_spans(sentence: str, preferences: Sequence[str]) -> list[tuple[int, i
 
 
 def leaned_preferences(
-    sentence: str, preferences: Sequence[str], catalogue: Catalogue
+    sentence: str,
+    preferences: Sequence[str],
+    catalogue: Catalogue,
+    *,
+    target: int | None = None,
+    history: Sequence[int] = (),
 ) -> list[int]:
     """Indices of the preferences a sentence leans on: quoted, or half of the
     preference's content words used — genre words not counted (they are the item's or a
     history item's facts, checked as such)."""
     quoted = {j for _, _, j in quoted_spans(sentence, preferences)}
-    sent_words = content_words(sentence)
+    chars = list(sentence)  # a title the sentence names is not a taste it leans on
+    for m in catalogue.find_titles(sentence, target=target, history=history):
+        chars[m.start : m.end] = " " * (m.end - m.start)
+    sent_words = content_words("".join(chars))
     out = []
     for j, p in enumerate(preferences):
         if j in quoted:
@@ -264,7 +272,10 @@ class ClaimVerifier:
             )
             return check
         effects = {int(p["index"]): p for p in evidence.preference_effects}
-        for j in leaned_preferences(sentence, evidence.preferences, cat):
+        leaned = leaned_preferences(
+            sentence, evidence.preferences, cat, target=evidence.item, history=history
+        )
+        for j in leaned:
             p = effects.get(j)
             if p is None:
                 continue

@@ -46,7 +46,9 @@ def cited_evidence(
         {
             j
             for s in split_sentences(text, catalogue)
-            for j in leaned_preferences(s, case.preferences, catalogue)
+            for j in leaned_preferences(
+                s, case.preferences, catalogue, target=case.item, history=case.history
+            )
         }
     )
     hist = list(case.history)
