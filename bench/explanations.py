@@ -65,8 +65,9 @@ def main() -> None:
     if args.rescore:
         model = load_model(args.run, ds)
         report = rescore_report(
-            ExplanationReport.load(results), Catalogue.from_dataset(ds), encoder=encoder
-        )
+            ExplanationReport.load(results), Catalogue.from_dataset(ds), encoder=encoder,
+            model=model,
+        )  # fmt: skip
         bench = report.extra["bench"]
         bench["rescored"] = True
     else:

@@ -301,7 +301,10 @@ class ClaimVerifier:
         history: Sequence[int],
         user: str | None = None,
     ) -> Verification:
-        checks = [self.check_sentence(s, evidence, history, user) for s in sentences(text or "")]
+        checks = [
+            self.check_sentence(s, evidence, history, user)
+            for s in split_sentences(text or "", self.catalogue)
+        ]
         kept = [c for c in checks if c.ok]
         cited_items = {int(h["item"]) for h in evidence.cited_history_effects()}
         cited_prefs = set(evidence.cited_preferences)

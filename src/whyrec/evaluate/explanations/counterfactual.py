@@ -40,7 +40,7 @@ def cited_evidence(
     text: str, case: ExplanationCase, catalogue: Catalogue, window: int
 ) -> tuple[list[int], list[int]]:
     """(preference indices, history positions) that ``text`` cites."""
-    from whyrec.explain.verify import leaned_preferences, split_sentences
+    from whyrec.explain.verify import leaned_preferences, quoted_spans, split_sentences
 
     prefs = sorted(
         {
@@ -56,7 +56,15 @@ def cited_evidence(
     mentions = catalogue.find_titles(
         text, target=case.item, history=hist, preferences=case.preferences
     )
-    named = {int(m.item) for m in mentions if m.status == "history" and m.item is not None}
+    # titles inside a quoted taste are the taste's examples, not history items cited
+    quoted = [(a, b) for a, b, _ in quoted_spans(text, case.preferences)]
+    named = {
+        int(m.item)
+        for m in mentions
+        if m.status == "history"
+        and m.item is not None
+        and not any(a <= m.start < b for a, b in quoted)
+    }
     positions = []
     for item in named:  # the most recent occurrence inside the model's window
         pos = [p for p in range(start, len(hist)) if hist[p] == item]

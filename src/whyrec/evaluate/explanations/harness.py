@@ -175,15 +175,33 @@ def explain_cases(
                     )
             for c in cases[-len(systems) :]:
                 c.details["cited"] = evidence.cited
-                if c.ok:
-                    check = explainer.verifier.verify(str(c.text), plan.evidence, history, uid)
-                    n = len(check.checks)
-                    c.metrics["verified_sentences"] = len(check.kept) / n if n else None
             progress(
                 f"user {n_user}/{len(users)} ({uid}), {position} item (rank {evidence.rank}): "
                 f"{len(systems)} explanations in {time.perf_counter() - t0:.1f}s"
             )
     return cases
+
+
+def score_claims(model: Any, cases: Sequence[ExplanationCase], catalogue: Catalogue) -> None:
+    """``verified_sentences``: the share of each text's sentences that the claim verifier
+    supports against the item's evidence (``case.metrics``)."""
+    from whyrec.explain.explainer import ExplanationPipeline
+
+    pipeline = ExplanationPipeline(
+        model, None, item_texts=catalogue.tags if any(catalogue.tags) else None
+    )
+    users = {str(u): i for i, u in enumerate(model.user_ids)}
+    plans: dict[tuple[str, int], Any] = {}
+    for c in cases:
+        if not c.ok or c.user not in users:
+            continue
+        key = (c.user, c.item)
+        if key not in plans:
+            plans[key] = pipeline.plan(pipeline.subject(users[c.user]), c.item, use_llm=False)
+        plan = plans[key]
+        check = pipeline.verifier.verify(str(c.text), plan.evidence, plan.subject.history, c.user)
+        n = len(check.checks)
+        c.metrics["verified_sentences"] = len(check.kept) / n if n else None
 
 
 def score_boilerplate(cases: Sequence[ExplanationCase], encoder: Any = None) -> dict[str, Any]:
@@ -377,6 +395,7 @@ def evaluate_explanations(
     scorer = ExplanationScorer(catalogue, encoder=encoder)
     scorer.score_all(cases)
     score_counterfactual(model, cases, catalogue, seed=seed)
+    score_claims(model, cases, catalogue)
     boilerplate = score_boilerplate(cases, encoder)
     timings["score_s"] = time.perf_counter() - t1
 
@@ -435,15 +454,20 @@ def evaluate_explanations(
 
 
 def rescore_report(
-    report: ExplanationReport, catalogue: Catalogue, *, encoder: Any = None
+    report: ExplanationReport, catalogue: Catalogue, *, encoder: Any = None, model: Any = None
 ) -> ExplanationReport:
     """Score a saved report's texts again (e.g. after the metrics changed).
 
     The explanations, the evidence and the judges' verdicts are kept as they are; the
-    per-case metrics and the summary rows are recomputed.
+    per-case metrics and the summary rows are recomputed; with ``model`` (the run that
+    was explained) the counterfactual and claim-verification metrics too.
     """
     scorer = ExplanationScorer(catalogue, encoder=encoder)
     scorer.score_all(report.cases)
+    if model is not None:  # the metrics that re-run the recommender
+        score_counterfactual(model, report.cases, catalogue, seed=int(report.config.get("seed", 0)))
+        score_claims(model, report.cases, catalogue)
+    report.extra["boilerplate"] = score_boilerplate(report.cases, encoder)
     report.rows = summarize_systems(report.cases, report.systems)
     report.extra["rubric_length_spearman_all"] = pooled_length_correlation(report.cases)
     report.config.update(scorer.describe())
