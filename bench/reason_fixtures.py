@@ -38,17 +38,18 @@ def main() -> None:
         subject = p.subject(u)
         for item in p.top_items(subject, args.k):
             plan = p.plan(subject, int(item))
-            r = plan.request
-            try:
-                res = client.complete(
-                    r.messages, schema=r.schema, max_tokens=r.max_tokens,
-                    temperature=r.temperature, seed=r.seed, stage=r.stage,
-                    prompt_version=r.prompt_version,
-                )  # fmt: skip
-            except Exception as exc:  # no valid reply: nothing to verify
-                print(f"user {u} item {int(item)}: {type(exc).__name__}")
+            from whyrec.explain.explainer import ask
+
+            outcomes = [ask(client, r) for r in plan.requests]
+            replies = []
+            for o in outcomes:
+                if isinstance(o, BaseException):
+                    continue
+                replies.append(o.parsed.explanation if plan.kind == "cot" else o.text)
+            if not replies:
+                print(f"user {u} item {int(item)}: no valid reply")
                 continue
-            reply = res.parsed.explanation
+            reply = " ".join(" ".join(r.split()) for r in replies)
             v = p.verifier.verify(reply, plan.evidence, subject.history, subject.user_id)
             cases.append(
                 {

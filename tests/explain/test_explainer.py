@@ -156,7 +156,7 @@ def test_finish_is_pure_and_plan_is_repeatable(make_client, tiny_dataset):
     pipe = _pipeline(model, client, tiny_dataset)
     item = int(model.recommend(0, k=1).items[0])
     a, b = pipe.plan(pipe.subject(0), item), pipe.plan(pipe.subject(0), item)
-    assert a.request_json() == b.request_json() and a.fallback == b.fallback
+    assert a.requests_json() == b.requests_json() and a.fallback == b.fallback
     err = LLMOutputError("no valid reply", text="{}", problems=["missing field"], attempts=2)
     first, second = pipe.finish(a, err), pipe.finish(a, err)
     assert first == second and first.reason_source == "template"
@@ -207,3 +207,38 @@ def test_non_lane_models_are_explained_from_history_evidence(tiny_dataset):
     [ex] = p.recommend_and_explain(0, k=1)
     assert ex.weights == [] and ex.preference_effects == [] and ex.history_effects
     assert ex.reason_source == "template" and ex.title in ex.reason
+
+
+def test_sentences_mode_asks_one_sentence_per_cited_piece_and_verifies_them(
+    make_client, tiny_dataset
+):
+    import re
+
+    model = _fit(tiny_dataset, GOOD)
+    item = int(model.recommend(0, k=1).items[0])
+
+    def reply(messages):
+        reason = re.search(r'<data name="reason">\n(.*)\n</data>', messages[-1]["content"])
+        piece = json.loads(reason.group(1))
+        title = re.search(r"watched (.*?\(\d{4}\))", piece)
+        if title:  # a history piece: name it, then ramble into an invented title
+            return f"You watched {title.group(1)}, so try this. Also see Moon Garden (1987)."
+        return "The user's history is made for a family of fans of a niche."
+
+    client, backend = make_client([reply] * 6)
+    pipe = ExplanationPipeline(
+        model, client, item_texts=tiny_dataset.items["genres"].tolist(), mode="sentences"
+    )
+    plan = pipe.plan(pipe.subject(0), item)
+    ev = plan.evidence
+    assert plan.kind == "sentences"
+    assert len(plan.requests) == len(ev.cited_history) + len(ev.cited_preferences)
+    ex = pipe.finish(plan, [pipe.client.complete(r.messages) for r in plan.requests])
+    assert len(backend.calls) == len(plan.requests)
+    # each reply's first sentence is kept; the generic one is removed by the verifier
+    titles = [h["title"] for h in ev.cited_history_effects()]
+    assert ex.reason_source == "llm"
+    assert ex.reason == " ".join(f"You watched {t}, so try this." for t in titles)
+    assert all("Moon Garden" not in s["sentence"] for s in ex.removed_sentences)
+    if ev.cited_preferences:
+        assert any("generic" in s["problem"] for s in ex.removed_sentences)

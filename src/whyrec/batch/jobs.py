@@ -629,6 +629,7 @@ class ExplanationJob:
             "model": self.model_name,
             "prompt_version": EXPLANATION_VERSION,
             "evidence_version": EVIDENCE_VERSION,
+            "mode": p.mode,
             "item_texts": p.item_texts is not None,
             "k": self.k,
             "history_window": p.history_window,
@@ -655,18 +656,16 @@ class ExplanationJob:
                 if keys is not None and key not in keys:
                     continue
                 plan = p.plan(subject, int(item))
-                request = plan.request_json()
-                if request is None:
-                    raise RuntimeError("the pipeline planned no LLM request (no client?)")
-                yield WorkItem(key, self.user_ids[u], [request], context=(u, pos, plan))
+                # no request (nothing to cite, or no client): the row is the template
+                yield WorkItem(key, self.user_ids[u], plan.requests_json(), context=(u, pos, plan))
 
     def finish(self, item: WorkItem, recs: list[dict[str, Any]]) -> dict[str, Any] | Failure:
         blocking = _blocking(recs)
         if blocking is not None:
             return _failure(item, blocking)
         u, pos, plan = item.context
-        outcome = outcome_from_record(item.requests[0], recs[0])
-        exp = self.pipeline.finish(plan, outcome)
+        outcomes = [outcome_from_record(q, r) for q, r in zip(item.requests, recs, strict=True)]
+        exp = self.pipeline.finish(plan, outcomes)
         return {
             "key": item.key,
             "user_id": item.user_id,
@@ -675,8 +674,8 @@ class ExplanationJob:
             "status": "ok" if exp.reason_source == "llm" else "fallback",
             **explanation_row(exp),
             "model": str(exp.model or self.model_name),
-            "prompt_tokens": int(recs[0].get("prompt_tokens", 0) or 0),
-            "completion_tokens": int(recs[0].get("completion_tokens", 0) or 0),
+            "prompt_tokens": sum(int(r.get("prompt_tokens", 0) or 0) for r in recs),
+            "completion_tokens": sum(int(r.get("completion_tokens", 0) or 0) for r in recs),
         }
 
 

@@ -157,3 +157,19 @@ def select_evidence(
         cited_history=cited_h,
         shared_facts=shared,
     )
+
+
+def evidence_pieces(ev: ItemEvidence) -> list[str]:
+    """One plain statement per cited piece of evidence (history items first, then
+    tastes): what an LLM is asked to turn into one sentence each."""
+    pieces = []
+    for h in ev.cited_history_effects():
+        shared = [f for f in ev.shared_facts if f in h["facts"]][:2]
+        pieces.append(
+            f"The user watched {h['title']}, which raises this item's score"
+            + (f"; both are {' and '.join(shared)}" if shared else "")
+            + "."
+        )
+    for p in ev.cited_preference_effects():
+        pieces.append(f"The user's taste raises this item's score: {p['preference']}")
+    return pieces

@@ -27,17 +27,33 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.explain.evidence import EVIDENCE_VERSION, ItemEvidence, select_evidence
+from whyrec.explain.evidence import (
+    EVIDENCE_VERSION,
+    ItemEvidence,
+    evidence_pieces,
+    select_evidence,
+)
 from whyrec.explain.preferences import PreferenceExtractor, UserPreferences
 from whyrec.explain.prompts import (
     BASELINE_VERSION,
+    EVIDENCE_SENTENCE_VERSION,
     EXPLANATION_VERSION,
     baseline_messages,
+    evidence_sentence_messages,
     explanation_messages,
 )
-from whyrec.explain.schemas import BaselineExplanation, explanation_schema, trim_to_sentence
+from whyrec.explain.schemas import (
+    BaselineExplanation,
+    _validate_reason,
+    explanation_schema,
+    first_sentence,
+    trim_to_sentence,
+)
 from whyrec.explain.templates import template_reason
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
+
+#: Token budget of one evidence sentence (sentences mode).
+SENTENCE_TOKENS = 60
 
 
 @dataclass
@@ -102,28 +118,40 @@ class Subject:
 
 @dataclass
 class ExplanationPlan:
-    """Everything decided before the LLM is asked: evidence, request, template fallback."""
+    """Everything decided before the LLM is asked: evidence, requests, template fallback.
+
+    ``kind`` is ``"cot"`` (one request: LANE's four steps as JSON) or ``"sentences"`` (one
+    short free-text request per cited piece of evidence, for small local models)."""
 
     subject: Subject
     evidence: ItemEvidence
     fallback: Explanation
-    request: Any = None  # whyrec.llm.LLMRequest, or None when no LLM is asked
+    requests: list[Any] = field(default_factory=list)  # whyrec.llm.LLMRequest
+    kind: str = "cot"
     schema_m: int = 0
 
-    def request_json(self) -> dict[str, Any] | None:
-        """The request as plain JSON (batch jobs ship it to other processes)."""
-        r = self.request
-        if r is None:
-            return None
-        return {
-            "messages": list(r.messages),
-            "schema": {"name": "explanation", "m": self.schema_m},
-            "max_tokens": r.max_tokens,
-            "temperature": r.temperature,
-            "seed": r.seed,
-            "stage": r.stage,
-            "prompt_version": r.prompt_version,
-        }
+    @property
+    def request(self) -> Any:
+        """The single request of a ``cot`` plan (None when nothing is asked)."""
+        return self.requests[0] if self.requests else None
+
+    def requests_json(self) -> list[dict[str, Any]]:
+        """The requests as plain JSON (batch jobs ship them to other processes)."""
+        out = []
+        for r in self.requests:
+            schema = {"name": "explanation", "m": self.schema_m} if r.schema is not None else None
+            out.append(
+                {
+                    "messages": list(r.messages),
+                    "schema": schema,
+                    "max_tokens": r.max_tokens,
+                    "temperature": r.temperature,
+                    "seed": r.seed,
+                    "stage": r.stage,
+                    "prompt_version": r.prompt_version,
+                }
+            )
+        return out
 
 
 def resolve_item_texts(model: Any, dataset: Any = None) -> tuple[str | None, list[str] | None, str]:
@@ -180,7 +208,10 @@ class ExplanationPipeline:
         max_tokens: int = 600,
         temperature: float = 0.0,
         boilerplate: BoilerplateDetector | None = None,
+        mode: str = "auto",
     ) -> None:
+        if mode not in ("auto", "cot", "sentences"):
+            raise ValueError(f"mode must be 'auto', 'cot' or 'sentences', got {mode!r}")
         self.model = model
         self.client = client
         self.extractor = extractor
@@ -191,6 +222,27 @@ class ExplanationPipeline:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.boilerplate = boilerplate
+        self.requested_mode = mode
+
+    @property
+    def mode(self) -> str:
+        """``cot`` (LANE's four steps in one JSON reply) or ``sentences`` (one short
+        sentence per cited piece of evidence). ``auto``: sentences for a local GGUF model
+        under 2 GB (the packaged SmolLM2-135M writes one sound sentence at a time but
+        rarely a whole four-step reply), cot otherwise."""
+        if self.requested_mode != "auto":
+            return self.requested_mode
+        from whyrec.explain.preferences import SMALL_MODEL_BYTES
+
+        backend = getattr(self.client, "backend", None)
+        path = getattr(backend, "model_path", None)
+        if getattr(backend, "name", "") == "local" and path is not None:
+            try:
+                if Path(path).stat().st_size < SMALL_MODEL_BYTES:
+                    return "sentences"
+            except OSError:
+                pass
+        return "cot"
 
     @classmethod
     def from_run(
@@ -326,9 +378,29 @@ class ExplanationPipeline:
         from whyrec.llm import LLMRequest
 
         titles = self.model.item_titles
+        history = [str(titles[i]) for i in subject.history[-self.history_window :]]
         cited_p = ev.cited_preference_effects()
+        if self.mode == "sentences":
+            requests = [
+                LLMRequest(
+                    messages=evidence_sentence_messages(
+                        history=history,
+                        item_title=ev.title,
+                        item_facts=ev.facts,
+                        evidence=piece,
+                    ),
+                    schema=None,
+                    max_tokens=SENTENCE_TOKENS,
+                    temperature=self.temperature,
+                    seed=0,
+                    stage="explanations",
+                    prompt_version=EVIDENCE_SENTENCE_VERSION,
+                )  # fmt: skip
+                for piece in evidence_pieces(ev)
+            ]
+            return ExplanationPlan(subject, ev, fallback, requests, "sentences")
         messages = explanation_messages(
-            history=[str(titles[i]) for i in subject.history[-self.history_window :]],
+            history=history,
             item_title=ev.title,
             item_facts=ev.facts,
             preferences=[str(p["preference"]) for p in cited_p],
@@ -348,30 +420,49 @@ class ExplanationPipeline:
             stage="explanations",
             prompt_version=EXPLANATION_VERSION,
         )
-        return ExplanationPlan(subject, ev, fallback, request, m)
+        return ExplanationPlan(subject, ev, fallback, [request], "cot", m)
 
     # ----------------------------------------------------------------- finish
-    def finish(self, plan: ExplanationPlan, outcome: Any) -> Explanation:
-        """The explanation from the LLM's outcome: an ``LLMResult``, an ``LLMFailure``, an
-        exception, or None (not asked). Pure: no model or LLM call."""
+    def finish(self, plan: ExplanationPlan, outcomes: Any) -> Explanation:
+        """The explanation from the LLM's outcomes — one per planned request, each an
+        ``LLMResult``, an ``LLMFailure``, an exception or None (a single outcome may be
+        passed bare). Pure: no model or LLM call."""
         fb = plan.fallback
-        if plan.request is None or outcome is None:
+        if not isinstance(outcomes, list | tuple):
+            outcomes = [outcomes]
+        if not plan.requests or not outcomes or all(o is None for o in outcomes):
             return fb
-        version = EXPLANATION_VERSION
-        error = outcome if isinstance(outcome, BaseException) else None
-        if error is None and not getattr(outcome, "ok", True):
-            error = outcome.error
-        if error is not None:
-            problems = [str(p) for p in (getattr(error, "problems", None) or [])]
-            problems = problems or [f"{type(error).__name__}: {error}"]
+        version = plan.requests[0].prompt_version
+        model = str(getattr(self.client, "model", "") or "")
+        texts: list[str] = []
+        problems: list[str] = []
+        for outcome in outcomes:
+            error = outcome if isinstance(outcome, BaseException) else None
+            if outcome is not None and error is None and not getattr(outcome, "ok", True):
+                error = outcome.error
+            if outcome is None or error is not None:
+                found = [str(p) for p in (getattr(error, "problems", None) or [])]
+                problems += found or [f"{type(error).__name__}: {error}"]
+                continue
+            model = outcome.model or model
+            if plan.kind == "cot":
+                steps = outcome.parsed.model_dump()
+                steps["fitness"] = [v / 10 for v in steps["fitness"]]  # 0–10 → 0–1
+                reply = steps.pop("explanation")
+                return self.finish_text(plan, reply, model=model, steps=steps)
+            sentence = first_sentence(outcome.text)
+            try:  # the same prose rules as a JSON reply's explanation
+                texts.append(_validate_reason(None, sentence))
+            except ValueError as exc:
+                problems.append(f"{sentence[:60]!r}: {exc}")
+        if not texts:
             return Explanation(
-                **{**fb.to_dict(), "problems": problems, "prompt_version": version,
-                   "model": str(getattr(self.client, "model", "") or "")},
+                **{**fb.to_dict(), "problems": problems or ["no reply"],
+                   "prompt_version": version, "model": model},
             )  # fmt: skip
-        steps = outcome.parsed.model_dump()
-        steps["fitness"] = [v / 10 for v in steps["fitness"]]  # the 0–10 scale → 0–1
-        reply = steps.pop("explanation")
-        return self.finish_text(plan, reply, model=outcome.model, steps=steps)
+        out = self.finish_text(plan, " ".join(texts), model=model, prompt_version=version)
+        out.problems = problems + out.problems
+        return out
 
     def finish_text(
         self,
@@ -413,18 +504,7 @@ class ExplanationPipeline:
     def explain_subject(self, subject: Subject, item: int, *, use_llm: bool = True) -> Explanation:
         """Plan, ask the pipeline's client, finish."""
         plan = self.plan(subject, int(item), use_llm=use_llm)
-        if plan.request is None:
-            return plan.fallback
-        r = plan.request
-        try:
-            outcome: Any = self.client.complete(
-                r.messages, schema=r.schema, max_tokens=r.max_tokens,
-                temperature=r.temperature, seed=r.seed, stage=r.stage,
-                prompt_version=r.prompt_version,
-            )  # fmt: skip
-        except Exception as exc:  # typed LLM errors and anything else: template, recorded
-            outcome = exc
-        return self.finish(plan, outcome)
+        return self.finish(plan, [ask(self.client, r) for r in plan.requests])
 
     def explain(
         self,
@@ -519,6 +599,19 @@ class ExplanationPipeline:
         except Exception as exc:
             return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
         return trim_to_sentence(res.parsed.explanation), []
+
+
+def ask(client: Any, request: Any) -> Any:
+    """One planned request answered by ``client``: its result, or the exception it raised
+    (typed LLM errors and anything else become part of the outcome, never a crash)."""
+    try:
+        return client.complete(
+            request.messages, schema=request.schema, max_tokens=request.max_tokens,
+            temperature=request.temperature, seed=request.seed, stage=request.stage,
+            prompt_version=request.prompt_version,
+        )  # fmt: skip
+    except Exception as exc:
+        return exc
 
 
 #: The historical name: LANE was the first model explained this way.

@@ -14,6 +14,7 @@ PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
 EXPLANATION_VERSION = "cot-v5"
 BASELINE_VERSION = "base-v3"
+EVIDENCE_SENTENCE_VERSION = "evs-v1"
 
 
 def _data_block(label: str, values: Sequence[str] | str) -> str:
@@ -143,6 +144,38 @@ def explanation_messages(
         "naming it (a past item by its title, a taste, or what they share with the item).",
     ]
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def evidence_sentence_messages(
+    *, history: Sequence[str], item_title: str, item_facts: Sequence[str] = (), evidence: str
+) -> list[dict[str, str]]:
+    """Ask for one short sentence that gives one piece of the item's evidence.
+
+    Small local models write one sound sentence at a time, not a four-step JSON reply
+    (as with the preference aspects); an explanation is then the verified sentences, one
+    per cited taste or history item. The history comes first, so the local model reuses
+    the evaluated prefix across an item's calls.
+    """
+    system = (
+        "You tell a user in one short sentence why a recommender suggested an item. Use "
+        "only the reason given; never add titles, genres or other reasons. "
+        + _DATA_RULE
+        + " Reply with one sentence in plain text."
+    )
+    item = item_title + (f" ({', '.join(item_facts)})" if item_facts else "")
+    user = "\n".join(
+        [
+            "Recent history (oldest first):",
+            _data_block("history", list(history)),
+            "Recommended item:",
+            _data_block("item", item),
+            "The reason:",
+            _data_block("reason", evidence),
+            "In one short sentence to the user, say why the item is recommended, naming the "
+            "reason above.",
+        ]
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def baseline_messages(

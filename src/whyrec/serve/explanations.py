@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from whyrec.explain.evidence import EVIDENCE_VERSION
-from whyrec.explain.explainer import Explanation, ExplanationPipeline, Subject, fact_label_of
+from whyrec.explain.explainer import (
+    Explanation,
+    ExplanationPipeline,
+    Subject,
+    ask,
+    fact_label_of,
+)
 from whyrec.explain.prompts import EXPLANATION_VERSION
 from whyrec.serve.catalog import Catalog, History
 from whyrec.serve.errors import InvalidInput
@@ -190,16 +196,9 @@ class Explanations:
         try:
             pipeline = _with_client(self.pipeline, client)
             plan = pipeline.plan(self.subject(history, prefs), item)
-            r = plan.request
-            try:
-                outcome: Any = client.complete(
-                    r.messages, schema=r.schema, max_tokens=r.max_tokens,
-                    temperature=r.temperature, seed=r.seed, stage=r.stage,
-                    prompt_version=r.prompt_version,
-                )  # fmt: skip
-            except Exception as exc:  # typed LLM errors: the pipeline records them
-                outcome, error = exc, exc
-            exp = pipeline.finish(plan, outcome)
+            outcomes = [ask(client, r) for r in plan.requests]
+            error = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            exp = pipeline.finish(plan, outcomes)
             ok = exp.reason_source == "llm"
             problems = list(exp.problems)
             rec = self._record(exp, key, history)
