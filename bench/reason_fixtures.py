@@ -27,6 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from whyrec.explain.explainer import ExplanationPipeline
+    from whyrec.explain.schemas import _validate_reason, first_sentence
     from whyrec.llm import LLMClient
 
     client = LLMClient.from_settings()
@@ -45,7 +46,13 @@ def main() -> None:
             for o in outcomes:
                 if isinstance(o, BaseException):
                     continue
-                replies.append(o.parsed.explanation if plan.kind == "cot" else o.text)
+                if plan.kind == "cot":
+                    replies.append(o.parsed.explanation)
+                    continue
+                try:  # what the pipeline keeps of a sentences-mode reply
+                    replies.append(_validate_reason(None, first_sentence(o.text)))
+                except ValueError:
+                    continue
             if not replies:
                 print(f"user {u} item {int(item)}: no valid reply")
                 continue

@@ -99,8 +99,9 @@ def test_a_reason_keeps_only_supported_sentences_and_must_name_its_evidence(veri
     )
     assert v.text == "You watched Star Wars (1977) and Heat (1995)." and v.names_evidence
     assert len(v.removed) == 2
-    only_item = verifier.verify("Jurassic Park (1993) is a film.", ev, HISTORY)
-    assert only_item.text and not only_item.names_evidence  # names the item, none of its evidence
+    only_item = verifier.verify("Jurassic Park (1993) is a film for you.", ev, HISTORY)
+    assert only_item.text == "" and not only_item.names_evidence
+    assert "names only the item" in only_item.removed[0].problem
 
 
 def test_boilerplate_is_found_by_words_and_by_the_encoder():

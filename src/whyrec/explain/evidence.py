@@ -166,10 +166,10 @@ def evidence_pieces(ev: ItemEvidence) -> list[str]:
     for h in ev.cited_history_effects():
         shared = [f for f in ev.shared_facts if f in h["facts"]][:2]
         pieces.append(
-            f"The user watched {h['title']}, which raises this item's score"
+            f"You watched {h['title']}, and it raises this item's score"
             + (f"; both are {' and '.join(shared)}" if shared else "")
             + "."
         )
     for p in ev.cited_preference_effects():
-        pieces.append(f"The user's taste raises this item's score: {p['preference']}")
+        pieces.append(f"Your taste raises this item's score: {p['preference']}")
     return pieces

@@ -455,6 +455,13 @@ class ExplanationPipeline:
                 texts.append(_validate_reason(None, sentence))
             except ValueError as exc:
                 problems.append(f"{sentence[:60]!r}: {exc}")
+        return self._finish_sentences(plan, texts, problems, model, version)
+
+    def _finish_sentences(
+        self, plan: ExplanationPlan, texts: list[str], problems: list[str], model: str,
+        version: str,
+    ) -> Explanation:  # fmt: skip
+        fb = plan.fallback
         if not texts:
             return Explanation(
                 **{**fb.to_dict(), "problems": problems or ["no reply"],

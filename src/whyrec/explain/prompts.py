@@ -14,7 +14,7 @@ PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
 EXPLANATION_VERSION = "cot-v5"
 BASELINE_VERSION = "base-v3"
-EVIDENCE_SENTENCE_VERSION = "evs-v1"
+EVIDENCE_SENTENCE_VERSION = "evs-v2"
 
 
 def _data_block(label: str, values: Sequence[str] | str) -> str:
@@ -171,8 +171,8 @@ def evidence_sentence_messages(
             _data_block("item", item),
             "The reason:",
             _data_block("reason", evidence),
-            "In one short sentence to the user, say why the item is recommended, naming the "
-            "reason above.",
+            "In one short sentence that speaks to the user as \"you\", say why the item is "
+            "recommended, naming the reason above.",
         ]
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

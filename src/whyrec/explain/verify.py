@@ -287,8 +287,13 @@ class ClaimVerifier:
                 return check
             check.preferences.append(j)
         item_tags = cat.tags_of([evidence.item])
-        if not (check.titles or check.preferences or set(claims) & item_tags):
-            check.problem = "names nothing of the item, its facts, the history or a taste (generic)"
+        others = [t for t in check.titles if t != evidence.item]
+        if not (others or check.preferences or set(claims) & item_tags):
+            check.problem = (
+                "names only the item, none of its evidence (no history item, taste or fact)"
+                if check.titles
+                else "names nothing of the item, its facts, the history or a taste (generic)"
+            )
             return check
         if self.boilerplate is not None and self.boilerplate.is_boilerplate(sentence, user):
             check.problem = "boilerplate: the same sentence is written for many users"
