@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=Path("/tmp/whyrec-bench-explanations/lane"))
     ap.add_argument("--max-reasks", type=int, default=1)
     ap.add_argument("--no-judge", action="store_true")
+    ap.add_argument("--mode", default="auto", choices=["auto", "cot", "sentences"])
     ap.add_argument("--no-cache", action="store_true", help="Do not use the LLM reply cache.")
     ap.add_argument(
         "--rescore",
@@ -89,7 +90,7 @@ def main() -> None:
         report = evaluate_explanations(
             model, client=client, judge_client=None if args.no_judge else client, dataset=ds,
             encoder=encoder, users=args.users, low_rank=args.low_rank, seed=0,
-            rubric=not args.no_judge, pairwise=not args.no_judge,
+            rubric=not args.no_judge, pairwise=not args.no_judge, mode=args.mode,
             progress=lambda m: print(m, flush=True),
         )  # fmt: skip
         bench = {

@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from whyrec.explain.explainer import ExplanationPipeline
-    from whyrec.explain.schemas import _validate_reason, first_sentence
+    from whyrec.explain.schemas import _validate_reason, first_sentence, strip_leading_label
     from whyrec.llm import LLMClient
 
     client = LLMClient.from_settings()
@@ -50,7 +50,9 @@ def main() -> None:
                     replies.append(o.parsed.explanation)
                     continue
                 try:  # what the pipeline keeps of a sentences-mode reply
-                    replies.append(_validate_reason(None, first_sentence(o.text)))
+                    replies.append(
+                        _validate_reason(None, first_sentence(strip_leading_label(o.text)))
+                    )
                 except ValueError:
                     continue
             if not replies:

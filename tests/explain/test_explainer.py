@@ -218,11 +218,10 @@ def test_sentences_mode_asks_one_sentence_per_cited_piece_and_verifies_them(
     item = int(model.recommend(0, k=1).items[0])
 
     def reply(messages):
-        reason = re.search(r'<data name="reason">\n(.*)\n</data>', messages[-1]["content"])
-        piece = json.loads(reason.group(1))
-        title = re.search(r"You watched (.*?\(\d{4}\))", piece)
-        if title:  # a history piece: name it, then ramble into an invented title
-            return f"You watched {title.group(1)}, so try this. Also see Moon Garden (1987)."
+        watched = re.search(r'<data name="watched">\n(.*)\n</data>', messages[-1]["content"])
+        if watched:  # a history piece: name it, then ramble into an invented title
+            title = json.loads(watched.group(1))
+            return f"You watched {title}, so try this. Also see Moon Garden (1987)."
         return "The user's history is made for a family of fans of a niche."
 
     client, backend = make_client([reply] * 6)

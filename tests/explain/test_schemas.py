@@ -118,3 +118,23 @@ def test_a_reason_that_names_none_of_its_evidence_is_unrelated(text):
 )
 def test_a_reason_that_names_its_evidence_is_related(text):
     assert unrelated_reason_problem(text, EVIDENCE) is None
+
+
+def test_copied_reason_labels_and_e_g_are_not_sentences():
+    # SmolLM2-135M, 2026-12-07, sentences mode: a copy of the prompt's label, cut at "e.g."
+    with pytest.raises(ValidationError, match="labels"):
+        BaselineExplanation(
+            explanation="The reason: \"Your taste raises this item's score: Enjoys Comedy, e.g."
+        )
+    assert trim_to_sentence("You like comedies, e.g. Aladdin (1992) and") == (
+        "You like comedies, e.g. Aladdin (1992) and"
+    )
+
+
+def test_a_copied_reason_label_is_stripped_from_a_free_text_reply():
+    from whyrec.explain.schemas import first_sentence, strip_leading_label
+
+    reply = 'The reason:\n"You watched Heat (1995), and it raises this item\'s score." More.'
+    assert first_sentence(strip_leading_label(reply)) == (
+        "You watched Heat (1995), and it raises this item's score.\""
+    ) or first_sentence(strip_leading_label(reply)).startswith("You watched Heat (1995)")

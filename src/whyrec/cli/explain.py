@@ -99,6 +99,12 @@ def explain(
     fmt: str = typer.Option("text", "--format", help="text or json."),
     no_llm: bool = typer.Option(False, "--no-llm", help="Template reasons only (no LLM)."),
     llm_config: Path | None = typer.Option(None, "--llm-config", help="LLM config file."),
+    mode: str = typer.Option(
+        "auto",
+        help="How the LLM writes: 'cot' (LANE's four steps as one JSON reply), 'sentences' "
+        "(one short sentence per cited piece of evidence), 'auto' (sentences for a local "
+        "model under 2 GB, else cot).",
+    ),
 ) -> None:
     """Recommendations with the evidence behind each item and a verified reason.
 
@@ -119,7 +125,9 @@ def explain(
         from whyrec.llm import LLMClient
 
         client = LLMClient.from_settings(llm_config)
-    pipeline = ExplanationPipeline.from_run(model, client)
+    if mode not in ("auto", "cot", "sentences"):
+        raise ConfigError(f"--mode must be auto, cot or sentences, got {mode!r}")
+    pipeline = ExplanationPipeline.from_run(model, client, mode=mode)
     u = model.user_index(user)
     if item is not None:
         results = [pipeline.explain(model.item_index(item), u, use_llm=not no_llm)]

@@ -47,6 +47,9 @@ def evaluate_explanations(
         "top,low", help="Which items per user: top (rank 1) and/or low (rank --low-rank)."
     ),
     low_rank: int = typer.Option(500, help="Rank of the low-ranked item among unseen items."),
+    mode: str = typer.Option(
+        "auto", help="How the LLM writes LANE's reasons: cot, sentences or auto (see explain)."
+    ),
     seed: int = typer.Option(0, help="Seed of the user sample."),
     judge: bool = typer.Option(True, "--judge/--no-judge", help="Run the LLM judges."),
     pairwise: bool = typer.Option(
@@ -115,7 +118,7 @@ def evaluate_explanations(
     report = run_eval(
         model, client=client, judge_client=judge_client, dataset=ds, encoder=get_encoder(),
         users=users, user_indices=indices, systems=sys_list, positions=pos_list,
-        low_rank=low_rank, seed=seed, rubric=judge, pairwise=judge and pairwise,
+        low_rank=low_rank, seed=seed, rubric=judge, pairwise=judge and pairwise, mode=mode,
         references=refs, progress=lambda m: err.print(f"[dim]{m}[/]"),
     )  # fmt: skip
     report.writer = writer

@@ -159,17 +159,16 @@ def select_evidence(
     )
 
 
-def evidence_pieces(ev: ItemEvidence) -> list[str]:
-    """One plain statement per cited piece of evidence (history items first, then
-    tastes): what an LLM is asked to turn into one sentence each."""
-    pieces = []
+def evidence_pieces(ev: ItemEvidence) -> list[dict[str, Any]]:
+    """One entry per cited piece of evidence (history items first, then tastes): what an
+    LLM is asked to turn into one sentence each. ``{"kind": "history", "title", "shared"}``
+    or ``{"kind": "taste", "taste"}`` (the taste without its "e.g. …" examples, which
+    small models copy verbatim)."""
+    pieces: list[dict[str, Any]] = []
     for h in ev.cited_history_effects():
         shared = [f for f in ev.shared_facts if f in h["facts"]][:2]
-        pieces.append(
-            f"You watched {h['title']}, and it raises this item's score"
-            + (f"; both are {' and '.join(shared)}" if shared else "")
-            + "."
-        )
+        pieces.append({"kind": "history", "title": str(h["title"]), "shared": shared})
     for p in ev.cited_preference_effects():
-        pieces.append(f"Your taste raises this item's score: {p['preference']}")
+        short = re.split(r",?\s+e\.g\.", str(p["preference"]), maxsplit=1)[0].rstrip(". ")
+        pieces.append({"kind": "taste", "taste": short})
     return pieces

@@ -47,6 +47,7 @@ from whyrec.explain.schemas import (
     _validate_reason,
     explanation_schema,
     first_sentence,
+    strip_leading_label,
     trim_to_sentence,
 )
 from whyrec.explain.templates import template_reason
@@ -387,7 +388,7 @@ class ExplanationPipeline:
                         history=history,
                         item_title=ev.title,
                         item_facts=ev.facts,
-                        evidence=piece,
+                        piece=piece,
                     ),
                     schema=None,
                     max_tokens=SENTENCE_TOKENS,
@@ -450,7 +451,7 @@ class ExplanationPipeline:
                 steps["fitness"] = [v / 10 for v in steps["fitness"]]  # 0–10 → 0–1
                 reply = steps.pop("explanation")
                 return self.finish_text(plan, reply, model=model, steps=steps)
-            sentence = first_sentence(outcome.text)
+            sentence = first_sentence(strip_leading_label(outcome.text))
             try:  # the same prose rules as a JSON reply's explanation
                 texts.append(_validate_reason(None, sentence))
             except ValueError as exc:

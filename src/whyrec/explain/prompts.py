@@ -9,12 +9,13 @@ changes, so cached replies made with the old wording are not reused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
-EXPLANATION_VERSION = "cot-v5"
-BASELINE_VERSION = "base-v3"
-EVIDENCE_SENTENCE_VERSION = "evs-v2"
+EXPLANATION_VERSION = "cot-v6"
+BASELINE_VERSION = "base-v4"
+EVIDENCE_SENTENCE_VERSION = "evs-v4"
 
 
 def _data_block(label: str, values: Sequence[str] | str) -> str:
@@ -147,35 +148,49 @@ def explanation_messages(
 
 
 def evidence_sentence_messages(
-    *, history: Sequence[str], item_title: str, item_facts: Sequence[str] = (), evidence: str
+    *,
+    history: Sequence[str],
+    item_title: str,
+    item_facts: Sequence[str] = (),
+    piece: dict[str, Any],
 ) -> list[dict[str, str]]:
     """Ask for one short sentence that gives one piece of the item's evidence.
 
     Small local models write one sound sentence at a time, not a four-step JSON reply
     (as with the preference aspects); an explanation is then the verified sentences, one
-    per cited taste or history item. The history comes first, so the local model reuses
-    the evaluated prefix across an item's calls.
+    per cited taste or history item. The facts come as separate data fields, not as a
+    ready sentence (a 135M model copies a ready sentence verbatim); the history comes
+    first, so the local model reuses the evaluated prefix across an item's calls.
     """
     system = (
         "You tell a user in one short sentence why a recommender suggested an item. Use "
-        "only the reason given; never add titles, genres or other reasons. "
+        "only the facts given; never add titles, genres or other reasons. "
         + _DATA_RULE
-        + " Reply with one sentence in plain text."
+        + ' Reply with one sentence in plain text that speaks to the user as "you".'
     )
     item = item_title + (f" ({', '.join(item_facts)})" if item_facts else "")
-    user = "\n".join(
-        [
-            "Recent history (oldest first):",
-            _data_block("history", list(history)),
-            "Recommended item:",
-            _data_block("item", item),
-            "The reason:",
-            _data_block("reason", evidence),
-            "In one short sentence that speaks to the user as \"you\", say why the item is "
-            "recommended, naming the reason above.",
-        ]
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    lines = [
+        "Recent history (oldest first):",
+        _data_block("history", list(history)),
+        "Recommended item:",
+        _data_block("item", item),
+    ]
+    if piece["kind"] == "history":
+        lines += ["Something the user watched that raised its score:",
+                  _data_block("watched", piece["title"])]  # fmt: skip
+        if piece.get("shared"):
+            lines += ["What both share:", _data_block("shared", list(piece["shared"]))]
+        lines.append(
+            "In one short sentence, tell the user the item is recommended because they "
+            "watched that title" + (", and what both share." if piece.get("shared") else ".")
+        )
+    else:
+        lines += ["A taste of the user that raised its score:",
+                  _data_block("taste", piece["taste"])]  # fmt: skip
+        lines.append(
+            "In one short sentence, tell the user the item is recommended because of that taste."
+        )
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
 
 
 def baseline_messages(

@@ -162,11 +162,26 @@ def _explanation_fields(m: int) -> dict:
     }
 
 
-_PROMPT_LABEL = re.compile(r"\bP\d+\b|\(weight\s*[\d.]+\)", re.IGNORECASE)
+_PROMPT_LABEL = re.compile(
+    r"\bP\d+\b|\(weight\s*[\d.]+\)|^\W*(?:the\s+)?(?:reason|recommended item)\s*:",
+    re.IGNORECASE,
+)
 # braces and backticks (JSON, code) and HTML-like tags; square brackets stay allowed,
 # as product titles carry them ("Hamlet [DVD]")
 _MARKUP = re.compile(r"[{}`]|</?[A-Za-z][^<>]*>")
-_CLAUSE_END = re.compile(r"[.!?](?=\s|$)")
+_LEADING_LABEL = re.compile(
+    r"^\W*(?:the\s+)?(?:reason|recommended item|answer|sentence)\s*:\s*", re.IGNORECASE
+)
+
+
+def strip_leading_label(text: str) -> str:
+    """A free-text reply without a copied "The reason:" label (and the quote after it)."""
+    out = _LEADING_LABEL.sub("", str(text).strip(), count=1)
+    return out.strip().lstrip("\"“'").strip() if out != str(text).strip() else out
+
+
+# a full stop ends a clause, but not the one of "e.g." / "i.e."
+_CLAUSE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)[.!?](?=\s|$)")
 #: the shortest reason, cut to its last complete sentence, that may be shown (the field's
 #: minimum length)
 _MIN_SENTENCE = 20

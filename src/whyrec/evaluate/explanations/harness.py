@@ -355,6 +355,7 @@ def evaluate_explanations(
     pairs: Sequence[tuple[str, str]] | None = None,
     references: Mapping[tuple[str, str], Sequence[str]] | None = None,
     history_window: int = 15,
+    mode: str = "auto",
     progress: Progress = _noop,
 ) -> ExplanationReport:
     """Generate, score and (optionally) judge explanations; see the module docstring.
@@ -376,7 +377,7 @@ def evaluate_explanations(
     )
     item_texts = catalogue.tags if any(catalogue.tags) else None
     explainer = ExplanationPipeline(
-        model, client, item_texts=item_texts, history_window=history_window,
+        model, client, item_texts=item_texts, history_window=history_window, mode=mode,
         fact_label=fact_label_of(
             "genres" if dataset is None or "genres" in getattr(dataset, "text_fields", [])
             else (list(getattr(dataset, "text_fields", [])) or [None])[0]
@@ -432,6 +433,7 @@ def evaluate_explanations(
             "rubric": rubric and judge is not None,
             "pairwise": pairwise and judge is not None,
             "history_window": history_window,
+            "explain_mode": explainer.mode,
             "dataset": getattr(dataset, "name", None),
             "references": sum(1 for c in cases if c.references),
             **scorer.describe(),
