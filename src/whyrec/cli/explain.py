@@ -102,8 +102,8 @@ def explain(
     mode: str = typer.Option(
         "auto",
         help="How the LLM writes: 'cot' (LANE's four steps as one JSON reply), 'sentences' "
-        "(one short sentence per cited piece of evidence), 'auto' (sentences for a local "
-        "model under 2 GB, else cot).",
+        "(one short sentence per cited piece of evidence; more LLM-written text from a tiny "
+        "model, but less faithful: docs/lane.md), 'auto' (= cot).",
     ),
 ) -> None:
     """Recommendations with the evidence behind each item and a verified reason.
