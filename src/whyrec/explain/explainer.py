@@ -229,9 +229,9 @@ class ExplanationPipeline:
     def mode(self) -> str:
         """``cot`` (LANE's four steps in one JSON reply) or ``sentences`` (one short
         sentence per cited piece of evidence). ``auto`` is ``cot``: with the packaged
-        SmolLM2-135M, sentences mode raised the share of LLM-written reasons from 0.21 to
-        0.63 but lowered the necessity win rate (0.92 → 0.84) and the drop-vs-mention
-        correlation (0.60 → 0.36) of the reasons shown (docs/benchmarks.md), so it stays
+        SmolLM2-135M, sentences mode raised the share of LLM-written reasons from 0.33 to
+        0.63 but lowered the necessity win rate (0.91 → 0.84) and the drop-vs-mention
+        correlation (0.59 → 0.36) of the reasons shown (docs/benchmarks.md), so it stays
         an option."""
         return "cot" if self.requested_mode == "auto" else self.requested_mode
 
