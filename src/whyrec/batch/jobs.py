@@ -503,6 +503,7 @@ EXPLANATION_SCHEMA = pa.schema(
         ("cited", pa.string()),
         ("removed_sentences", pa.string()),
         ("evidence_version", pa.string()),
+        ("llm_outage", pa.bool_()),
         ("prompt_tokens", pa.int32()),
         ("completion_tokens", pa.int32()),
     ]

@@ -135,8 +135,17 @@ def explain(
         results = pipeline.recommend_and_explain(u, k=k, use_llm=not no_llm)
     if fmt == "json":
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-        return
-    print_explanations(results)
+    else:
+        print_explanations(results)
+    if not no_llm and results and all(r.llm_outage for r in results):
+        from whyrec.safety import printable_text
+
+        typer.echo(
+            "error: the LLM could not be reached for any explanation; the grounded template "
+            f"reasons are shown ({printable_text('; '.join(results[0].problems), 300)})",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def print_explanations(results: list) -> None:

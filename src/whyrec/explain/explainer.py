@@ -87,6 +87,9 @@ class Explanation:
     cited: dict[str, Any] = field(default_factory=dict)  # preferences, history, facts
     removed_sentences: list[dict[str, Any]] = field(default_factory=list)
     evidence_version: str = EVIDENCE_VERSION
+    #: every LLM call for this reason failed to reach a usable model (endpoint down, key
+    #: refused, timeouts): the template is shown and the reason is worth asking again
+    llm_outage: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -446,17 +449,19 @@ class ExplanationPipeline:
                 texts.append(_validate_reason(None, sentence))
             except ValueError as exc:
                 problems.append(f"{sentence[:60]!r}: {exc}")
-        return self._finish_sentences(plan, texts, problems, model, version)
+        outage = all(_is_outage(o) for o in outcomes)
+        return self._finish_sentences(plan, texts, problems, model, version, outage)
 
     def _finish_sentences(
         self, plan: ExplanationPlan, texts: list[str], problems: list[str], model: str,
-        version: str,
+        version: str, outage: bool = False,
     ) -> Explanation:  # fmt: skip
         fb = plan.fallback
         if not texts:
             return Explanation(
                 **{**fb.to_dict(), "problems": problems or ["no reply"],
-                   "prompt_version": version, "model": model},
+                   "prompt_version": version, "model": model,
+                   "llm_outage": outage},
             )  # fmt: skip
         out = self.finish_text(plan, " ".join(texts), model=model, prompt_version=version)
         out.problems = problems + out.problems
@@ -597,6 +602,16 @@ class ExplanationPipeline:
         except Exception as exc:
             return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
         return trim_to_sentence(res.parsed.explanation), []
+
+
+def _is_outage(outcome: Any) -> bool:
+    """An outcome that never reached a usable model (not an invalid reply)."""
+    from whyrec.llm.errors import is_outage
+
+    error = outcome if isinstance(outcome, BaseException) else getattr(outcome, "error", None)
+    if outcome is None or (error is None and getattr(outcome, "ok", True)):
+        return False
+    return error is not None and is_outage(error)
 
 
 def ask(client: Any, request: Any) -> Any:
