@@ -545,19 +545,6 @@ class ExplanationPipeline:
             ).items
         return self.model.recommend(history=subject.history, k=k).items
 
-    def _explain(  # TEMPORARY shim for serve until it calls plan/finish (same session)
-        self, item: int, user: Any, hist: Any, texts: Any, source: Any, vectors: Any,
-        uid: Any, use_llm: bool,
-    ) -> Explanation:  # fmt: skip
-        if vectors is None and user is not None:
-            subject = self.subject(user)
-        else:
-            subject = self.subject(
-                None, history=hist, preferences=texts, vectors=vectors,
-                preference_source=source, user_id=uid,
-            )  # fmt: skip
-        return self.explain_subject(subject, item, use_llm=use_llm)
-
     # -------------------------------------------------------------- baseline
     def baseline_request(self, subject: Subject, item: int) -> Any:
         """The no-alignment baseline's request: the same LLM with only history and item."""

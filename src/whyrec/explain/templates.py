@@ -11,7 +11,6 @@ untrusted: they pass :func:`whyrec.safety.safe_title` (control strings removed, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from whyrec.explain.evidence import ItemEvidence
 from whyrec.safety import safe_title
@@ -28,14 +27,8 @@ def join_words(parts: Sequence[str]) -> str:
     return ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
-def template_reason(evidence: ItemEvidence, *args: Any, fact_label: str = "genre") -> str:
+def template_reason(evidence: ItemEvidence, *, fact_label: str = "genre") -> str:
     """A short, factual reason built from the item-specific evidence."""
-    if isinstance(evidence, str):  # TEMPORARY: serve's old call, gone when it uses the pipeline
-        hist = list(args[2]) if len(args) > 2 else []
-        names = join_words([safe_title(h) for h in hist[:3]])
-        return f"We suggest {safe_title(evidence)}." + (
-            f" In your history, {names} raise its score the most." if hist else ""
-        )
     title = safe_title(evidence.title)
     facts = [safe_title(f, 40) for f in evidence.facts[:3]]
     first = f"We suggest {title}" + (f" ({join_words(facts)})." if facts else ".")
