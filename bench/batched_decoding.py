@@ -62,16 +62,16 @@ def explanation_requests(ds: Any, users: list[int], prefs: dict) -> list[LLMRequ
     out = []
     for u in users:
         p = prefs[u].preferences
-        w = rng.dirichlet(np.ones(len(p))).round(3).tolist()
+        falls = rng.integers(2, 30, size=len(p)).tolist()
         item = int(test.loc[u])
         out.append(
             LLMRequest(
                 messages=explanation_messages(
                     history=[ds.titles[i] for i in seqs[u][-15:]],
                     preferences=p,
-                    weights=w,
+                    preference_effects=[f"without it, rank 1 becomes {r}" for r in falls],
                     item_title=ds.titles[item],
-                    item_text=genres[item] if genres else "",
+                    item_facts=genres[item].split("|") if genres else [],
                 ),
                 schema=explanation_schema(len(p)),
                 max_tokens=EXPLAIN_TOKENS,

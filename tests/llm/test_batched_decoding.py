@@ -54,9 +54,9 @@ def _calls() -> list[dict]:
             "messages": explanation_messages(
                 history=HISTORIES[0],
                 preferences=["Enjoys animated films", "Likes musicals", "Loves fairy tales"],
-                weights=[0.5, 0.3, 0.2],
+                preference_effects=["without it, rank 1 becomes 4"] * 3,
                 item_title="Beauty and the Beast (1991)",
-                item_text="Animation, Musical",
+                item_facts=["Animation", "Musical"],
             ),
             "schema": Schema.of(explanation_schema(3)),
             "max_tokens": 64,

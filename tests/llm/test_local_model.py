@@ -130,9 +130,9 @@ def test_greedy_grammar_shortcut_gives_llama_cpp_pythons_replies(smollm_path):
             "messages": explanation_messages(
                 history=h,
                 preferences=["Enjoys animated films", "Likes tense crime plots"],
-                weights=[0.6, 0.4],
+                preference_effects=["without it, rank 1 becomes 3"] * 2,
                 item_title=item,
-                item_text=genres,
+                item_facts=genres.split(", "),
             ),
             "schema": Schema.of(explanation_schema(2)),
             "max_tokens": 160,
