@@ -156,12 +156,12 @@ def demo(
     )  # fmt: skip
     drops = np.array([[p["score_drop"] for p in r.preference_effects] for r in results]).T
     img_items = weights_heatmap(
-        drops, [p[:40] for p in results[0].preferences],
-        [r.title[:30] + (" ✓" + ",".join(f"P{j + 1}" for j in r.cited["preferences"])
-                         if r.cited["preferences"] else "") for r in results],
+        drops, [p[:40] for p in results[0].preferences], [r.title for r in results],
         f"score drop of each recommended item without each preference (user "
-        f"{lane.user_ids[u]}; ✓ the preferences its reason cites)",
+        f"{lane.user_ids[u]}; ✓ framed: the preferences its reason cites)",
         cmap="magma", fmt="{:+.2f}",
+        marks=np.array([[j in r.cited["preferences"] for r in results]
+                        for j in range(drops.shape[0])]),
     )  # fmt: skip
     write_png(out / "weights_users.png", img_users)
     write_png(out / "weights_items.png", img_items)

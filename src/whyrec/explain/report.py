@@ -32,8 +32,10 @@ def weights_heatmap(
     *,
     cmap: str = "viridis",
     fmt: str = "{:.2f}",
+    marks: np.ndarray | None = None,
 ) -> bytes:
-    """A PNG heatmap of ``weights`` (rows × columns) with the values written in."""
+    """A PNG heatmap of ``weights`` (rows × columns) with the values written in; cells
+    where ``marks`` (same shape, bool) is true are framed and ticked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,9 +46,15 @@ def weights_heatmap(
     im = ax.imshow(w, cmap=cmap, aspect="auto")
     ax.set_xticks(range(w.shape[1]), [str(c)[:28] for c in col_labels], rotation=30, ha="right")
     ax.set_yticks(range(w.shape[0]), [str(r)[:40] for r in row_labels])
+    marked = np.zeros(w.shape, dtype=bool) if marks is None else np.asarray(marks, dtype=bool)
     for i in range(w.shape[0]):
         for j in range(w.shape[1]):
-            ax.text(j, i, fmt.format(w[i, j]), ha="center", va="center", fontsize=7, color="w")
+            label = fmt.format(w[i, j]) + (" ✓" if marked[i, j] else "")
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color="w")
+            if marked[i, j]:
+                ax.add_patch(
+                    plt.Rectangle((j - 0.48, i - 0.46), 0.96, 0.92, fill=False, ec="w", lw=2)
+                )
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04)
     png = _figure_png(fig)
@@ -129,12 +137,23 @@ def html_report(
             + (f"<p class='src'>item facts: {e(facts)}</p>" if facts else "")
             + f"<p>{e(ex['reason'])}</p>"
             f"<p class='src'>reason from: {e(ex['reason_source'])}"
-            f"{' (' + e(ex['model']) + ')' if ex.get('model') else ''}; preferences from: "
-            f"{e(ex['preference_source'])}. ✓ marks the evidence the reason cites: what "
+            + (
+                f" ({e(ex['model'])})"
+                if ex.get("model") and ex["reason_source"] != "template"
+                else ""
+            )
+            + "; preferences from: "
+            f"{e(ex['preference_source'])}. ✓ marks the evidence the reason is built from: what "
             "lowers this item's score most when removed.</p>"
             + (
                 f"<p class='src'>LLM sentences removed by the claim verifier:</p><ul>{removed}</ul>"
                 if removed
+                else ""
+            )
+            + (
+                "<p class='src'>the LLM's reason is not shown: "
+                f"{e('; '.join(str(p) for p in ex['problems'])[:400])}</p>"
+                if ex["reason_source"] == "template" and ex.get("problems")
                 else ""
             )
             + (
