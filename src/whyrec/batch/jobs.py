@@ -148,6 +148,46 @@ def outcome_record(outcome: Any) -> dict[str, Any]:
     }
 
 
+def outcome_from_record(
+    request: dict[str, Any], rec: dict[str, Any], *, tag: Any = None, model: str = ""
+) -> Any:
+    """A recorded outcome (:func:`outcome_record`) as an ``LLMResult`` / ``LLMFailure``
+    again, its reply validated against the request's schema once more."""
+    from whyrec.llm import LLMFailure, LLMResult
+    from whyrec.llm.errors import LLMOutputError
+    from whyrec.llm.parse import Schema
+
+    stage = str(request.get("stage", "default"))
+    if not rec.get("ok"):
+        err = LLMOutputError(
+            rec.get("error", ""),
+            text=rec.get("text") or "",
+            problems=list(rec.get("problems") or []),
+            attempts=int(rec.get("attempts", 0) or 0),
+            raw=rec.get("raw"),
+        )
+        return LLMFailure(error=err, stage=stage, tag=tag)
+    parsed = None
+    schema = resolve_schema(request.get("schema"))
+    if schema is not None:
+        parsed, problems = Schema.of(schema).validate(rec.get("json"))
+        if problems:
+            raise RuntimeError(f"a recorded reply no longer validates: {problems}")
+    return LLMResult(
+        text=rec["text"],
+        parsed=parsed,
+        prompt_tokens=int(rec.get("prompt_tokens", 0) or 0),
+        completion_tokens=int(rec.get("completion_tokens", 0) or 0),
+        latency_s=float(rec.get("latency_s", 0.0) or 0.0),
+        model=str(rec.get("model") or model),
+        backend="replay",
+        cached=bool(rec.get("cached", False)),
+        attempts=int(rec.get("attempts", 0) or 0),
+        stage=stage,
+        tag=tag,
+    )
+
+
 def _blocking(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The first outcome that makes the item a failure (not just an invalid reply)."""
     return next(
@@ -181,10 +221,7 @@ class _ReplayClient:
         self._next = 0
 
     def _outcome(self, messages: Any, tag: Any) -> Any:
-        from whyrec.llm import LLMFailure, LLMResult
         from whyrec.llm.client import normalize_messages
-        from whyrec.llm.errors import LLMOutputError
-        from whyrec.llm.parse import Schema
 
         i = self._next
         self._next += 1
@@ -195,37 +232,10 @@ class _ReplayClient:
             raise RuntimeError(
                 f"item {self.item.key}: the prompt changed between preparing and finishing"
             )
-        stage = str(req.get("stage", "default"))
-        if not rec.get("ok"):
-            err = LLMOutputError(
-                rec.get("error", ""),
-                text=rec.get("text") or "",
-                problems=list(rec.get("problems") or []),
-                attempts=int(rec.get("attempts", 0) or 0),
-                raw=rec.get("raw"),
-            )
-            return LLMFailure(error=err, stage=stage, tag=tag)
-        parsed = None
-        schema = resolve_schema(req.get("schema"))
-        if schema is not None:
-            parsed, problems = Schema.of(schema).validate(rec.get("json"))
-            if problems:
-                raise RuntimeError(
-                    f"item {self.item.key}: a recorded reply no longer validates: {problems}"
-                )
-        return LLMResult(
-            text=rec["text"],
-            parsed=parsed,
-            prompt_tokens=int(rec.get("prompt_tokens", 0) or 0),
-            completion_tokens=int(rec.get("completion_tokens", 0) or 0),
-            latency_s=float(rec.get("latency_s", 0.0) or 0.0),
-            model=str(rec.get("model") or self.model),
-            backend="replay",
-            cached=bool(rec.get("cached", False)),
-            attempts=int(rec.get("attempts", 0) or 0),
-            stage=stage,
-            tag=tag,
-        )
+        try:
+            return outcome_from_record(req, rec, tag=tag, model=self.model)
+        except RuntimeError as exc:
+            raise RuntimeError(f"item {self.item.key}: {exc}") from None
 
     def complete(self, messages: Any, **kwargs: Any) -> Any:
         out = self._outcome(messages, kwargs.get("tag"))
@@ -508,43 +518,6 @@ EXPLANATION_SCHEMA = pa.schema(
         ("completion_tokens", pa.int32()),
     ]
 )
-
-
-def outcome_from_record(request: dict[str, Any], rec: dict[str, Any]) -> Any:
-    """A recorded outcome (:func:`outcome_record`) as an ``LLMResult`` / ``LLMFailure``
-    again, its reply validated against the request's schema once more."""
-    from whyrec.llm import LLMFailure, LLMResult
-    from whyrec.llm.errors import LLMOutputError
-    from whyrec.llm.parse import Schema
-
-    stage = str(request.get("stage", "default"))
-    if not rec.get("ok"):
-        err = LLMOutputError(
-            rec.get("error", ""),
-            text=rec.get("text") or "",
-            problems=list(rec.get("problems") or []),
-            attempts=int(rec.get("attempts", 0) or 0),
-            raw=rec.get("raw"),
-        )
-        return LLMFailure(error=err, stage=stage)
-    parsed = None
-    schema = resolve_schema(request.get("schema"))
-    if schema is not None:
-        parsed, problems = Schema.of(schema).validate(rec.get("json"))
-        if problems:
-            raise RuntimeError(f"a recorded reply no longer validates: {problems}")
-    return LLMResult(
-        text=rec["text"],
-        parsed=parsed,
-        prompt_tokens=int(rec.get("prompt_tokens", 0) or 0),
-        completion_tokens=int(rec.get("completion_tokens", 0) or 0),
-        latency_s=float(rec.get("latency_s", 0.0) or 0.0),
-        model=str(rec.get("model") or ""),
-        backend="replay",
-        cached=bool(rec.get("cached", False)),
-        attempts=int(rec.get("attempts", 0) or 0),
-        stage=stage,
-    )
 
 
 def explanation_row(exp: Any) -> dict[str, Any]:
