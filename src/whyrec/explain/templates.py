@@ -30,7 +30,7 @@ def join_words(parts: Sequence[str]) -> str:
 def template_reason(evidence: ItemEvidence, *, fact_label: str = "genre") -> str:
     """A short, factual reason built from the item-specific evidence."""
     title = safe_title(evidence.title)
-    facts = [safe_title(f, 40) for f in evidence.facts[:3]]
+    facts = [safe_title(f, 40) for f in evidence.facts[:5]]
     first = f"We suggest {title}" + (f" ({join_words(facts)})." if facts else ".")
     parts = [first]
     for n, p in enumerate(evidence.cited_preference_effects()):
