@@ -14,7 +14,6 @@ from whyrec.explain.schemas import (
     BaselineExplanation,
     explanation_schema,
     trim_to_sentence,
-    unrelated_reason_problem,
 )
 
 GOOD = [
@@ -84,40 +83,6 @@ def test_an_accepted_reason_trims_to_a_sentence_of_at_least_the_minimum_length()
     text = "You will like this drama a lot. It has songs and a cast that"
     BaselineExplanation(explanation=text)
     assert trim_to_sentence(text) == "You will like this drama a lot."
-
-
-EVIDENCE = [
-    "Heat (1995)",  # the item
-    "Crime, Thriller",  # its text
-    "The user's history is filled with tense crime stories",  # a preference
-    "Speed (1994)",  # the history
-]
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "The user recommends this item to the user.",  # SmolLM2, 2026-12-02
-        "You will love this film, it is a great movie to watch.",
-        "The user's history shows a variety of genres and tastes.",
-    ],
-)
-def test_a_reason_that_names_none_of_its_evidence_is_unrelated(text):
-    problem = unrelated_reason_problem(text, EVIDENCE)
-    assert problem and "names nothing" in problem
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "A thriller, like the ones you watch most.",  # the item's genre
-        "You liked Speed, and Heat moves just as fast.",  # titles
-        "It has the tense mood of the crime stories you prefer.",  # a preference
-        "Crime comedies are your favourite.",  # "comedies"/"crime" stems
-    ],
-)
-def test_a_reason_that_names_its_evidence_is_related(text):
-    assert unrelated_reason_problem(text, EVIDENCE) is None
 
 
 def test_copied_reason_labels_and_e_g_are_not_sentences():

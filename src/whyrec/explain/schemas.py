@@ -244,43 +244,6 @@ def explanation_schema(m: int) -> type[BaseModel]:
     )
 
 
-# words any reason may use without saying anything about this item or this user
-_GENERIC = frozenset(
-    """about after also because been best both could does enjoy enjoyed enjoys even film
-    films from good great have here item items just like liked likes love loved loves made
-    make makes many more most movie movies much really recommend recommendation recommended
-    recommends should some suggest suggested such suggests than that their them then there
-    these they this those think through very want watch watched watching well were what
-    when where which while will with would your user users genre genres history kind
-    kinds type types variety preference preferences taste tastes interest interests
-    theme themes mix""".split()
-)
-
-
-def _content_stems(text: str) -> set[str]:
-    """Lower-case words of four or more characters, minus :data:`_GENERIC`, cut to five
-    characters (so "comedies" meets "comedy")."""
-    return {w[:5] for w in _norm(text).split() if len(w) >= 4 and w not in _GENERIC}
-
-
-def unrelated_reason_problem(text: str, evidence: Sequence[str]) -> str | None:
-    """Why a reason says nothing about its evidence — the item's title and text, the
-    user's preferences, the history shown — or None when it shares a content word with it.
-
-    "The user recommends this item to the user." passes every check of the schema yet
-    explains nothing; a reason that names none of the evidence is not shown.
-    """
-    known: set[str] = set()
-    for e in evidence:
-        known |= _content_stems(e)
-    if _content_stems(text) & known:
-        return None
-    return (
-        "the explanation names nothing of the item, the user's preferences or the history "
-        f"({text[:60]!r})"
-    )
-
-
 def trim_to_sentence(text: str) -> str:
     """Cut a reply that a length cap stopped mid-sentence back to its last full sentence."""
     text = " ".join(str(text).split())
