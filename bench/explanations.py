@@ -111,7 +111,8 @@ def main() -> None:
 
     n_users = len({c.user for c in report.cases})
     lane_cases = [c for c in report.cases if c.system == "lane"]
-    llm_written = sum(c.source == "llm" for c in lane_cases)
+    llm_written = sum(c.source.split("+")[0] == "llm" for c in lane_cases)
+    llm_completed = sum(c.source == "llm+template" for c in lane_cases)
     sources = sorted({c.preference_source for c in report.cases})
     t = model.training
     judge = report.judge or "no judge"
@@ -122,7 +123,9 @@ def main() -> None:
         f"{u['latency_s'] / max(u['calls'], 1):.1f} s per call"
         for stage, u in usage.items()
     )
-    kinds = Counter(_kind(p) for c in lane_cases if c.source != "llm" for p in c.problems)
+    kinds = Counter(
+        _kind(p) for c in lane_cases if c.source.split("+")[0] != "llm" for p in c.problems
+    )
     lane_problems = [f"{n}× {k}" for k, n in kinds.most_common()]
     lines = [
         "## Explanation quality on MovieLens-100k (LANE vs baseline vs template)",
@@ -139,7 +142,8 @@ def main() -> None:
         f"most {run_args['epochs']} epochs ({t.get('epochs_run')} run, best validation "
         f"NDCG@10 {t.get('valid_ndcg10', float('nan')):.4f}). The LANE system wrote "
         f"{llm_written} of {len(lane_cases)} reasons with the LLM ({run_args['max_reasks']} "
-        "re-asks allowed); "
+        f"re-asks allowed; {llm_completed} of them completed in the template's words for "
+        "cited evidence the LLM's verified sentences left out); "
         "the rest fell back to the grounded template, which is what the product shows "
         f"(validation problems of the last attempts: {'; '.join(lane_problems) or 'none'}). "
         "Cells: mean ± sample std (N) over explanations; set-level metrics (USR, "
@@ -178,6 +182,7 @@ def main() -> None:
             "users": n_users,
             "llm_sampled_users": len(sampled),
             "lane_llm_written": llm_written,
+            "lane_llm_completed": llm_completed,
             "lane_cases": len(lane_cases),
             "lane_problems": [c.problems for c in lane_cases],
             "summary": report.rows,

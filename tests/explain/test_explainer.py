@@ -92,8 +92,16 @@ def test_llm_reason_is_verified_and_the_prompt_carries_item_evidence(make_client
     client, backend = make_client([reply])
     pipe = _pipeline(model, client, tiny_dataset)
     ex = pipe.explain(plan.evidence.item, 0)
-    assert ex.reason_source == "llm"
-    assert ex.reason == f"You watched {hist_title}, which raised its score."
+    written = f"You watched {hist_title}, which raised its score."
+    # the cited tastes (and any other cited history item) the LLM left out are added in
+    # the template's words, so the reason shown names all of the item's cited evidence
+    assert ex.reason_source == "llm+template" and ex.completed_sentences
+    assert ex.reason == " ".join([written, *ex.completed_sentences])
+    for j in plan.evidence.cited_preferences:
+        assert GOOD[j].rstrip(". ") in ex.reason
+    for h in plan.evidence.cited_history_effects():
+        assert h["title"] in ex.reason
+    assert hist_title not in " ".join(ex.completed_sentences)  # named by the LLM already
     problems = " | ".join(s["problem"] for s in ex.removed_sentences)
     assert "generic" in problems and "neither the item nor in the history" in problems
     assert ex.steps["likelihood"] == "High"
@@ -122,7 +130,7 @@ def test_unsupported_genre_and_uncited_taste_sentences_are_removed(make_client, 
         text += f" It matches your taste: {negative[0]['preference'].lower()}."
     client, _ = make_client([cot_reply(len(ev.cited_preferences), text)])
     ex = _pipeline(model, client, tiny_dataset).explain(ev.item, 0)
-    assert ex.reason == f"You watched {hist_title} before."
+    assert ex.reason == " ".join([f"You watched {hist_title} before.", *ex.completed_sentences])
     problems = [s["problem"] for s in ex.removed_sentences]
     assert any("claims" in q for q in problems)
     if negative:
@@ -236,8 +244,41 @@ def test_sentences_mode_asks_one_sentence_per_cited_piece_and_verifies_them(
     assert len(backend.calls) == len(plan.requests)
     # each reply's first sentence is kept; the generic one is removed by the verifier
     titles = [h["title"] for h in ev.cited_history_effects()]
-    assert ex.reason_source == "llm"
-    assert ex.reason == " ".join(f"You watched {t}, so try this." for t in titles)
+    written = " ".join(f"You watched {t}, so try this." for t in titles)
+    if ev.cited_preferences:  # their generic sentences were removed: template words
+        assert ex.reason_source == "llm+template"
+        assert ex.reason == " ".join([written, *ex.completed_sentences])
+    else:
+        assert ex.reason_source == "llm" and ex.reason == written
     assert all("Moon Garden" not in s["sentence"] for s in ex.removed_sentences)
     if ev.cited_preferences:
         assert any("generic" in s["problem"] for s in ex.removed_sentences)
+
+
+def test_completion_only_adds_what_the_llm_left_out(make_client, tiny_dataset):
+    model = _fit(tiny_dataset, GOOD)
+    p, plan = _plan(model, tiny_dataset)
+    ev = plan.evidence
+    assert ev.cited_preferences and ev.cited_history
+    titles = [h["title"] for h in ev.cited_history_effects()]
+    tastes = [GOOD[j].rstrip(". ") for j in ev.cited_preferences]
+    # varied wording: a repeated sentence frame reads as a loop to the reply validator
+    frames_h = ["You watched {}, which raised its score.", "{} from your history also fits."]
+    frames_p = ["It suits your taste: {}.", "Another of your tastes agrees: {}."]
+    full = " ".join(
+        [f.format(t) for f, t in zip(frames_h, titles, strict=False)]
+        + [f.format(t) for f, t in zip(frames_p, tastes, strict=False)]
+    )
+    assert len(titles) <= 2 and len(tastes) <= 2
+    client, _ = make_client([cot_reply(len(tastes), full)] * 2)
+    ex = _pipeline(model, client, tiny_dataset).explain(ev.item, 0)
+    assert ex.completed_sentences == [], (ex.reason, ex.removed_sentences)
+    assert ex.reason_source == "llm" and ex.reason == full
+    # the option off: the verified LLM text alone, even when it leaves evidence out
+    client, _ = make_client([cot_reply(len(tastes), f"You watched {titles[0]}, which fits.")])
+    pipe = ExplanationPipeline(
+        model, client, item_texts=tiny_dataset.items["genres"].tolist(), complete_reasons=False
+    )
+    ex = pipe.explain(ev.item, 0)
+    assert ex.reason_source == "llm" and ex.reason == f"You watched {titles[0]}, which fits."
+    assert ex.completed_sentences == []

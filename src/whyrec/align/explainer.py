@@ -188,7 +188,7 @@ def explanation_cases(
                     item=e.item,
                     title=e.title,
                     text=e.reason,
-                    source="llm" if e.reason_source == "surrogate" else e.reason_source,
+                    source=e.reason_source.replace("surrogate", "llm", 1),
                     writer=e.model,
                     item_id=e.item_id,
                     position=position,

@@ -79,6 +79,12 @@ class Failure:
 OUTPUT_ERRORS = ("LLMOutputError",)
 
 
+def _written_by_llm(source: str) -> bool:
+    from whyrec.explain.explainer import written_by_llm
+
+    return written_by_llm(source)
+
+
 def resolve_schema(ref: dict[str, Any] | None) -> Any:
     """The pydantic schema a request names (``{"name": ..., "m": ...}``)."""
     if ref is None:
@@ -514,6 +520,7 @@ EXPLANATION_SCHEMA = pa.schema(
         ("removed_sentences", pa.string()),
         ("evidence_version", pa.string()),
         ("llm_outage", pa.bool_()),
+        ("completed_sentences", pa.list_(pa.string())),
         ("prompt_tokens", pa.int32()),
         ("completion_tokens", pa.int32()),
     ]
@@ -538,7 +545,7 @@ def read_explanations(root: str | Path) -> list[Any]:
     for row in read_output(root).to_dict("records"):
         for name in NESTED_FIELDS:
             row[name] = json.loads(row[name]) if row.get(name) else None
-        for name in ("preferences", "weights", "problems", "item_facts"):
+        for name in ("preferences", "weights", "problems", "item_facts", "completed_sentences"):
             row[name] = list(row[name]) if row.get(name) is not None else []
         row["removed_sentences"] = row["removed_sentences"] or []
         row["cited"] = row["cited"] or {}
@@ -645,7 +652,7 @@ class ExplanationJob:
             "user_id": item.user_id,
             "user_idx": int(u),
             "position": int(pos),
-            "status": "ok" if exp.reason_source == "llm" else "fallback",
+            "status": "ok" if _written_by_llm(exp.reason_source) else "fallback",
             **explanation_row(exp),
             "model": str(exp.model or self.model_name),
             "prompt_tokens": sum(int(r.get("prompt_tokens", 0) or 0) for r in recs),

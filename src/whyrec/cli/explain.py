@@ -178,6 +178,11 @@ def print_explanations(results: list) -> None:
         who = f", {t(r.model, 60)}" if r.model and r.reason_source != "template" else ""
         console.print(f"  [bold]reason[/] ({r.reason_source}{who}):")
         console.print(f"  {t(r.reason)}")
+        if r.completed_sentences:
+            console.print(
+                f"  [dim]template words for cited evidence the LLM left out: "
+                f"{t(' '.join(r.completed_sentences), 300)}[/]"
+            )
         for s in r.removed_sentences:
             console.print(f"  [dim]removed: {t(s['sentence'], 120)} — {t(s['problem'], 120)}[/]")
         if r.reason_source == "template" and r.problems:

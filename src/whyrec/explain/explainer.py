@@ -50,7 +50,7 @@ from whyrec.explain.schemas import (
     strip_leading_label,
     trim_to_sentence,
 )
-from whyrec.explain.templates import template_reason
+from whyrec.explain.templates import completion_sentences, template_reason
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
 
 #: Token budget of one evidence sentence (sentences mode).
@@ -77,7 +77,7 @@ class Explanation:
     preference_effects: list[dict[str, Any]]
     history_effects: list[dict[str, Any]]
     reason: str
-    reason_source: str  # "llm" | "template" | "baseline-llm"
+    reason_source: str  # "llm" | "llm+template" | "template" | "baseline-llm"
     steps: dict[str, Any] | None = None
     model: str = ""
     prompt_version: str = ""
@@ -90,6 +90,9 @@ class Explanation:
     #: every LLM call for this reason failed to reach a usable model (endpoint down, key
     #: refused, timeouts): the template is shown and the reason is worth asking again
     llm_outage: bool = False
+    #: template sentences appended to a verified LLM reason for cited evidence it left
+    #: out (``reason_source == "llm+template"``); the LLM wrote the rest of ``reason``
+    completed_sentences: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -98,6 +101,12 @@ class Explanation:
     def from_dict(cls, data: dict[str, Any]) -> Explanation:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def written_by_llm(source: str) -> bool:
+    """The reason's words come (at least in part) from an LLM: ``llm``, ``llm+template``
+    (verified LLM sentences completed by template ones), ``surrogate``, ``baseline-llm``."""
+    return source.split("+", 1)[0] in ("llm", "surrogate", "baseline-llm")
 
 
 def _jsonable(value: Any) -> Any:
@@ -213,6 +222,7 @@ class ExplanationPipeline:
         temperature: float = 0.0,
         boilerplate: BoilerplateDetector | None = None,
         mode: str = "auto",
+        complete_reasons: bool = True,
     ) -> None:
         if mode not in ("auto", "cot", "sentences"):
             raise ValueError(f"mode must be 'auto', 'cot' or 'sentences', got {mode!r}")
@@ -227,6 +237,8 @@ class ExplanationPipeline:
         self.temperature = temperature
         self.boilerplate = boilerplate
         self.requested_mode = mode
+        #: add the cited evidence a verified LLM reason leaves out, in the template's words
+        self.complete_reasons = complete_reasons
 
     @property
     def mode(self) -> str:
@@ -476,10 +488,16 @@ class ExplanationPipeline:
         prompt_version: str = EXPLANATION_VERSION,
         steps: dict[str, Any] | None = None,
         source: str = "llm",
+        complete: bool | None = None,
     ) -> Explanation:
         """A free-text reason (from any LLM, e.g. a tuned surrogate) verified against the
         plan's evidence: unsupported sentences removed and recorded; the template,
-        flagged, when no verified sentence names the evidence."""
+        flagged, when no verified sentence names the evidence. With ``complete`` (the
+        pipeline's ``complete_reasons`` by default) the cited evidence the verified text
+        leaves out is added in the template's words, so every reason shown names all of
+        the item's cited evidence; ``reason_source`` then reads ``llm+template``."""
+        if complete is None:
+            complete = self.complete_reasons
         fb = plan.fallback
         reply = trim_to_sentence(text)
         check = self.verifier.verify(
@@ -492,15 +510,22 @@ class ExplanationPipeline:
                 **{**fb.to_dict(), "problems": problems, "prompt_version": prompt_version,
                    "model": model, "removed_sentences": removed, "steps": steps},
             )  # fmt: skip
+        completed: list[str] = []
+        if complete:
+            history_named = check.named_titles - {plan.evidence.item}
+            completed = completion_sentences(
+                plan.evidence, check.named_preferences, history_named, fact_label=self.fact_label
+            )
         return Explanation(
             **self._base(plan.subject, plan.evidence),
-            reason=check.text,
-            reason_source=source,
+            reason=" ".join([check.text, *completed]),
+            reason_source=f"{source}+template" if completed else source,
             steps=steps,
             model=model,
             prompt_version=prompt_version,
             problems=check.problems(),
             removed_sentences=removed,
+            completed_sentences=completed,
         )
 
     # ------------------------------------------------------------ convenience

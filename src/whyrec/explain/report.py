@@ -146,6 +146,12 @@ def html_report(
             f"{e(ex['preference_source'])}. ✓ marks the evidence the reason is built from: what "
             "lowers this item's score most when removed.</p>"
             + (
+                "<p class='src'>added in the template's words, for cited evidence the LLM "
+                f"left out: {e(' '.join(ex['completed_sentences']))}</p>"
+                if ex.get("completed_sentences")
+                else ""
+            )
+            + (
                 f"<p class='src'>LLM sentences removed by the claim verifier:</p><ul>{removed}</ul>"
                 if removed
                 else ""

@@ -27,6 +27,54 @@ def join_words(parts: Sequence[str]) -> str:
     return ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
+def preference_sentence(evidence: ItemEvidence, effect: dict, *, first: bool = True) -> str:
+    """The template's sentence for one cited preference (with the rank it would fall to)."""
+    pref = safe_title(str(effect["preference"]).rstrip(". "), PREFERENCE_CAP)
+    fall = (
+        f"without it, it would fall from rank {evidence.rank} to {effect['rank_without']}"
+        if effect["rank_without"] > evidence.rank
+        else "without it, it would score lower"
+    )
+    lead = "A taste of yours raises its score" if first else "So does another"
+    return f"{lead} ({fall}): {pref}."
+
+
+def history_sentence(
+    evidence: ItemEvidence, hist: Sequence[dict], *, fact_label: str = "genre"
+) -> str:
+    """The template's sentence for cited history items and the facts they share."""
+    names = join_words([safe_title(h["title"]) for h in hist])
+    verb = "raises" if len(hist) == 1 else "raise"
+    sentence = f"In your history, {names} {verb} its score the most"
+    shared_hist = [f for f in evidence.shared_facts[:2] if any(f in h["facts"] for h in hist)]
+    if shared_hist:
+        label = fact_label + ("s" if len(shared_hist) > 1 else "")
+        pron = "it shares" if len(hist) == 1 else "they share"
+        sentence += f"; {pron} its {join_words([safe_title(f, 40) for f in shared_hist])} {label}"
+    return sentence + "."
+
+
+def completion_sentences(
+    evidence: ItemEvidence,
+    named_preferences: set[int],
+    named_history: set[int],
+    *,
+    fact_label: str = "genre",
+) -> list[str]:
+    """Template sentences for the cited evidence a written reason left out: each cited
+    preference it does not lean on, and the cited history items it does not name."""
+    out = []
+    missing_p = [
+        p for p in evidence.cited_preference_effects() if int(p["index"]) not in named_preferences
+    ]
+    for n, p in enumerate(missing_p):
+        out.append(preference_sentence(evidence, p, first=n == 0))
+    missing_h = [h for h in evidence.cited_history_effects() if int(h["item"]) not in named_history]
+    if missing_h:
+        out.append(history_sentence(evidence, missing_h, fact_label=fact_label))
+    return out
+
+
 def template_reason(evidence: ItemEvidence, *, fact_label: str = "genre") -> str:
     """A short, factual reason built from the item-specific evidence."""
     title = safe_title(evidence.title)
@@ -34,27 +82,10 @@ def template_reason(evidence: ItemEvidence, *, fact_label: str = "genre") -> str
     first = f"We suggest {title}" + (f" ({join_words(facts)})." if facts else ".")
     parts = [first]
     for n, p in enumerate(evidence.cited_preference_effects()):
-        pref = safe_title(str(p["preference"]).rstrip(". "), PREFERENCE_CAP)
-        fall = (
-            f"without it, it would fall from rank {evidence.rank} to {p['rank_without']}"
-            if p["rank_without"] > evidence.rank
-            else "without it, it would score lower"
-        )
-        lead = "A taste of yours raises its score" if n == 0 else "So does another"
-        parts.append(f"{lead} ({fall}): {pref}.")
+        parts.append(preference_sentence(evidence, p, first=n == 0))
     hist = evidence.cited_history_effects()
     if hist:
-        names = join_words([safe_title(h["title"]) for h in hist])
-        verb = "raises" if len(hist) == 1 else "raise"
-        sentence = f"In your history, {names} {verb} its score the most"
-        shared_hist = [f for f in evidence.shared_facts[:2] if any(f in h["facts"] for h in hist)]
-        if shared_hist:
-            label = fact_label + ("s" if len(shared_hist) > 1 else "")
-            pron = "it shares" if len(hist) == 1 else "they share"
-            sentence += (
-                f"; {pron} its {join_words([safe_title(f, 40) for f in shared_hist])} {label}"
-            )
-        parts.append(sentence + ".")
+        parts.append(history_sentence(evidence, hist, fact_label=fact_label))
     if evidence.empty:
         parts.append(
             "It ranks high for your history as a whole; no single item or taste of yours "

@@ -79,6 +79,16 @@ class Verification:
     def problems(self) -> list[str]:
         return [f"removed {c.sentence[:80]!r}: {c.problem}" for c in self.removed]
 
+    @property
+    def named_preferences(self) -> set[int]:
+        """Indices of the preferences the kept sentences lean on."""
+        return {j for c in self.kept for j in c.preferences}
+
+    @property
+    def named_titles(self) -> set[int]:
+        """Items (the target or history items) the kept sentences name."""
+        return {t for c in self.kept for t in c.titles}
+
 
 def quoted_spans(sentence: str, preferences: Sequence[str]) -> list[tuple[int, int, int]]:
     """``(start, end, index)`` of each preference quoted in the sentence (its first 40

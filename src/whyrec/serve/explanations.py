@@ -30,6 +30,7 @@ from whyrec.explain.explainer import (
     Subject,
     ask,
     fact_label_of,
+    written_by_llm,
 )
 from whyrec.explain.prompts import EXPLANATION_VERSION
 from whyrec.serve.catalog import Catalog, History
@@ -199,7 +200,7 @@ class Explanations:
             outcomes = [ask(client, r) for r in plan.requests]
             error = next((o for o in outcomes if isinstance(o, BaseException)), None)
             exp = pipeline.finish(plan, outcomes)
-            ok = exp.reason_source == "llm"
+            ok = written_by_llm(exp.reason_source)
             problems = list(exp.problems)
             rec = self._record(exp, key, history)
         except Exception as exc:  # anything unexpected: keep the template, say why

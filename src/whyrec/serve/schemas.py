@@ -121,8 +121,16 @@ class ExplanationOut(BaseModel):
     score: float | None
     item_facts: list[str] = Field(description="The item's facts (e.g. genres).")
     reason: str
-    reason_source: str = Field(description="llm | template")
+    reason_source: str = Field(
+        description="llm | llm+template (LLM sentences completed by template ones for "
+        "cited evidence they left out) | template"
+    )
     reason_note: str | None = Field(None, description="Why a template reason is shown.")
+    completed_sentences: list[str] = Field(
+        default_factory=list,
+        description="Template sentences added to the LLM's verified reason for the cited "
+        "evidence it left out (reason_source llm+template).",
+    )
     cited: Cited = Field(description="What the reason cites: what moved this item's score.")
     removed_sentences: list[RemovedSentence] = Field(
         description="LLM sentences the claim verifier removed, and why."

@@ -94,7 +94,8 @@ METRICS: list[tuple[str, str, str, str]] = [
     ("bertscore_minilm_f1", "text", "BERTScore-style F1, MiniLM token vectors", "up"),
     ("rubric", "judge", "LLM rubric grade (0-3)", "up"),
     ("rubric_length_spearman", "judge", "Spearman: length vs rubric grade", ""),
-    ("llm_written", "meta", "written by the LLM (not a fallback)", ""),
+    ("llm_written", "meta", "written by the LLM (not a fallback; may be completed)", ""),
+    ("llm_completed", "meta", "LLM reason completed with template sentences", ""),
     ("failed", "meta", "no explanation produced", "down"),
 ]
 METRIC_INFO = {k: {"group": g, "label": lab, "better": b} for k, g, lab, b in METRICS}
@@ -131,7 +132,8 @@ class ExplanationScorer:
         """Compute and store ``case.metrics``; returns them."""
         metrics: dict[str, Any] = {
             "failed": 0.0 if case.ok else 1.0,
-            "llm_written": 1.0 if case.source in LLM_SOURCES else 0.0,
+            "llm_written": 1.0 if case.source.split("+", 1)[0] in LLM_SOURCES else 0.0,
+            "llm_completed": 1.0 if case.source.endswith("+template") else 0.0,
         }
         if not case.ok:
             case.metrics.update(metrics)

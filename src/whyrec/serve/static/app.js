@@ -53,8 +53,9 @@ async function api(path, options = {}) {
 }
 
 function badge(source, pending) {
-  const llm = source === "llm" || source === "baseline-llm";
-  const b = el("span", { class: "badge " + (llm ? "llm" : "template"), text: llm ? "LLM" : "template" });
+  const llm = source === "llm" || source === "baseline-llm" || source === "llm+template";
+  const text = source === "llm+template" ? "LLM + template" : llm ? "LLM" : "template";
+  const b = el("span", { class: "badge " + (llm ? "llm" : "template"), text });
   if (pending) b.append(el("span", { class: "pending", text: " · LLM writing…" }));
   return b;
 }
