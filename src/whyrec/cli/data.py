@@ -129,6 +129,30 @@ def prepare(
 
 
 @app.command()
+def synth(
+    users: int = typer.Option(..., "--users", min=1, help="Number of users."),
+    items: int = typer.Option(..., "--items", min=1, help="Number of items."),
+    interactions: int = typer.Option(
+        ..., "--interactions", min=1, help="Number of interactions (exact; at least 5 per user)."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same files)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write (new or empty)."),
+) -> None:
+    """Write a synthetic interaction log shaped like real ones (see docs/data.md)."""
+    import shlex
+
+    from whyrec.data.synth import prepare_args, synthesize
+    from whyrec.safety import printable_text
+
+    result = synthesize(users, items, interactions, seed=seed, out=out)
+    for path in (result.interactions, result.items, result.info):
+        typer.echo(f"written: {printable_text(path)}")
+    dataset_dir = out.with_name(out.name + "-dataset")
+    command = "whyrec " + shlex.join(prepare_args(out, dataset_dir))
+    typer.echo(f"prepare it with: {printable_text(command)}")
+
+
+@app.command()
 def describe(
     source: str = typer.Argument("movielens-100k", help="Built-in name or dataset directory."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
