@@ -4,12 +4,19 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/bootstrap.sh local,dev,ray,tune || exit 1
+bash scripts/bootstrap.sh local,dev,ray,tune,postgres || exit 1
 
 # the browser tests drive Debian's Chromium; CI must have it, a local run may skip them
 if ! bash scripts/ensure_chromium.sh; then
     if [ -n "${CI:-}" ]; then exit 1; fi
     echo "[test] warning: no Chromium; the browser tests will be skipped" >&2
+fi
+
+# the shared-store tests start throwaway PostgreSQL clusters from Debian's package; CI must
+# have it, a local run may skip them
+if ! bash scripts/ensure_postgres.sh; then
+    if [ -n "${CI:-}" ]; then exit 1; fi
+    echo "[test] warning: no PostgreSQL; the PostgreSQL store tests will be skipped" >&2
 fi
 
 echo "[test] ruff"

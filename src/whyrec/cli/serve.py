@@ -25,8 +25,11 @@ def serve(
     config: Path | None = typer.Option(
         None, "--config", help="Serve config file (TOML/JSON; also $WHYREC_SERVE_CONFIG)."
     ),
-    store: Path | None = typer.Option(
-        None, help="SQLite store (default: <RUN>.serve.sqlite beside the run)."
+    store: str | None = typer.Option(
+        None,
+        help="SQLite file (default: <RUN>.serve.sqlite beside the run), or a PostgreSQL "
+        "URL postgresql://USER@HOST:PORT/DB that several replicas share (a password is "
+        "better given in $WHYREC_SERVE_STORE_URL or ~/.pgpass than here).",
     ),
     llm: bool | None = typer.Option(
         None, "--llm/--no-llm", help="Write reasons with the LLM (default) or templates only."
@@ -65,7 +68,7 @@ def serve(
     auth = "API keys required" if settings.auth_enabled else "no API keys: loopback only"
     typer.echo(
         f"whyrec serve: {app.state.service.model.name} from {settings.run} on "
-        f"http://{settings.host}:{settings.port}/ ({auth}; store {settings.store_path()})",
+        f"http://{settings.host}:{settings.port}/ ({auth}; store {settings.store_display()})",
         err=True,
     )
     uvicorn.run(

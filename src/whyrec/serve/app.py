@@ -38,6 +38,7 @@ from whyrec.serve.schemas import (
 )
 from whyrec.serve.service import InvalidInput, NotFound, RecService, check_k
 from whyrec.serve.settings import ServeSettings
+from whyrec.serve.store import StoreUnavailable
 
 STATIC = FsPath(__file__).parent / "static"
 JSON = "application/json"
@@ -102,6 +103,15 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
         return error_response(422, exc.loc, str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # the details (host, driver message) are in the service's log, not the reply
+        return JSONResponse(
+            {"detail": echo_text(str(exc), MAX_MESSAGE)},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(WhyrecError)
     async def _whyrec(_: Request, exc: WhyrecError) -> JSONResponse:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from whyrec import __version__
-from whyrec.serve.catalog import Catalog, History
+from whyrec.serve.catalog import History
 from whyrec.serve.errors import InvalidInput, NotFound
 from whyrec.serve.explanations import (
     ExplainResult,
@@ -36,8 +36,9 @@ from whyrec.serve.explanations import (
 from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
+from whyrec.serve.replicas import for_store
 from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, ServeStore
+from whyrec.serve.store import LRU, open_store
 
 
 class RecService:
@@ -58,8 +59,10 @@ class RecService:
         self.k_max = settings.k_max
         self.n_items = int(self.model.n_items)
 
-        self.store = ServeStore(settings.store_path(), synchronous=settings.sqlite_synchronous)
-        self.catalog = Catalog(self.model, settings, self.store)
+        # SQLite file, or PostgreSQL shared with other replicas (memory then reads through)
+        self.store = open_store(settings)
+        catalog_class, explanation_cache = for_store(self.store)
+        self.catalog = catalog_class(self.model, settings, self.store)
         self.item_ids = self.catalog.item_ids
         self.item_titles = self.catalog.item_titles
         self.field_name = self.catalog.field_name
@@ -75,6 +78,8 @@ class RecService:
         self.explainer = Explanations(
             self.model, settings, self.store, self.catalog, self.prefs, self.llm, self.model_id
         )
+        if explanation_cache is not LRU:
+            self.explainer.explanations = explanation_cache(settings.explanation_cache_size)
         self.explanations = self.explainer.explanations
         self.prompt_version = self.explainer.prompt_version
 
@@ -245,12 +250,11 @@ class RecService:
             "dataset": (self.model.dataset_info or {}).get("name"),
             "explanations": "lane" if self.is_lane else "baseline",
         }
-        store: dict[str, Any] = {"journal_mode": self.store.journal_mode}
+        store = self.store.info(detail)
         llm = self.llm.status()
         if detail:
             model["run"] = str(Path(self.settings.run))
             model["item_text"] = self.dataset_note
-            store["path"] = str(self.store.path)
         else:
             llm.pop("last_error", None)
         return {

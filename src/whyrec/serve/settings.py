@@ -23,6 +23,7 @@ from whyrec.errors import ConfigError
 
 CONFIG_ENV = "WHYREC_SERVE_CONFIG"
 ENV_PREFIX = "WHYREC_SERVE_"
+PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_loopback(host: str) -> bool:
@@ -55,7 +56,20 @@ class ServeSettings(BaseSettings):
     )
     api_keys_file: Path | None = Field(None, description="File with one accepted key per line.")
     store: Path | None = Field(
-        None, description="SQLite store (default: <RUN>.serve.sqlite next to the run)."
+        None,
+        description="SQLite store (default: <RUN>.serve.sqlite next to the run); a "
+        "postgresql:// URL given here is taken as store_url.",
+    )
+    store_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL store shared by service replicas: "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: the SQLite file).",
+    )
+    store_pool_size: int = Field(
+        8, ge=1, le=256, description="Most PostgreSQL connections this process opens."
+    )
+    store_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds to wait for a PostgreSQL connection."
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",
@@ -133,8 +147,29 @@ class ServeSettings(BaseSettings):
             return ",".join(str(v) for v in value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_in_store(cls, data: Any) -> Any:
+        """``store=postgresql://…`` (the CLI's --store, $WHYREC_SERVE_STORE) is the URL."""
+        if isinstance(data, dict):
+            value = data.get("store")
+            if isinstance(value, str) and value.strip().lower().startswith(PG_SCHEMES):
+                if data.get("store_url") is not None:
+                    raise ValueError("give the store once: a SQLite path or store_url, not both")
+                data = {**data, "store_url": value.strip()}
+                del data["store"]
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:
+        if self.store_url is not None:
+            if self.store is not None:
+                raise ValueError("give the store once: a SQLite path or store_url, not both")
+            url = self.store_url.get_secret_value().strip()
+            if not url.lower().startswith(PG_SCHEMES):
+                raise ValueError(  # the value itself is not repeated: it may hold a password
+                    "store_url must be a URL starting with postgresql:// (or postgres://)"
+                )
         if self.k_default > self.k_max:
             raise ValueError(f"k_default ({self.k_default}) is larger than k_max ({self.k_max})")
         if self.api_keys_file is not None and not Path(self.api_keys_file).is_file():
@@ -161,11 +196,20 @@ class ServeSettings(BaseSettings):
         return bool(self.keys())
 
     def store_path(self) -> Path:
-        """The SQLite file: ``store`` or ``<run>.serve.sqlite`` beside the run directory."""
+        """The SQLite file: ``store`` or ``<run>.serve.sqlite`` beside the run directory
+        (not used when ``store_url`` names a PostgreSQL database)."""
         if self.store is not None:
             return Path(self.store).expanduser()
         run = Path(self.run).expanduser().resolve()
         return run.with_name(run.name + ".serve.sqlite")
+
+    def store_display(self) -> str:
+        """Where the store is, for logs: the SQLite path or the URL without its password."""
+        if self.store_url is not None:
+            from whyrec.serve.store_pg import display_url
+
+            return display_url(self.store_url.get_secret_value())
+        return str(self.store_path())
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> ServeSettings:

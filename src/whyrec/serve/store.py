@@ -1,11 +1,18 @@
-"""The service's durable store (SQLite, WAL) and the in-memory LRU in front of it.
+"""The service's durable store and the in-memory LRU in front of it.
 
 Three tables: new ``interactions`` posted to the API, ``explanations`` keyed by
 (history hash, item, model, prompt version) and ``history_preferences`` for histories
-the model has not seen. A write is acknowledged only after its transaction commits; with
-``synchronous=FULL`` (the default) that commit is on disk, so neither a killed process
-nor a power cut loses it. Each thread has its own connection; WAL lets readers run while
-one writer commits, and a busy timeout makes concurrent writers queue instead of fail.
+the model has not seen. :class:`Store` is the one interface; it has two implementations
+running the same SQL:
+
+* :class:`ServeStore` (the default): one SQLite file in WAL mode, for one process. With
+  ``synchronous=FULL`` a commit is on disk, so neither a killed process nor a power cut
+  loses it. Each thread has its own connection; WAL lets readers run while one writer
+  commits, and a busy timeout makes concurrent writers queue instead of fail.
+* :class:`whyrec.serve.store_pg.PostgresStore`: a PostgreSQL database that several
+  service replicas share (``store_url`` setting), through a connection pool.
+
+Either way a write is acknowledged only after its transaction commits.
 """
 
 from __future__ import annotations
@@ -15,14 +22,44 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from whyrec.errors import ConfigError
+from whyrec.errors import ConfigError, WhyrecError
 from whyrec.sqlite import connect_wal
 
+if TYPE_CHECKING:
+    from whyrec.serve.settings import ServeSettings
+
 STORE_FORMAT = 1
+
+# The statements both backends run, with '?' placeholders (PostgreSQL's '%s' is
+# substituted). "user" is quoted: PostgreSQL reserves the word, SQLite accepts either.
+SQL_ADD_INTERACTION = (
+    'INSERT INTO interactions ("user", item_id, created) VALUES (?, ?, ?) RETURNING seq'
+)
+SQL_INTERACTIONS = 'SELECT seq, "user", item_id FROM interactions ORDER BY seq'
+SQL_USER_INTERACTIONS = (
+    'SELECT seq, "user", item_id FROM interactions WHERE "user" = ? ORDER BY seq'
+)
+SQL_INTERACTION_COUNTS = 'SELECT "user", COUNT(*) FROM interactions GROUP BY "user"'
+SQL_GET_EXPLANATION = "SELECT record FROM explanations WHERE key = ?"
+SQL_PUT_EXPLANATION = (
+    'INSERT INTO explanations (key, "user", item_id, source, record, updated)'
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+    ' "user" = excluded."user", item_id = excluded.item_id, source = excluded.source,'
+    " record = excluded.record, updated = excluded.updated"
+)
+SQL_GET_PREFERENCES = "SELECT record FROM history_preferences WHERE key = ?"
+SQL_PUT_PREFERENCES = (
+    "INSERT INTO history_preferences (key, record, updated) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET record = excluded.record, updated = excluded.updated"
+)
+SQL_GET_FORMAT = "SELECT value FROM meta WHERE key = 'format'"
+SQL_SET_FORMAT = "INSERT INTO meta (key, value) VALUES ('format', ?) ON CONFLICT (key) DO NOTHING"
+TABLES = ("interactions", "explanations", "history_preferences")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -36,6 +73,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS history_preferences ("
     " key TEXT PRIMARY KEY, record TEXT NOT NULL, updated REAL NOT NULL)",
 )
+
+#: ``run(sql, args)`` inside a transaction: executes one statement, returns its rows.
+Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+
+class StoreUnavailable(WhyrecError):
+    """The store could not be reached or refused a statement; nothing was acknowledged."""
 
 
 class LRU:
@@ -70,8 +114,118 @@ class LRU:
         return len(self._data)
 
 
-class ServeStore:
-    """Interactions, explanations and new-history preferences in one SQLite file."""
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class Store:
+    """What the service keeps durably; subclasses give transactions and reads.
+
+    ``shared`` is true when other processes (service replicas) may write the same store
+    at the same time, so what this process holds in memory can be out of date.
+    """
+
+    backend = "?"
+    shared = False
+
+    # ----------------------------------------------------- backend primitives
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        """Statements run through the yielded function commit together when the block
+        exits (and roll back if it raises): the commit has happened when it returns."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement."""
+        raise NotImplementedError
+
+    def lock_user(self, run: Run, user: str) -> None:
+        """Inside a transaction: hold off other writers of ``user`` until it commits."""
+
+    def location(self, detail: bool = False) -> str:
+        """Where the store is, for logs and the operator's health view (no secrets)."""
+        raise NotImplementedError
+
+    def info(self, detail: bool = False) -> dict[str, Any]:
+        """The store's part of ``/health`` (``detail``: also where it is)."""
+        out: dict[str, Any] = {"backend": self.backend, "shared": self.shared}
+        if detail:
+            out["location"] = self.location(detail=True)
+        return out
+
+    def close(self) -> None:
+        """Release connections (call once, at shutdown)."""
+
+    # ------------------------------------------------------------ interactions
+    def add_interactions(self, user: str, item_ids: Sequence[str]) -> list[int]:
+        """Append items for ``user`` in one transaction; returns their sequence numbers.
+
+        When this returns, the rows are committed. Writes for one user are serialised,
+        so one user's sequence numbers grow in the order their writes committed.
+        """
+        now = time.time()
+        with self.transaction() as run:
+            self.lock_user(run, user)
+            return [
+                int(run(SQL_ADD_INTERACTION, (user, str(item), now))[0][0]) for item in item_ids
+            ]
+
+    def interactions(self, user: str | None = None) -> list[tuple[int, str, str]]:
+        """``(seq, user, item_id)`` rows in the order they were acknowledged."""
+        if user is None:
+            rows = self.read(SQL_INTERACTIONS)
+        else:
+            rows = self.read(SQL_USER_INTERACTIONS, (user,))
+        return [(int(s), str(u), str(i)) for s, u, i in rows]
+
+    def interaction_counts(self) -> dict[str, int]:
+        """Posted interactions per user."""
+        return {str(u): int(n) for u, n in self.read(SQL_INTERACTION_COUNTS)}
+
+    # ------------------------------------------------------------ explanations
+    def get_explanation(self, key: str) -> dict[str, Any] | None:
+        rows = self.read(SQL_GET_EXPLANATION, (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def put_explanation(self, key: str, record: dict[str, Any]) -> None:
+        user = record.get("user")
+        args = (
+            key,
+            None if user is None else str(user),
+            str(record.get("item_id", "")),
+            str(record.get("reason_source", "")),
+            _dumps(record),
+            time.time(),
+        )
+        with self.transaction() as run:
+            run(SQL_PUT_EXPLANATION, args)
+
+    # ------------------------------------------------------ history preferences
+    def get_history_preferences(self, key: str) -> dict[str, Any] | None:
+        rows = self.read(SQL_GET_PREFERENCES, (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def put_history_preferences(self, key: str, record: dict[str, Any]) -> None:
+        with self.transaction() as run:
+            run(SQL_PUT_PREFERENCES, (key, json.dumps(record, ensure_ascii=False), time.time()))
+
+    # ------------------------------------------------------------------ other
+    def counts(self) -> dict[str, int]:
+        return {t: int(self.read(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in TABLES}
+
+    def check_format(self, found: Any) -> None:
+        if found is not None and str(found) != str(STORE_FORMAT):
+            raise ConfigError(
+                f"{self.location()}: store format {found}, this whyrec reads format {STORE_FORMAT}"
+            )
+
+
+class ServeStore(Store):
+    """The default store: interactions, explanations and new-history preferences in one
+    SQLite file (WAL), for one service process."""
+
+    backend = "sqlite"
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
@@ -89,15 +243,12 @@ class ServeStore:
             con = self._conn()
             for stmt in _SCHEMA:
                 con.execute(stmt)
-            row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            row = con.execute(SQL_GET_FORMAT).fetchone()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.path}: not a usable SQLite store ({exc})") from None
         if row is None:
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(STORE_FORMAT),))
-        elif int(row[0]) != STORE_FORMAT:
-            raise ConfigError(
-                f"{self.path}: store format {row[0]}, this whyrec reads format {STORE_FORMAT}"
-            )
+            con.execute(SQL_SET_FORMAT, (str(STORE_FORMAT),))
+        self.check_format(row[0] if row else None)
 
     def _conn(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -114,82 +265,33 @@ class ServeStore:
     def journal_mode(self) -> str:
         return str(self._conn().execute("PRAGMA journal_mode").fetchone()[0])
 
-    # ------------------------------------------------------------ interactions
-    def add_interactions(self, user: str, item_ids: Sequence[str]) -> list[int]:
-        """Append items for ``user`` in one transaction; returns their sequence numbers.
-
-        When this returns, the rows are committed (durable per ``synchronous``).
-        """
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
         con = self._conn()
-        now = time.time()
-        con.execute("BEGIN IMMEDIATE")
+
+        def run(sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+            return con.execute(sql, tuple(args)).fetchall()
+
+        con.execute("BEGIN IMMEDIATE")  # the write lock now: writers queue, never deadlock
         try:
-            seqs = [
-                int(
-                    con.execute(
-                        "INSERT INTO interactions (user, item_id, created) VALUES (?, ?, ?)",
-                        (user, str(item), now),
-                    ).lastrowid
-                )
-                for item in item_ids
-            ]
+            yield run
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return seqs
 
-    def interactions(self, user: str | None = None) -> list[tuple[int, str, str]]:
-        """``(seq, user, item_id)`` rows in the order they were acknowledged."""
-        if user is None:
-            sql, args = "SELECT seq, user, item_id FROM interactions ORDER BY seq", ()
-        else:
-            sql = "SELECT seq, user, item_id FROM interactions WHERE user = ? ORDER BY seq"
-            args = (user,)
-        return [(int(s), str(u), str(i)) for s, u, i in self._conn().execute(sql, args)]
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn().execute(sql, tuple(args)).fetchall()
 
-    # ------------------------------------------------------------ explanations
-    def get_explanation(self, key: str) -> dict[str, Any] | None:
-        row = (
-            self._conn().execute("SELECT record FROM explanations WHERE key = ?", (key,)).fetchone()
-        )
-        return json.loads(row[0]) if row else None
+    def location(self, detail: bool = False) -> str:
+        return str(self.path)
 
-    def put_explanation(self, key: str, record: dict[str, Any]) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO explanations VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                record.get("user"),
-                str(record.get("item_id", "")),
-                str(record.get("reason_source", "")),
-                json.dumps(record, ensure_ascii=False, separators=(",", ":")),
-                time.time(),
-            ),
-        )
-
-    # ------------------------------------------------------ history preferences
-    def get_history_preferences(self, key: str) -> dict[str, Any] | None:
-        row = (
-            self._conn()
-            .execute("SELECT record FROM history_preferences WHERE key = ?", (key,))
-            .fetchone()
-        )
-        return json.loads(row[0]) if row else None
-
-    def put_history_preferences(self, key: str, record: dict[str, Any]) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO history_preferences VALUES (?, ?, ?)",
-            (key, json.dumps(record, ensure_ascii=False), time.time()),
-        )
-
-    # ------------------------------------------------------------------ other
-    def counts(self) -> dict[str, int]:
-        con = self._conn()
-        return {
-            t: int(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-            for t in ("interactions", "explanations", "history_preferences")
-        }
+    def info(self, detail: bool = False) -> dict[str, Any]:
+        out = super().info(detail)
+        out["journal_mode"] = self.journal_mode
+        if detail:
+            out["path"] = str(self.path)
+        return out
 
     def close(self) -> None:
         """Close every thread's connection (call once, at shutdown)."""
@@ -201,3 +303,20 @@ class ServeStore:
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+#: The SQLite store under the name that says what it is.
+SQLiteStore = ServeStore
+
+
+def open_store(settings: ServeSettings) -> Store:
+    """The store ``settings`` name: PostgreSQL for a ``store_url``, else the SQLite file."""
+    if settings.store_url is not None:
+        from whyrec.serve.store_pg import PostgresStore
+
+        return PostgresStore(
+            settings.store_url.get_secret_value(),
+            max_size=settings.store_pool_size,
+            timeout=settings.store_timeout_s,
+        )
+    return ServeStore(settings.store_path(), synchronous=settings.sqlite_synchronous)
