@@ -134,15 +134,18 @@ def compute_ranks(
 ) -> list[np.ndarray]:
     """0-based rank of each target under each protocol (one scoring pass for all).
 
+    Users are scored, masked and ranked ``batch_size`` at a time, so peak memory is
+    about ``batch_size x n_items`` scores whatever the number of users.
     ``interacted[user]`` (sorted unique items over all splits) is needed for the
     sampled protocol. See :mod:`whyrec.evaluate.metrics` for how ties are ranked.
     """
     if any(p.kind == "sampled" for p in protocols) and interacted is None:
         raise ConfigError("the sampled protocol needs each user's interacted items")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     ranks = [np.empty(len(users), dtype=np.int64) for _ in protocols]
-    negatives = {
-        p: _negatives_for(users, interacted, n_items, p) for p in protocols if p.kind == "sampled"
-    }
+    # everything below is per batch of users: scores, history masks and sampled
+    # negatives take batch_size x n_items memory, never users x items
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
         b_users, b_hist, b_tgt = users[sl], histories[sl], targets[sl]
@@ -156,7 +159,8 @@ def compute_ranks(
             raise ModelError(f"model {model.name!r} produced NaN scores")
         for out, proto in zip(ranks, protocols, strict=True):
             if proto.kind == "sampled":
-                cand = np.concatenate([b_tgt[:, None], negatives[proto][sl]], axis=1)
+                negatives = _negatives_for(b_users, interacted, n_items, proto)
+                cand = np.concatenate([b_tgt[:, None], negatives], axis=1)
                 out[sl] = rank_of_target(
                     np.take_along_axis(scores, cand, axis=1), np.zeros(len(cand), dtype=np.int64)
                 )

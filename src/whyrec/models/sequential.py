@@ -22,10 +22,12 @@ from whyrec.evaluate.metrics import ndcg_at_k, rank_of_target
 from whyrec.evaluate.ranking import mask_history
 from whyrec.models.backbones import SequentialModule
 from whyrec.models.base import ModelConfig, Recommender
+from whyrec.models.defaults import loss_choice
 from whyrec.models.losses import LOSSES, initial_logit_bias, next_item_loss
 from whyrec.models.training import LoopSettings, configure_threads, run_training
 
 STATE_FILE = "state.pt"
+VALID_BATCH = 1024  # users scored at once during validation
 
 
 @dataclass
@@ -35,25 +37,35 @@ class SequentialConfig(ModelConfig):
     dim: int = 64
     max_len: int = 200
     dropout: float = 0.2
-    loss: str = "ce"
+    loss: str = "ce"  # from 5,000 items on, fit() defaults to gbce (models/defaults.py)
     n_negatives: int = 256  # gbce only; bce always uses one
     gbce_t: float = 0.75
+    # gbce only: "shared" = one set of negatives per batch (cheap at any catalogue size),
+    # "position" = a set per position, as gSASRec draws them (models/losses.py)
+    gbce_negatives: str = "shared"
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10
     eval_every: int = 1
+    # early stopping ranks the full catalogue for at most this many validation users
+    # (a seeded sample); every user's rank costs O(catalogue), every epoch
+    max_valid_users: int = 10_000
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
-        if self.max_len < 1 or self.dim < 1 or self.batch_size < 1:
-            raise ConfigError("dim, max_len and batch_size must be positive")
+        if self.max_len < 1 or self.dim < 1 or self.batch_size < 1 or self.max_valid_users < 1:
+            raise ConfigError("dim, max_len, batch_size and max_valid_users must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.loss == "gbce" and self.n_negatives < 1:
             raise ConfigError("gbce needs n_negatives >= 1")
+        if self.gbce_negatives not in ("shared", "position"):
+            raise ConfigError(
+                f"gbce_negatives must be 'shared' or 'position', got {self.gbce_negatives!r}"
+            )
 
 
 def pad_left(seqs: Sequence[np.ndarray], length: int, *, shift: int = 1) -> np.ndarray:
@@ -110,6 +122,11 @@ class SequenceTask:
                 f"dataset {dataset.name!r} has no validation targets; early stopping needs "
                 "a split with a 'valid' part (e.g. leave-one-out)"
             )
+        if len(users) > config.max_valid_users:
+            rng = np.random.default_rng([config.seed, len(users)])
+            pick = np.sort(rng.choice(len(users), config.max_valid_users, replace=False))
+            users, targets = users[pick], targets[pick]
+            histories = [histories[i] for i in pick]
         self.val_users, self.val_histories, self.val_targets = users, histories, targets
         self.val_inputs = torch.from_numpy(pad_left(histories, config.max_len))
         with torch.no_grad():  # a resumed run overwrites this with its checkpoint
@@ -130,14 +147,23 @@ class SequenceTask:
         chunks = list(order.split(bs))
         for c in torch.randperm(len(chunks), generator=generator).tolist():
             idx = chunks[c]
-            x = self.inputs[idx]
             width = int(self.lengths[idx].max())  # drop columns that are padding in every row
-            yield x[:, -width:], self.targets[idx][:, -width:], self.users[idx]
+            yield self.make_batch(idx, width)
+
+    def make_batch(self, idx: torch.Tensor, width: int) -> tuple[torch.Tensor, ...]:
+        """``(inputs, targets, users)`` of windows ``idx``, cut to the last ``width``
+        columns; subclasses may append more (LANE: which positions see preferences)."""
+        return self.inputs[idx][:, -width:], self.targets[idx][:, -width:], self.users[idx]
+
+    def batch_query(self, batch: tuple[torch.Tensor, ...], table: torch.Tensor) -> torch.Tensor:
+        """Per-position queries of a batch (subclasses may use its extra parts)."""
+        x, _, users = batch[:3]
+        return self.module.query(x, users, table)
 
     def loss(self, batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> torch.Tensor:
-        x, y, users = batch
+        y = batch[1]
         table = self.module.item_table()
-        query = self.module.query(x, users, table)
+        query = self.batch_query(batch, table)
         mask = y != 0
         return next_item_loss(
             self.config.loss,
@@ -148,12 +174,23 @@ class SequenceTask:
             n_negatives=self.config.n_negatives,
             gbce_t=self.config.gbce_t,
             bias=self.module.logit_bias,
+            shared=self.config.gbce_negatives == "shared",
         )
 
-    def validate(self) -> float:
-        scores = score_module(self.module, self.val_inputs, torch.from_numpy(self.val_users))
-        mask_history(scores, self.val_histories, self.val_targets)
-        return ndcg_at_k(rank_of_target(scores, self.val_targets), 10)
+    def validate(self, batch_size: int = VALID_BATCH) -> float:
+        """Validation NDCG@10 under full ranking, ``batch_size`` users at a time.
+
+        Memory is ``batch_size x n_items`` scores, never users x items (at 140k users
+        and 27k items that matrix alone would be 15 GB).
+        """
+        users = torch.from_numpy(self.val_users)
+        ranks = np.empty(len(users), dtype=np.int64)
+        for start in range(0, len(users), batch_size):
+            sl = slice(start, start + batch_size)
+            scores = score_module(self.module, self.val_inputs[sl], users[sl])
+            mask_history(scores, self.val_histories[sl], self.val_targets[sl])
+            ranks[sl] = rank_of_target(scores, self.val_targets[sl])
+        return ndcg_at_k(ranks, 10)
 
 
 def score_module(
@@ -192,6 +229,10 @@ class SequentialRecommender(Recommender):
         """The torch module for ``dataset`` (at fit) or for a saved ``state`` (at load)."""
         raise NotImplementedError
 
+    def make_task(self, dataset: Dataset) -> SequenceTask:
+        """The training task (windows, loss, validation) for ``dataset``."""
+        return SequenceTask(self.module, dataset, self.config)
+
     def _identity(self) -> dict[str, Any]:
         return {
             "model": self.name,
@@ -211,7 +252,7 @@ class SequentialRecommender(Recommender):
         configure_threads()
         torch.manual_seed(self.config.seed)
         self.module = self.build_module(dataset)
-        task = SequenceTask(self.module, dataset, self.config)
+        task = self.make_task(dataset)
         c = self.config
         self.training = run_training(
             task,
@@ -223,6 +264,9 @@ class SequentialRecommender(Recommender):
             desc=f"train {self.name}",
         )
         self.training["train_windows"] = len(task.inputs)
+        self.training["valid_users"] = len(task.val_users)
+        self.training["loss"] = c.loss
+        self.training["loss_choice"] = loss_choice(dataset.n_items, "loss" in self._overrides)
 
     def score_batch(
         self, histories: Sequence[np.ndarray], users: np.ndarray | None = None
