@@ -10,6 +10,14 @@ retries. Results stream back as batches finish, so shards are written while the 
 Ray is optional (``pip install 'whyrec[ray]'``). Without an address the job starts a
 local Ray instance (and stops it afterwards); with ``ray_address`` / ``$RAY_ADDRESS`` it
 joins an existing cluster; if Ray is already initialised in this process it is used as is.
+
+On a cluster (docs/batch.md, "Running on a Ray cluster"): the actors get the driver's
+settings *complete* — every field, ``None`` included, relative paths made absolute on the
+driver — so nothing on a worker node (its ``WHYREC_LLM_*`` variables, its working
+directory) changes a reply; an actor whose whyrec differs from the driver's refuses to
+start; the job waits for all its actors before handing out work (when the cluster can
+hold them), so every actor gets a share, and blocks are cut so that there are at least
+as many as actors.
 """
 
 from __future__ import annotations
@@ -17,11 +25,23 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from whyrec.batch.jobs import WorkItem, as_llm_request, outcome_record
-from whyrec.errors import ConfigError
+from whyrec.errors import ConfigError, WhyrecError
+from whyrec.safety import printable_text
+
+#: How long the job waits for all its actors to start before handing out work (a cluster
+#: that autoscales may need minutes to add a node); only when the cluster's nodes can
+#: hold them all, otherwise work starts on the actors that fit, as they come up.
+ACTOR_START_TIMEOUT_S = 600.0
+
+
+class RayStageError(WhyrecError):
+    """The LLM stage could not run on Ray (cluster unreachable, actors failed to start)."""
 
 
 def _import_ray() -> Any:
@@ -45,11 +65,16 @@ class LLMStage:
     """
 
     def __init__(
-        self, settings: dict[str, Any], qps: float | None = None, concurrency: int | None = None
+        self,
+        settings: dict[str, Any],
+        qps: float | None = None,
+        concurrency: int | None = None,
+        driver_version: str | None = None,
     ) -> None:
-        from whyrec.llm import LLMClient, LLMSettings
+        from whyrec.llm import LLMClient
 
-        self.client = LLMClient(LLMSettings.load(**settings))
+        check_same_whyrec(driver_version)
+        self.client = LLMClient(settings_from_values(settings))
         if qps:
             from whyrec.batch.ratelimit import RateLimitedBackend
 
@@ -70,18 +95,93 @@ class LLMStage:
         return {"key": keys, "outcomes": [json.dumps(g) for g in grouped]}
 
 
-def actor_settings(settings: Any, *, local_ray: bool) -> dict[str, Any]:
+def check_same_whyrec(driver_version: str | None) -> None:
+    """Refuse to run an actor whose whyrec is not the driver's (its replies could differ)."""
+    import whyrec
+
+    if driver_version is not None and whyrec.__version__ != driver_version:
+        import socket
+
+        raise ConfigError(
+            f"Ray node {printable_text(socket.gethostname(), 80)}: whyrec "
+            f"{whyrec.__version__} is installed, the driver runs "
+            f"{printable_text(driver_version, 40)}; "
+            "install the same whyrec on every node of the cluster"
+        )
+
+
+def _absolute(path: str | Path, cwd: Path) -> str:
+    """``path`` made absolute against the driver's ``cwd``; ``~/...`` is kept, so each
+    node expands it to its own home."""
+    text = str(path)
+    if text.startswith("~") or Path(text).is_absolute():
+        return text
+    return str(cwd / text)
+
+
+def actor_settings(
+    settings: Any, *, local_ray: bool, cwd: str | Path | None = None
+) -> dict[str, Any]:
     """The driver's resolved LLM settings as plain values for the actors.
 
+    Every field is given, ``None`` included, so an actor never fills a gap from its own
+    node (a worker's ``WHYREC_LLM_*`` variables or config file; ``seed=None`` staying
+    ``None`` rather than becoming the default 0). Relative ``model_path`` / ``cache_path``
+    are made absolute against the driver's working directory (``cwd``, default the
+    current one): an actor's working directory is its Ray worker's, not the driver's.
+
     A Ray instance this job started on this machine shares the driver's reply cache;
-    otherwise workers use their own (paths of this machine mean nothing on a cluster).
+    otherwise workers use their own under their node's ``$WHYREC_HOME`` (or the
+    ``cache_path`` given, which then must exist on every node).
     """
-    values = settings.model_dump(mode="json", exclude_none=True)
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    values = settings.model_dump(mode="json")
     values.pop("config_file", None)
     values["workers"] = 1  # the actors are the workers: one model process each
+    for name in ("model_path", "cache_path"):
+        if values.get(name):
+            values[name] = _absolute(values[name], base)
     if local_ray and settings.cache:
-        values["cache_path"] = str(settings.resolved_cache_path())
+        values["cache_path"] = _absolute(settings.resolved_cache_path(), base)
     return values
+
+
+def settings_from_values(values: dict[str, Any]) -> Any:
+    """:class:`~whyrec.llm.LLMSettings` from :func:`actor_settings` values, exactly: given
+    values (``None`` included) win over the node's environment and config file."""
+    from pydantic import ValidationError
+
+    from whyrec.llm import LLMSettings
+    from whyrec.llm.errors import LLMConfigError
+
+    try:
+        return LLMSettings(**values)
+    except ValidationError as exc:
+        raise LLMConfigError(f"LLM settings sent to a Ray actor are invalid: {exc}") from None
+
+
+def batch_plan(n_rows: int, batch_size: int, actors: int) -> tuple[int, int]:
+    """(rows per Ray batch, number of blocks) for ``n_rows`` requests on ``actors``.
+
+    Ray Data joins blocks smaller than ``batch_size`` into one batch, so twelve rows cut
+    into two blocks of six with a batch size of 8 become a single task on a single actor.
+    The batch is therefore at most an even share per actor, and every block holds one
+    batch.
+    """
+    batch = max(1, min(int(batch_size), math.ceil(n_rows / max(1, actors))))
+    return batch, max(1, math.ceil(n_rows / batch))
+
+
+def actors_that_fit(node_cpus: list[float], cpus_per_actor: float) -> int:
+    """How many actors reserving ``cpus_per_actor`` CPUs the nodes can hold at once."""
+    if cpus_per_actor <= 0:
+        return 10**9
+    # a small tolerance: 3 x 0.333... CPUs fit a 1-CPU node
+    return sum(int(c / cpus_per_actor + 1e-9) for c in node_cpus)
+
+
+def _node_cpus(ray: Any) -> list[float]:
+    return [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
 
 
 def run_ray(
@@ -102,25 +202,53 @@ def run_ray(
         if settings.backend == "openai" and key_env and os.environ.get(key_env):
             env[key_env] = os.environ[key_env]  # the endpoint's key, for remote workers
         runtime_env = {"env_vars": env} if env else None
-        if address:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        try:
+            if address:
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        except Exception as exc:
+            where = f"the Ray cluster at {printable_text(address, 200)}" if address else "Ray"
+            raise RayStageError(
+                f"--backend ray: could not start or join {where}: "
+                f"{type(exc).__name__}: {printable_text(exc, 600)}"
+            ) from None
         started_here = True
     local_ray = started_here and not address  # a Ray found running may be a cluster
+    ctx = ray.data.DataContext.get_current()
+    saved = {
+        name: getattr(ctx, name)
+        for name in (
+            "enable_progress_bars",
+            "print_on_execution_start",
+            "wait_for_min_actors_s",
+            "max_tasks_in_flight_per_actor",
+        )
+        if hasattr(ctx, name)
+    }
     try:
-        ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         if hasattr(ctx, "print_on_execution_start"):
             ctx.print_on_execution_start = False
         by_key = {it.key: it for it in items}
-        batch = max(1, int(opts.ray_batch_size))
         rows = [{"key": it.key, "requests": json.dumps(it.requests)} for it in items]
         cpus = opts.cpus_per_actor
         if cpus is None:
             cpus = float(settings.n_threads) if settings.backend == "local" else 1.0
+        if hasattr(ctx, "wait_for_min_actors_s"):
+            # all actors up before work is handed out, so the first one to start does not
+            # take every batch; only when the cluster can hold them all
+            fits = actors_that_fit(_node_cpus(ray), float(cpus)) >= opts.actors
+            ctx.wait_for_min_actors_s = int(ACTOR_START_TIMEOUT_S) if fits else -1
+        if hasattr(ctx, "max_tasks_in_flight_per_actor"):
+            # one batch per actor at a time: otherwise Ray Data queues batches on the actor
+            # next to the data (the driver's node) and the other nodes' actors stay idle
+            ctx.max_tasks_in_flight_per_actor = 1
         per_actor_qps = opts.qps / opts.actors if opts.qps else None
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch)))
+        batch, blocks = batch_plan(len(rows), opts.ray_batch_size, opts.actors)
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
+        import whyrec
+
         ds = ds.map_batches(
             LLMStage,
             fn_constructor_kwargs={
@@ -131,15 +259,57 @@ def run_ray(
                 },
                 "qps": per_actor_qps,
                 "concurrency": opts.concurrency,
+                "driver_version": whyrec.__version__,
             },
             batch_size=batch,
             batch_format="numpy",
             concurrency=opts.actors,
             num_cpus=cpus,
         )
-        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for key, outcomes in zip(out["key"], out["outcomes"], strict=True):
-                on_result(by_key[str(key)], json.loads(str(outcomes)))
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for key, outcomes in zip(out["key"], out["outcomes"], strict=True):
+                    on_result(by_key[str(key)], json.loads(str(outcomes)))
+        except WhyrecError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ray.exceptions.RayError) and "ray" not in type(exc).__module__:
+                raise
+            cause = _root_cause(exc)
+            raise RayStageError(
+                f"--backend ray: the LLM stage failed on Ray"
+                f"{' at ' + printable_text(address, 200) if address else ''}: "
+                f"{printable_text(cause, 800)}. Every node needs the same whyrec installed "
+                "(and the model file, for local models); see docs/batch.md, "
+                "'Running on a Ray cluster'. Finished items are kept; rerun to resume."
+            ) from None
     finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
         if started_here:
             ray.shutdown()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit)\b[^:]*: ")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The original error behind a Ray error: Ray wraps an actor's exception several
+    times and keeps the original only as the last line of a traceback in its text."""
+    chain, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        inner = getattr(current, "cause", None)
+        current = (
+            inner if isinstance(inner, BaseException) else current.__cause__ or current.__context__
+        )
+    for err in chain:
+        lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+        for line in reversed(lines):
+            if _ERROR_LINE.match(line):
+                return line
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
