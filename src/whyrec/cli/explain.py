@@ -18,6 +18,13 @@ def preferences(
     data: str = typer.Argument("movielens-100k", help="Dataset name or directory, or a LANE run."),
     m: int = typer.Option(5, "-m", help="Preferences per user."),
     window: int = typer.Option(200, help="Most recent training titles shown to the LLM."),
+    holdout: int = typer.Option(
+        10,
+        min=0,
+        help="Leak-free preferences: written from the training history up to this "
+        "many interactions before its end; LANE learns them on the targets after (0: the "
+        "whole history).",
+    ),
     llm_users: int | None = typer.Option(
         None, help="Ask the LLM for a seeded sample of this many users (default: all)."
     ),
@@ -59,7 +66,7 @@ def preferences(
     client = LLMClient.from_settings(llm_config)
     pset = extract_preferences(
         ds, client=client, encoder=get_encoder(), m=m, window=window, llm_users=llm_users,
-        seed=seed, store=store, mode=mode,
+        seed=seed, store=store, mode=mode, holdout=holdout or None,
     )  # fmt: skip
     summary = pset.summary()
     ids = ds.users["user_id"].astype(str).tolist()

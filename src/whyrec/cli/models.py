@@ -119,6 +119,13 @@ def train(
         "grounded fallback preferences). Pass 0 for fallback only.",
     ),
     pref_window: int = typer.Option(200, help="lane: history titles shown to the LLM."),
+    pref_holdout: int = typer.Option(
+        10,
+        min=0,
+        help="lane: Leak-free preferences: written from the training history up to this "
+        "many interactions before its end; LANE learns them on the targets after (0: the "
+        "whole history).",
+    ),
 ) -> None:
     """Train a recommender; a killed run resumes when the same command is run again."""
     from whyrec.errors import ConfigError
@@ -157,9 +164,12 @@ def train(
             encoder=encoder_from_config(config.get("encoder")),
             llm_users=llm_users,
             window=pref_window,
+            holdout=pref_holdout or None,
         )
         typer.echo(f"preferences: {json.dumps(pset.summary())}", err=True)
-        rec.set_preferences(pset.vectors, pset.texts, pset.sources)  # type: ignore[attr-defined]
+        rec.set_preferences(  # type: ignore[attr-defined]
+            pset.vectors, pset.texts, pset.sources, cuts=pset.cuts
+        )
     checkpoints = out / "checkpoints"
     where = f"; checkpoints in {checkpoints}" if hasattr(rec.config, "epochs") else ""
     typer.echo(

@@ -23,6 +23,7 @@ def replace_boilerplate_preferences(
     window: int,
     min_users: int = 3,
     similarity: float = 0.92,
+    cuts: Any = None,
 ) -> dict[str, Any]:
     """Replace boilerplate LLM sentences in ``prefs`` (user index → UserPreferences, the
     LLM's sentences first) in place; returns counts for the extraction summary."""
@@ -43,7 +44,7 @@ def replace_boilerplate_preferences(
         if not flagged:
             continue
         keep = [s for s in own if s not in flagged]
-        seq = list(seqs[u][-window:])
+        seq = list((seqs[u] if cuts is None else seqs[u][: int(cuts[u])])[-window:])
         titles = [str(dataset.titles[i]) for i in seq]
         pool = fallback_preferences(titles, [texts[i] for i in seq], m + len(flagged), None)
         rest = [s for s in p.preferences[p.llm_count :] if s not in keep]

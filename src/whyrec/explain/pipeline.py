@@ -22,6 +22,7 @@ from whyrec.explain.preferences import (
     UserPreferences,
     embed_preferences,
 )
+from whyrec.models.lane import DEFAULT_HOLDOUT, preference_cut_points
 from whyrec.paths import cache_dir
 
 
@@ -38,6 +39,10 @@ class PreferenceSet:
     mode: str = "json"
     #: boilerplate LLM sentences replaced (whyrec.explain.personal)
     personal: dict[str, Any] = field(default_factory=dict)
+    #: per user, how many training interactions the preferences were written from
+    #: (whyrec.models.lane.preference_cut_points); None: the whole training sequence
+    cuts: np.ndarray | None = None
+    holdout: int | None = None
 
     @property
     def llm_failed(self) -> bool:
@@ -110,10 +115,19 @@ def extract_preferences(
     concurrency: int | None = None,
     progress: bool = True,
     mode: Mode = "auto",
+    holdout: int | None = DEFAULT_HOLDOUT,
+    grounded_only: bool = False,
 ) -> PreferenceSet:
     """Preferences for every user: from the LLM for all users (``llm_users=None``) or a
     seeded sample of ``llm_users``; the others get grounded fallback preferences.
     ``mode`` picks the prompting style (see :class:`PreferenceExtractor`).
+
+    Leak-free by default: each user's preferences are written from their training
+    interactions before a cut ``holdout`` interactions from the end
+    (:func:`whyrec.models.lane.preference_cut_points`), and LANE trains the preference
+    channel only on the targets after it. ``holdout=None`` reads the whole training
+    sequence (right for serving an existing model, wrong for training one).
+    ``grounded_only`` skips the LLM (every user gets grounded fallback preferences).
     """
     store_path = Path(store) if store else default_store(dataset)
     pstore = PreferenceStore(store_path)
@@ -122,16 +136,24 @@ def extract_preferences(
     )
     titles_vec = encoder.encode(dataset.titles, progress=progress)
     n = dataset.n_users
-    if llm_users is None or llm_users >= n:
+    cuts = None
+    if holdout is not None:
+        lengths = [len(s) for s in dataset.user_sequences(("train",))]
+        cuts = preference_cut_points(lengths, holdout)
+    if grounded_only:
+        sample: list[int] = []
+    elif llm_users is None or llm_users >= n:
         sample = list(range(n))
     else:
         rng = np.random.default_rng(seed)
         sample = sorted(int(u) for u in rng.choice(n, size=llm_users, replace=False))
     prefs = extractor.extract_dataset(
-        dataset, None, title_vectors=titles_vec, progress=progress, ask=sample
+        dataset, None, title_vectors=titles_vec, progress=progress, ask=sample, cuts=cuts
     )
     # an LLM sentence written alike for many users is not personal: grounded fallback
-    personal = replace_boilerplate_preferences(prefs, dataset, encoder, m=m, window=window)
+    personal = replace_boilerplate_preferences(
+        prefs, dataset, encoder, m=m, window=window, cuts=cuts
+    )
     vectors = embed_preferences(prefs, encoder, n, m)
     pstore.close()
     return PreferenceSet(
@@ -143,6 +165,8 @@ def extract_preferences(
         prompt_version=extractor.prompt_version,
         mode=extractor.mode,
         personal=personal,
+        cuts=cuts,
+        holdout=holdout,
     )
 
 
@@ -158,7 +182,9 @@ def train_lane(
     from whyrec.models.lane import Lane
 
     model = Lane(n_preferences=preferences.vectors.shape[1], **config)
-    model.set_preferences(preferences.vectors, preferences.texts, preferences.sources)
+    model.set_preferences(
+        preferences.vectors, preferences.texts, preferences.sources, cuts=preferences.cuts
+    )
     checkpoint = Path(out).with_name(Path(out).name + ".ckpt") if out else None
     model.fit(dataset, progress=progress, checkpoint_dir=checkpoint)
     if out:

@@ -88,7 +88,9 @@ def history_hash(titles: Sequence[str], m: int) -> str:
 
 
 class PreferenceStore:
-    """Durable per-user preferences (SQLite, WAL; safe for several threads/processes)."""
+    """Durable preferences per (user, history) (SQLite, WAL; safe for several threads and
+    processes): preferences extracted at different cut points of a user's history are
+    kept side by side, so a re-run reuses each one whose history is unchanged."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -96,10 +98,20 @@ class PreferenceStore:
         self._local = threading.local()
         with self._conn() as con:
             con.execute(
-                "CREATE TABLE IF NOT EXISTS preferences ("
-                " user TEXT PRIMARY KEY, record TEXT NOT NULL, history_hash TEXT NOT NULL,"
-                " model TEXT NOT NULL, prompt_version TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS user_preferences ("
+                " user TEXT NOT NULL, history_hash TEXT NOT NULL, record TEXT NOT NULL,"
+                " model TEXT NOT NULL, prompt_version TEXT NOT NULL, updated REAL NOT NULL,"
+                " PRIMARY KEY (user, history_hash))"
             )
+            old = con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'preferences'"
+            ).fetchone()
+            if old:  # stores written before cut points: one record per user, kept as is
+                con.execute(
+                    "INSERT OR IGNORE INTO user_preferences SELECT user, history_hash, record,"
+                    " model, prompt_version, 0 FROM preferences"
+                )
+                con.execute("DROP TABLE preferences")
 
     def _conn(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -108,32 +120,45 @@ class PreferenceStore:
             self._local.con = con
         return con
 
-    def get(self, user: str) -> UserPreferences | None:
-        row = (
-            self._conn()
-            .execute("SELECT record FROM preferences WHERE user = ?", (str(user),))
-            .fetchone()
-        )
+    def get(self, user: str, history_hash: str | None = None) -> UserPreferences | None:
+        """The record for ``user`` and that exact history (default: the latest written)."""
+        if history_hash is None:
+            sql = "SELECT record FROM user_preferences WHERE user = ? ORDER BY updated DESC"
+            args: tuple[str, ...] = (str(user),)
+        else:
+            sql = "SELECT record FROM user_preferences WHERE user = ? AND history_hash = ?"
+            args = (str(user), history_hash)
+        row = self._conn().execute(sql, args).fetchone()
         return _record(row[0]) if row else None
 
     def put(self, prefs: UserPreferences) -> None:
+        import time
+
         self._conn().execute(
-            "INSERT OR REPLACE INTO preferences VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO user_preferences VALUES (?, ?, ?, ?, ?, ?)",
             (
                 prefs.user,
-                json.dumps(asdict(prefs), ensure_ascii=False),
                 prefs.history_hash,
+                json.dumps(asdict(prefs), ensure_ascii=False),
                 prefs.model,
                 prefs.prompt_version,
+                time.time(),
             ),
         )
 
     def all(self) -> dict[str, UserPreferences]:
-        rows = self._conn().execute("SELECT user, record FROM preferences").fetchall()
+        """The latest record of each user."""
+        rows = (
+            self._conn()
+            .execute("SELECT user, record FROM user_preferences ORDER BY updated")
+            .fetchall()
+        )
         return {u: _record(r) for u, r in rows}
 
     def __len__(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM preferences").fetchone()[0])
+        return int(
+            self._conn().execute("SELECT COUNT(DISTINCT user) FROM user_preferences").fetchone()[0]
+        )
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)
@@ -303,8 +328,13 @@ class PreferenceExtractor:
         title_vectors: np.ndarray | None = None,
         progress: bool = True,
         ask: Sequence[int] | None = None,
+        cuts: Sequence[int] | np.ndarray | None = None,
     ) -> dict[int, UserPreferences]:
         """Preferences for ``users`` (internal indices; default all) from training items.
+
+        ``cuts[u]`` (see :func:`whyrec.models.lane.preference_cut_points`) limits user u's
+        history to their first ``cuts[u]`` training interactions (the last ``window`` of
+        them are read); default: the whole training sequence.
 
         ``ask`` limits the LLM to a subset of ``users`` (default: all of them); the
         others get grounded fallback preferences flagged "not in the LLM sample".
@@ -322,7 +352,8 @@ class PreferenceExtractor:
         asked = set(todo) if ask is None else {int(u) for u in ask} & set(todo)
         jobs: dict[int, Job] = {}
         for u in todo:
-            seq = seqs[u][-self.window :]
+            seq = seqs[u] if cuts is None else seqs[u][: int(cuts[u])]
+            seq = seq[-self.window :]
             jobs[u] = (
                 ids[u],
                 [titles[i] for i in seq],
@@ -412,7 +443,7 @@ class PreferenceExtractor:
         retry_failed = bool(getattr(getattr(self.client, "settings", None), "retry_failed", False))
         for k, (user, titles, _, _) in enumerate(jobs):
             h = history_hash(titles, self.m)
-            cached = self.store.get(user) if self.store is not None else None
+            cached = self.store.get(user, h) if self.store is not None else None
             if (
                 cached is not None
                 and cached.history_hash == h

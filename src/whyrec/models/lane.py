@@ -38,10 +38,89 @@ from whyrec.models.backbones import (
     SequentialModule,
 )
 from whyrec.models.sasrec import SASRecText, SASRecTextConfig
-from whyrec.models.sequential import pad_left
+from whyrec.models.sequential import SequenceTask, pad_left
 
 PREFS_FILE = "preferences.npz"
 PREF_TEXTS_FILE = "preferences.json"
+
+#: Training interactions after each user's preference cut (see :func:`preference_cut_points`).
+DEFAULT_HOLDOUT = 10
+#: The fewest training interactions a preference cut keeps before it (when there are that many).
+DEFAULT_MIN_HISTORY = 3
+
+
+def preference_cut_points(
+    train_lengths: Sequence[int] | np.ndarray,
+    holdout: int = DEFAULT_HOLDOUT,
+    min_history: int = DEFAULT_MIN_HISTORY,
+) -> np.ndarray:
+    """LANE's leak-free rule: where each user's preferences are taken from.
+
+    User u's preferences are derived from their first ``c_u`` training interactions
+    (in time order) and nothing after: ``c_u = n_u - holdout``, but at least
+    ``min_history`` (and at least 1, at most ``n_u``). A training position whose target is
+    interaction ``t`` (0-based) sees the preferences only when ``t >= c_u`` — the history
+    the preferences were written from ends before the target; earlier positions are
+    trained without preferences (the alignment's "no preference" state). Validation and
+    test targets come after every training interaction, so they see them too.
+    """
+    if holdout < 1:
+        raise ConfigError(f"holdout must be >= 1 (targets after the cut), got {holdout}")
+    if min_history < 1:
+        raise ConfigError(f"min_history must be >= 1, got {min_history}")
+    n = np.asarray(train_lengths, dtype=np.int64)
+    cut = np.maximum(n - holdout, np.minimum(min_history, n - 1))
+    return np.clip(cut, np.minimum(n, 1), n)
+
+
+def window_target_positions(seqs: Sequence[np.ndarray], max_len: int) -> np.ndarray:
+    """For each training window (in :func:`~whyrec.models.sequential.training_windows`
+    order) and column, the 0-based index of the target in its user's sequence; -1 for
+    padding."""
+    rows = []
+    for seq in seqs:
+        targets = np.arange(1, len(seq), dtype=np.int64)
+        end = len(targets)
+        while end > 0:
+            start = max(0, end - max_len)
+            rows.append(targets[start:end])
+            end = start
+    out = np.full((len(rows), max_len), -1, dtype=np.int64)
+    for r, t in enumerate(rows):
+        if len(t):
+            out[r, max_len - len(t) :] = t
+    return out
+
+
+class LaneTask(SequenceTask):
+    """SASRec's next-item task, where a position sees the user's preferences only if
+    they were written from interactions before its target (``cuts``, see
+    :func:`preference_cut_points`); ``cuts=None`` lets every position see them (for
+    preferences that do not come from the training sequence, e.g. constant ones)."""
+
+    def __init__(self, module: Any, dataset: Dataset, config: Any, cuts: np.ndarray | None) -> None:
+        super().__init__(module, dataset, config)
+        self.gate: torch.Tensor | None = None
+        if cuts is not None:
+            seqs = dataset.user_sequences(("train",))
+            pos = window_target_positions(seqs, config.max_len)
+            if pos.shape != tuple(self.targets.shape):
+                raise ModelError("preference gate and training windows disagree in shape")
+            users = self.users.numpy()
+            self.gate = torch.from_numpy(pos >= np.asarray(cuts)[users][:, None])
+            self.gated_positions = int(self.gate[self.targets != 0].sum())
+
+    def make_batch(self, idx: torch.Tensor, width: int) -> tuple[torch.Tensor, ...]:
+        batch = super().make_batch(idx, width)
+        if self.gate is None:
+            return batch
+        return (*batch, self.gate[idx][:, -width:])
+
+    def batch_query(self, batch: tuple[torch.Tensor, ...], table: torch.Tensor) -> torch.Tensor:
+        if len(batch) < 4:
+            return super().batch_query(batch, table)
+        x, _, users, gate = batch
+        return self.module.query(x, users, table, gate=gate)
 
 
 class PreferenceAlignment(nn.Module):
@@ -101,13 +180,24 @@ class LaneModule(SequentialModule):
         seq: torch.Tensor,
         users: torch.Tensor | None = None,
         table: torch.Tensor | None = None,
+        gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Aligned states (B, L, d); ``gate`` (B, L) bool says which positions see the
+        users' preferences (default: all)."""
         if users is None:
             raise ModelError(
                 "LANE needs the user's preferences: pass known users, or explicit "
                 "preference vectors (recommend(history=..., preferences=...))"
             )
-        return self.align(self.hidden(seq, table), self.user_prefs[users])[0]
+        states = self.hidden(seq, table)
+        prefs = self.user_prefs[users]
+        out = self.align(states, prefs)[0]
+        if gate is not None and not bool(gate.all()):
+            # positions whose target precedes the preferences' history: no preferences
+            none = torch.zeros(prefs.shape[:2], dtype=torch.bool, device=prefs.device)
+            bare = self.align(states, torch.zeros_like(prefs), none)[0]
+            out = torch.where(gate[..., None], out, bare)
+        return out
 
     def query_with(
         self,
@@ -148,6 +238,8 @@ class Lane(SASRecText):
         self._pref_vectors: np.ndarray | None = None
         self.preference_texts: list[list[str]] = []
         self.preference_sources: list[str] = []
+        #: per user, how many training interactions the preferences were written from
+        self.preference_cuts: np.ndarray | None = None
         self._override = threading.local()
 
     # ----------------------------------------------------------- preferences
@@ -156,11 +248,29 @@ class Lane(SASRecText):
         vectors: np.ndarray,
         texts: Sequence[Sequence[str]] | None = None,
         sources: Sequence[str] | None = None,
+        cuts: Sequence[int] | np.ndarray | None = None,
     ) -> Lane:
-        """Per-user preference vectors ``(n_users, m, d)`` in user-index order."""
+        """Per-user preference vectors ``(n_users, m, d)`` in user-index order.
+
+        ``cuts[u]`` is how many of user u's training interactions (in time order) the
+        preferences were written from (:func:`preference_cut_points`): training positions
+        whose target comes before the cut do not see them, so no preference describes a
+        target it is trained to predict. Without ``cuts`` every position sees them — only
+        right for preferences that do not come from the training sequence.
+        """
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 3:
             raise ModelError(f"preference vectors must be (n_users, m, d), got shape {v.shape}")
+        if cuts is not None:
+            c = np.asarray(cuts, dtype=np.int64)
+            if c.shape != (v.shape[0],) or (c < 0).any():
+                raise ModelError(
+                    f"preference cuts must be {v.shape[0]} non-negative counts (one per user), "
+                    f"got shape {c.shape}"
+                )
+            self.preference_cuts = c
+        else:
+            self.preference_cuts = None
         self._pref_vectors = v
         self.preference_texts = [list(t) for t in texts] if texts is not None else []
         self.preference_sources = list(sources) if sources is not None else []
@@ -177,7 +287,24 @@ class Lane(SASRecText):
                 f"preferences cover {self._pref_vectors.shape[0]} users but dataset "
                 f"{dataset.name!r} has {dataset.n_users}"
             )
+        if self.preference_cuts is not None:
+            lengths = np.array([len(s) for s in dataset.user_sequences(("train",))])
+            over = np.flatnonzero(self.preference_cuts > lengths)
+            if over.size:
+                u = int(over[0])
+                raise ModelError(
+                    f"user {dataset.users['user_id'].iloc[u]!r}: preferences written from "
+                    f"{int(self.preference_cuts[u])} training interactions, but the user has "
+                    f"{int(lengths[u])}"
+                )
         super()._fit(dataset, **kwargs)
+        # training positions that saw preferences (None: all of them, no cut given)
+        self.training["preference_positions"] = getattr(self, "_gated_positions", None)
+
+    def make_task(self, dataset: Dataset) -> SequenceTask:
+        task = LaneTask(self.module, dataset, self.config, self.preference_cuts)
+        self._gated_positions = getattr(task, "gated_positions", None)
+        return task
 
     def build_module(
         self, dataset: Dataset | None, state: dict[str, Any] | None = None
@@ -354,7 +481,11 @@ class Lane(SASRecText):
         super()._save_state(directory)
         (directory / PREF_TEXTS_FILE).write_text(
             json.dumps(
-                {"texts": self.preference_texts, "sources": self.preference_sources},
+                {
+                    "texts": self.preference_texts,
+                    "sources": self.preference_sources,
+                    "cuts": None if self.preference_cuts is None else self.preference_cuts.tolist(),
+                },
                 ensure_ascii=False,
             )
         )
@@ -366,4 +497,6 @@ class Lane(SASRecText):
             data = json.loads(f.read_text())
             self.preference_texts = data.get("texts", [])
             self.preference_sources = data.get("sources", [])
+            cuts = data.get("cuts")
+            self.preference_cuts = None if cuts is None else np.asarray(cuts, dtype=np.int64)
         self._pref_vectors = self.module.user_prefs.numpy()
