@@ -7,7 +7,8 @@ otherwise (one process: memory is never behind, nothing extra is read).
 
 * :class:`SharedCatalog` re-reads a user's posted interactions from the store whenever
   it is asked for that user's history or version (one indexed query), so a write
-  acknowledged by any replica is in the next request's history on every replica.
+  acknowledged by any replica is in the next request's history on every replica. While
+  the store cannot be reached, reads go on from what this replica last saw (writes fail).
 * :class:`FinalOnlyLRU` keeps only final explanation records (written by the LLM, or the
   LLM is off) as memory hits; a template still waiting for the LLM is read from the
   store again, where another replica may have put the LLM's reason.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from whyrec.serve.catalog import Catalog, History
-from whyrec.serve.store import LRU, Store
+from whyrec.serve.store import LRU, Store, StoreUnavailable
 
 #: ``llm_status`` values after which an explanation record no longer changes.
 FINAL_STATUSES = ("done", "disabled")
@@ -30,7 +31,11 @@ class SharedCatalog(Catalog):
 
     def _refresh(self, user: str) -> None:
         known = self._item_lookup
-        items = [known[i] for _, _, i in self.store.interactions(user) if i in known]
+        try:
+            rows = self.store.interactions(user)
+        except StoreUnavailable:
+            return  # reads go on from what this replica last saw; writes fail (503)
+        items = [known[i] for _, _, i in rows if i in known]
         with self._write_lock:
             if items:
                 self._extra[user] = items
@@ -40,7 +45,11 @@ class SharedCatalog(Catalog):
     def _refresh_all(self) -> None:
         fresh: dict[str, list[int]] = {}
         known = self._item_lookup
-        for _, user, item_id in self.store.interactions():
+        try:
+            rows = self.store.interactions()
+        except StoreUnavailable:
+            return
+        for _, user, item_id in rows:
             if item_id in known:
                 fresh.setdefault(user, []).append(known[item_id])
         with self._write_lock:
