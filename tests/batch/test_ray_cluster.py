@@ -74,9 +74,11 @@ class RayNode:
         self.proc.wait(timeout=30)
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path):
-    """A head and a worker node on this machine; yields (address, env, node homes)."""
+@pytest.fixture(scope="module")
+def two_node_cluster(tmp_path_factory):
+    """A head and a worker node on this machine (one per module: starting costs ~10 s);
+    yields (address, environment, each node's WHYREC_HOME, Ray temp root)."""
+    tmp_path = tmp_path_factory.mktemp("ray_cluster")
     # Ray's unix sockets must stay under ~107 characters: short temp dirs under /tmp
     root = Path(tempfile.mkdtemp(prefix="wr-ray-", dir="/tmp"))
     token = secrets.token_hex(32)
@@ -137,6 +139,7 @@ def two_node_cluster(tmp_path):
 
 
 def cached_replies(home: Path) -> int:
+    """Rows in a node's reply cache (0 when that node never answered)."""
     path = home / "llm" / "cache.sqlite"
     if not path.is_file():
         return 0
@@ -145,22 +148,13 @@ def cached_replies(home: Path) -> int:
         return sum(db.execute(f"select count(*) from {t}").fetchone()[0] for t in tables)
 
 
-@pytest.mark.slow
-def test_preferences_on_a_two_node_cluster_match_the_local_backend(
-    two_node_cluster, endpoint, tiny_data_dir, tmp_path
-):
-    address, base, homes, root = two_node_cluster
-    env = {**base, **endpoint.env(), "WHYREC_LLM_CACHE": "true"}
-    users = tmp_path / "users.txt"
-    users.write_text("".join(f"u{i}\n" for i in range(12)))
-    cmd = [
-        sys.executable, "-m", "whyrec", "batch", "preferences", str(tiny_data_dir),
-        "--users", str(users), "--shard-size", "3", "--no-progress",
-    ]  # fmt: skip
+def run_both(cmd: list[str], env: dict[str, str], address: str, tmp_path: Path) -> float:
+    """The same job with the local backend, then on the cluster (two actors, 0.6 CPU
+    each: no node holds both); returns the cluster run's seconds."""
     local = subprocess.run(
         [*cmd, "--out", str(tmp_path / "local")],
-        env={**env, "WHYREC_HOME": str(tmp_path / "home-driver")},
-        capture_output=True, text=True, timeout=120,
+        env={**env, "WHYREC_HOME": str(tmp_path / "home-local")},
+        capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert local.returncode == 0, local.stderr[-3000:]
     start = time.monotonic()
@@ -169,26 +163,72 @@ def test_preferences_on_a_two_node_cluster_match_the_local_backend(
             *cmd, "--out", str(tmp_path / "ray"), "--backend", "ray", "--ray-address", address,
             "--actors", "2", "--cpus-per-actor", "0.6",
         ],
-        env={**env, "WHYREC_HOME": str(tmp_path / "home-driver2")},
-        capture_output=True, text=True, timeout=180,
+        env={**env, "WHYREC_HOME": str(tmp_path / "home-driver")},
+        capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     elapsed = time.monotonic() - start
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     report = json.loads(on_ray.stdout.strip().splitlines()[-1])
     assert report["status"] == "complete" and report["backend"] == "ray"
     a, b = read_output(tmp_path / "local"), read_output(tmp_path / "ray")
-    assert list(a.columns) == list(b.columns)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
     a = a.sort_values("key").reset_index(drop=True).astype(str)
     b = b.sort_values("key").reset_index(drop=True).astype(str)
-    assert a.equals(b)
-    per_node = {name: cached_replies(home) for name, home in homes.items()}
-    print(f"cluster run {elapsed:.1f} s; replies cached per node: {per_node}")
+    assert a.equals(b)  # every column, raw replies and token counts included
+    return elapsed
+
+
+@pytest.mark.slow
+def test_preferences_on_a_two_node_cluster_match_the_local_backend(
+    two_node_cluster, endpoint, tiny_data_dir, tmp_path
+):
+    address, base, homes, root = two_node_cluster
+    before = {name: cached_replies(home) for name, home in homes.items()}
+    env = {**base, **endpoint.env(), "WHYREC_LLM_CACHE": "true"}
+    users = tmp_path / "users.txt"
+    users.write_text("".join(f"u{i}\n" for i in range(12)))
+    cmd = [
+        sys.executable, "-m", "whyrec", "batch", "preferences", str(tiny_data_dir),
+        "--users", str(users), "--shard-size", "3", "--no-progress",
+    ]  # fmt: skip
+    elapsed = run_both(cmd, env, address, tmp_path)
+    # each node's reply cache lives under its own WHYREC_HOME: what it holds, it answered
+    per_node = {name: cached_replies(home) - before[name] for name, home in homes.items()}
+    print(f"stub endpoint: cluster run {elapsed:.1f} s; replies cached per node: {per_node}")
     assert all(n > 0 for n in per_node.values()), per_node
     assert sum(per_node.values()) == 12  # one preference call per user, each asked once
     # Ray's view: each node's own logs name an LLMStage actor that ran there
     for node in ("h", "w"):
         logs = (root / node).glob("session_*/logs/worker-*.out")
         assert any("MapBatches(LLMStage)" in f.read_text(errors="replace") for f in logs), node
+
+
+@pytest.mark.slow
+def test_the_embedded_model_on_a_two_node_cluster_matches_the_local_backend(
+    two_node_cluster, tiny_data_dir, tmp_path
+):
+    address, base, homes, root = two_node_cluster
+    before = {name: cached_replies(home) for name, home in homes.items()}
+    env = {
+        **base,
+        "WHYREC_LLM_BACKEND": "local",  # each actor loads the packaged SmolLM2 on its node
+        "WHYREC_LLM_N_THREADS": "1",
+        "WHYREC_LLM_N_CTX": "1024",
+        "WHYREC_LLM_MAX_REASKS": "0",
+    }
+    users = tmp_path / "users.txt"
+    users.write_text("u0\nu4\n")  # one per node
+    cmd = [
+        sys.executable, "-m", "whyrec", "batch", "preferences", str(tiny_data_dir),
+        "--users", str(users), "-m", "2", "--max-tokens", "24", "--mode", "aspects",
+        "--shard-size", "2", "--no-progress",
+    ]  # fmt: skip
+    elapsed = run_both(cmd, env, address, tmp_path)
+    per_node = {name: cached_replies(home) - before[name] for name, home in homes.items()}
+    print(f"SmolLM2: cluster run {elapsed:.1f} s; replies cached per node: {per_node}")
+    assert all(n > 0 for n in per_node.values()), per_node
+    rows = read_output(tmp_path / "ray")
+    assert set(rows["model"]) == {"SmolLM2-135M-Instruct.Q4_1"}
 
 
 # ------------------------------------------------------------------ what actors receive
