@@ -79,6 +79,9 @@ def test_explanations_and_preferences_are_replaced_and_read_back(open_store):
     second = {**first, "reason_source": "llm", "reason": "line\x00one\nline two", "n": 2.5}
     st.put_explanation("k", second)
     assert st.get_explanation("k") == second
+    # a late template (another replica's failed LLM attempt) keeps the LLM's reason
+    st.put_explanation("k", {**first, "llm_status": "failed"})
+    assert st.get_explanation("k") == second
     st.put_explanation("k2", {"item_id": "i2", "user": None, "reason_source": "template"})
     st.put_history_preferences("h", {"preferences": [HOSTILE], "source": "llm"})
     st.put_history_preferences("h", {"preferences": ["a", "b"], "source": "partial"})

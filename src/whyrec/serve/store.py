@@ -46,11 +46,14 @@ SQL_USER_INTERACTIONS = (
 )
 SQL_INTERACTION_COUNTS = 'SELECT "user", COUNT(*) FROM interactions GROUP BY "user"'
 SQL_GET_EXPLANATION = "SELECT record FROM explanations WHERE key = ?"
+# A template never replaces a reason the LLM wrote: with several replicas, one replica's
+# failed LLM attempt (which keeps the template) can end after another's succeeded.
 SQL_PUT_EXPLANATION = (
     'INSERT INTO explanations (key, "user", item_id, source, record, updated)'
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
     ' "user" = excluded."user", item_id = excluded.item_id, source = excluded.source,'
     " record = excluded.record, updated = excluded.updated"
+    " WHERE explanations.source = 'template' OR excluded.source <> 'template'"
 )
 SQL_GET_PREFERENCES = "SELECT record FROM history_preferences WHERE key = ?"
 SQL_PUT_PREFERENCES = (
@@ -189,6 +192,8 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     def put_explanation(self, key: str, record: dict[str, Any]) -> None:
+        """Store (or replace) the record under ``key``; a template record does not replace
+        one whose reason the LLM wrote (``reason_source`` other than ``template``)."""
         user = record.get("user")
         args = (
             key,
