@@ -209,9 +209,17 @@ def run_ray(
                 ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
         except Exception as exc:
             where = f"the Ray cluster at {printable_text(address, 200)}" if address else "Ray"
+            hint = (
+                "; a cluster started with Ray's token authentication (the default of "
+                "'ray start --head' since Ray 2.5x) also needs RAY_AUTH_MODE=token and the "
+                "cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token) in the driver's "
+                "environment (docs/batch.md, 'Running on a Ray cluster')"
+                if address
+                else ""
+            )
             raise RayStageError(
                 f"--backend ray: could not start or join {where}: "
-                f"{type(exc).__name__}: {printable_text(exc, 600)}"
+                f"{type(exc).__name__}: {printable_text(exc, 600)}{hint}"
             ) from None
         started_here = True
     local_ray = started_here and not address  # a Ray found running may be a cluster
@@ -273,7 +281,8 @@ def run_ray(
         except WhyrecError:
             raise
         except Exception as exc:
-            if not isinstance(exc, ray.exceptions.RayError) and "ray" not in type(exc).__module__:
+            module = type(exc).__module__
+            if not isinstance(exc, ray.exceptions.RayError) and module.split(".")[0] != "ray":
                 raise
             cause = _root_cause(exc)
             raise RayStageError(
