@@ -35,11 +35,16 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
         {"loss": "gbce", "gbce_negatives": "shared"},
         "gBCE, 256 negatives shared by the batch (default from 5,000 items)",
     ),
+    "gbce-window": (
+        {"loss": "gbce", "gbce_negatives": "window"},
+        "gBCE, 256 negatives per training window, shared by its positions",
+    ),
     "gbce-position": (
         {"loss": "gbce", "gbce_negatives": "position"},
         "gBCE, 256 negatives per position (gSASRec's draw)",
     ),
 }
+RESULTS_FILE = Path(__file__).resolve().parent / "results" / "loss_scale.json"
 COST_ITEMS = (1_682, 10_000, 27_278)  # ML-100k, the first probe, ML-20M
 COST_SHAPE = (128, 200, 64)  # windows, positions, d: a dense-profile batch
 
@@ -76,7 +81,7 @@ def loss_cost(repeats: int = 3) -> list[dict[str, Any]]:
     """Seconds of one forward + backward of each loss alone (best of ``repeats``)."""
     import torch
 
-    from whyrec.models.losses import next_item_loss
+    from whyrec.models.losses import gbce_window_loss, next_item_loss
     from whyrec.models.training import configure_threads
 
     configure_threads()
@@ -93,13 +98,23 @@ def loss_cost(repeats: int = 3) -> list[dict[str, Any]]:
             ("ce", "ce", False),
             ("gbce-position", "gbce", False),
             ("gbce-shared", "gbce", True),
+            ("gbce-window", "gbce", None),
         ):
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                loss = next_item_loss(
-                    kind, query, targets, table, gen, n_negatives=256, shared=shared
-                )
+                if shared is None:
+                    loss = gbce_window_loss(
+                        query.view(b, length, d),
+                        targets.view(b, length),
+                        table,
+                        gen,
+                        n_negatives=256,
+                    )
+                else:
+                    loss = next_item_loss(
+                        kind, query, targets, table, gen, n_negatives=256, shared=shared
+                    )
                 loss.backward()
                 times.append(time.perf_counter() - t0)
                 table.grad = query.grad = None
@@ -147,13 +162,14 @@ def markdown(rows: list[dict[str, Any]], cost: list[dict[str, Any]], meta: dict[
         f"thread(s)), a dense batch of {b} windows x {length} positions "
         f"({b * length:,} positions), d = {d}, 256 negatives; seconds:",
         "",
-        "| items | ce | gbce, per position | gbce, shared |",
-        "|---:|---:|---:|---:|",
+        "| items | ce | gbce, per position | gbce, shared | gbce, per window |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for c in cost:
+        window = f"{c['gbce-window']:.3f}" if "gbce-window" in c else "—"
         lines.append(
             f"| {c['n_items']:,} | {c['ce']:.3f} | {c['gbce-position']:.3f} "
-            f"| {c['gbce-shared']:.3f} |"
+            f"| {c['gbce-shared']:.3f} | {window} |"
         )
     lines += [
         "",
@@ -173,6 +189,12 @@ def main() -> None:
     ap.add_argument("--losses", default=",".join(VARIANTS), help="comma-separated labels")
     ap.add_argument("--no-cost", action="store_true", help="skip the per-step loss timing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows (and, with --no-cost, the cost table) of the last written run "
+        "for losses not run now",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -201,6 +223,13 @@ def main() -> None:
                 flush=True,
             )
     cost = [] if args.no_cost else loss_cost()
+    previous = RESULTS_FILE.is_file() and json.loads(RESULTS_FILE.read_text())
+    if args.merge and previous:
+        ran = {r["label"] for r in rows}
+        rows = [r for r in previous["rows"] if r["label"] not in ran] + rows
+        rows.sort(key=lambda r: list(VARIANTS).index(r["label"]))
+        if args.no_cost:
+            cost = previous.get("loss_cost", [])
     import torch
 
     meta = {

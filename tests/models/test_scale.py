@@ -16,7 +16,7 @@ from whyrec.data.raw import RawData
 from whyrec.errors import ConfigError
 from whyrec.models import create_model, defaults
 from whyrec.models.backbones import IdItemEmbedding, SASRecBackbone, SequentialModule
-from whyrec.models.losses import gbce_beta, next_item_loss
+from whyrec.models.losses import gbce_beta, gbce_window_loss, next_item_loss
 from whyrec.models.sequential import SequenceTask, SequentialConfig
 
 FAST = {"dim": 16, "max_len": 12, "epochs": 1, "batch_size": 32}
@@ -113,14 +113,39 @@ def test_shared_negatives_cost_does_not_hold_positions_times_negatives():
     assert max(saved) >= n * k * d  # the per-position draw does hold it
 
 
-def test_sasrec_learns_with_shared_gbce(seq_ds):
+def test_window_gbce_matches_the_formula_per_window():
+    torch.manual_seed(2)
+    table = torch.cat([torch.zeros(1, 4), torch.randn(5, 4)])  # row 0: padding
+    q = torch.randn(3, 4, 4, requires_grad=True)
+    tgt = torch.tensor([[0, 1, 2, 3], [0, 0, 4, 5], [1, 2, 3, 4]])
+    k, t = 9, 0.5
+    got = gbce_window_loss(q, tgt, table, torch.Generator().manual_seed(5), n_negatives=k, gbce_t=t)
+    neg = torch.randint(1, 6, (3, k), generator=torch.Generator().manual_seed(5))
+    beta = gbce_beta(k, 5, t)
+    rows = []
+    for b in range(3):
+        for pos in range(4):
+            y = int(tgt[b, pos])
+            if y == 0:
+                continue
+            s_pos = q[b, pos] @ table[y]
+            s_neg = table[neg[b]] @ q[b, pos]
+            keep = (neg[b] != y).float()
+            rows.append((beta * F.softplus(-s_pos) + (F.softplus(s_neg) * keep).sum()) / (k + 1))
+    assert len(rows) == 9
+    assert torch.allclose(got, torch.stack(rows).mean(), atol=1e-6)
+    got.backward()
+    assert torch.isfinite(q.grad).all() and (q.grad[1, :2] == 0).all()  # padding: no gradient
+
+
+@pytest.mark.parametrize("negatives", ["shared", "window"])
+def test_sasrec_learns_with_cheap_gbce(seq_ds, negatives):
     from whyrec.evaluate import evaluate
 
     model = create_model(
         "sasrec", dim=32, max_len=16, epochs=15, patience=15, batch_size=32, lr=0.005,
-        dropout=0.1, loss="gbce", n_negatives=16,
+        dropout=0.1, loss="gbce", n_negatives=16, gbce_negatives=negatives,
     ).fit(seq_ds, progress=False)  # fmt: skip
-    assert model.config.gbce_negatives == "shared"
     assert evaluate(model, seq_ds, protocols="full")["full"]["HR@5"] > 0.8
 
 

@@ -132,3 +132,36 @@ def _gbce_shared(
     beta = gbce_beta(k, n_items, t)
     per_row = beta * F.softplus(-pos_logit) + F.softplus(neg_logit).sum(-1)
     return (per_row / (k + 1)).mean()
+
+
+def gbce_window_loss(
+    query: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    n_negatives: int,
+    gbce_t: float = 0.75,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """gBCE with ``n_negatives`` uniform negatives per training window (sequence).
+
+    ``query`` (B, L, d) and ``targets`` (B, L), 0 = padding. Each window's k negatives
+    serve all of its positions: one ``(L, d) @ (d, k)`` product per window, so the cost
+    is that of shared negatives (no ``(N, k, d)`` gather) while a batch covers
+    B x k draws of the catalogue instead of k. A negative equal to a position's positive
+    is left out of that position's loss.
+    """
+    n_items = table.shape[0] - 1
+    k = n_negatives
+    neg = torch.randint(1, n_items + 1, (query.shape[0], k), generator=generator)
+    mask = targets != 0
+    pos_logit = (query * table[targets]).sum(-1)[mask]
+    neg_logit = torch.bmm(query, table[neg].transpose(1, 2))  # (B, L, k)
+    clash = neg[:, None, :] == targets[:, :, None]
+    neg_logit = neg_logit.masked_fill(clash, float("-inf"))[mask]
+    if bias is not None:
+        pos_logit, neg_logit = pos_logit + bias, neg_logit + bias
+    beta = gbce_beta(k, n_items, gbce_t)
+    per_row = beta * F.softplus(-pos_logit) + F.softplus(neg_logit).sum(-1)
+    return (per_row / (k + 1)).mean()

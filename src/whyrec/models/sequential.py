@@ -23,11 +23,12 @@ from whyrec.evaluate.ranking import mask_history
 from whyrec.models.backbones import SequentialModule
 from whyrec.models.base import ModelConfig, Recommender
 from whyrec.models.defaults import loss_choice
-from whyrec.models.losses import LOSSES, initial_logit_bias, next_item_loss
+from whyrec.models.losses import LOSSES, gbce_window_loss, initial_logit_bias, next_item_loss
 from whyrec.models.training import LoopSettings, configure_threads, run_training
 
 STATE_FILE = "state.pt"
 VALID_BATCH = 1024  # users scored at once during validation
+GBCE_NEGATIVES = ("shared", "window", "position")  # how gbce draws (models/losses.py)
 
 
 @dataclass
@@ -62,9 +63,9 @@ class SequentialConfig(ModelConfig):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.loss == "gbce" and self.n_negatives < 1:
             raise ConfigError("gbce needs n_negatives >= 1")
-        if self.gbce_negatives not in ("shared", "position"):
+        if self.gbce_negatives not in GBCE_NEGATIVES:
             raise ConfigError(
-                f"gbce_negatives must be 'shared' or 'position', got {self.gbce_negatives!r}"
+                f"gbce_negatives must be one of {list(GBCE_NEGATIVES)}, got {self.gbce_negatives!r}"
             )
 
 
@@ -164,6 +165,16 @@ class SequenceTask:
         y = batch[1]
         table = self.module.item_table()
         query = self.batch_query(batch, table)
+        if self.config.loss == "gbce" and self.config.gbce_negatives == "window":
+            return gbce_window_loss(
+                query,
+                y,
+                table,
+                generator,
+                n_negatives=self.config.n_negatives,
+                gbce_t=self.config.gbce_t,
+                bias=self.module.logit_bias,
+            )
         mask = y != 0
         return next_item_loss(
             self.config.loss,
