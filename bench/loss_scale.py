@@ -4,9 +4,9 @@ Two parts, both written to docs/benchmarks.md ("Loss at scale") and
 bench/results/loss_scale.json:
 
 1. Accuracy on MovieLens-100k (leave-one-out, the recommenders benchmark's split):
-   SASRec-ID trained with ``ce``, with ``gbce`` sharing one set of 256 negatives per
-   batch (the default from 5,000 items on) and with ``gbce`` drawing 256 negatives per
-   position (gSASRec's draw); full ranking and sampled-100, one seed, epochs capped
+   SASRec-ID trained with ``ce`` and with ``gbce`` drawing 256 negatives per batch, per
+   training window (the default from 5,000 items on) or per position (gSASRec's draw);
+   full ranking and sampled-100, one seed, epochs capped
    (``--epochs``). Each run in its own child process (its own peak RSS).
 2. Cost of one loss step (forward + backward) alone, at the shape of a dense batch
    (128 windows x 200 positions, d = 64) and growing catalogues — what the loss adds
@@ -33,11 +33,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "ce": ({"loss": "ce"}, "full softmax over every item"),
     "gbce-shared": (
         {"loss": "gbce", "gbce_negatives": "shared"},
-        "gBCE, 256 negatives shared by the batch (default from 5,000 items)",
+        "gBCE, 256 negatives shared by the batch",
     ),
     "gbce-window": (
         {"loss": "gbce", "gbce_negatives": "window"},
-        "gBCE, 256 negatives per training window, shared by its positions",
+        "gBCE, 256 negatives per training window (default from 5,000 items)",
     ),
     "gbce-position": (
         {"loss": "gbce", "gbce_negatives": "position"},
@@ -150,7 +150,7 @@ def markdown(rows: list[dict[str, Any]], cost: list[dict[str, Any]], meta: dict[
         full = m.get("full", {})
         samp = next((v for k, v in m.items() if k != "full"), {})
         lines.append(
-            f"| {r['label']} | {r['what']} | {t['epochs_run']} ({t['best_epoch']}) "
+            f"| {r['label']} | {VARIANTS[r['label']][1]} | {t['epochs_run']} ({t['best_epoch']}) "
             f"| {t['seconds_per_epoch']:.2f} | {r['peak_rss_mb']:.0f} | {fmt(full.get('HR@10'))} "
             f"| {fmt(full.get('NDCG@10'))} | {fmt(full.get('MRR'))} "
             f"| {fmt(samp.get('HR@10'))} | {fmt(samp.get('NDCG@10'))} |"
@@ -175,7 +175,8 @@ def markdown(rows: list[dict[str, Any]], cost: list[dict[str, Any]], meta: dict[
         "",
         "The sequence models choose the loss by catalogue size (docs/models.md, "
         "`whyrec.models.defaults.AUTO_GBCE_MIN_ITEMS`): CE below 5,000 items, gBCE with "
-        "shared negatives from there on; a `loss=` given to the model always wins, and the "
+        "256 negatives per training window from there on; a `loss=` given to the model "
+        "always wins, and the "
         "run's `training.json` records the loss and why (`loss_choice`).",
     ]
     return "\n".join(lines)

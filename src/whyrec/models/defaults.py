@@ -8,8 +8,8 @@ constructor always win over these.
 
 The loss of the sequence models follows the catalogue: full softmax (``ce``) costs
 O(catalogue) per training position, so from :data:`AUTO_GBCE_MIN_ITEMS` items on they
-default to gSASRec's ``gbce`` with 256 shared negatives, whose cost does not grow with
-the catalogue (:func:`default_loss`).
+default to gSASRec's ``gbce`` with 256 negatives per training window, whose cost does
+not grow with the catalogue (:func:`default_loss`).
 """
 
 from __future__ import annotations
