@@ -91,6 +91,7 @@ def test_copied_reason_labels_and_e_g_are_not_sentences():
         BaselineExplanation(
             explanation="The reason: \"Your taste raises this item's score: Enjoys Comedy, e.g."
         )
+    assert trim_to_sentence("It fits your taste. It is a thriller, e.g.") == "It fits your taste."
     assert trim_to_sentence("You like comedies, e.g. Aladdin (1992) and") == (
         "You like comedies, e.g. Aladdin (1992) and"
     )

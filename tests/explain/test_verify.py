@@ -79,6 +79,8 @@ def verifier():
         ("Since you enjoy drama, this is for you.", "claims"),
         ("It suits your taste “Enjoys Drama (genre), e.g. Fargo”.", "does not lower"),
         ("Heat (1995) raised its score; both are action films.", None),
+        # SmolLM2-135M, 2026-12-07: a reply cut right after "e.g." (its example lost)
+        ("The item is an adventure, e.g.", "unfinished"),
     ],
 )
 def test_each_claim_is_checked(verifier, sentence, problem):

@@ -182,6 +182,15 @@ def strip_leading_label(text: str) -> str:
 
 # a full stop ends a clause, but not the one of "e.g." / "i.e."
 _CLAUSE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)[.!?](?=\s|$)")
+# a reply that stops right after "e.g." was cut before its example: unfinished
+_ABBREVIATION_END = re.compile(r"\b(?:e\.g|i\.e)\.$", re.IGNORECASE)
+
+
+def unfinished(sentence: str) -> bool:
+    """The sentence stops on "e.g." / "i.e." (its example was cut off)."""
+    return bool(_ABBREVIATION_END.search(sentence.strip()))
+
+
 #: the shortest reason, cut to its last complete sentence, that may be shown (the field's
 #: minimum length)
 _MIN_SENTENCE = 20
@@ -247,7 +256,7 @@ def explanation_schema(m: int) -> type[BaseModel]:
 def trim_to_sentence(text: str) -> str:
     """Cut a reply that a length cap stopped mid-sentence back to its last full sentence."""
     text = " ".join(str(text).split())
-    if not text or text[-1] in ".!?":
+    if not text or (text[-1] in ".!?" and not unfinished(text)):
         return text
     ends = [m.end() for m in _CLAUSE_END.finditer(text)]
     return text[: ends[-1]] if ends and ends[-1] >= 10 else text

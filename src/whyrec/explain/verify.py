@@ -31,6 +31,7 @@ import numpy as np
 from whyrec.evaluate.explanations.grounding import Catalogue
 from whyrec.evaluate.explanations.textutil import content_words, sentences, words
 from whyrec.explain.evidence import ItemEvidence
+from whyrec.explain.schemas import unfinished
 
 #: A sentence leans on a preference when it uses this share of its content words.
 PREFERENCE_COVERAGE = 0.5
@@ -251,6 +252,9 @@ class ClaimVerifier:
     ) -> SentenceCheck:
         cat = self.catalogue
         check = SentenceCheck(sentence)
+        if unfinished(sentence):
+            check.problem = "unfinished: stops on 'e.g.' before its example"
+            return check
         mentions = cat.find_titles(
             sentence, target=evidence.item, history=history, preferences=evidence.preferences
         )
