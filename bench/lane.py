@@ -107,14 +107,22 @@ def main() -> None:
     ds = load_dataset("movielens-100k")
     encoder = get_encoder()
     client = LLMClient.from_settings(max_reasks=args.max_reasks)
+    # the LLM's preferences (several processes may share the work: one without any LANE
+    # system that reads them skips the LLM; the store makes a later run reuse them)
+    need_llm = bool({"lane", "lane-id", "lane-shuffled"} & set(systems))
     t0 = time.perf_counter()
     pset = extract_preferences(
         ds, client=client, encoder=encoder, window=args.window, llm_users=args.llm_users,
-        progress=True, mode=args.mode, holdout=args.holdout,
+        progress=True, mode=args.mode, holdout=args.holdout, grounded_only=not need_llm,
     )  # fmt: skip
     extraction_s = time.perf_counter() - t0
     psum = pset.summary()
     print(psum, flush=True)
+    timing = args.work / "extraction.json"
+    if need_llm and pset.report.asked:  # the time of the run that asked the LLM
+        timing.write_text(json.dumps({"seconds": extraction_s, "asked": pset.report.asked}))
+    if timing.is_file():
+        extraction_s = json.loads(timing.read_text())["seconds"]
     gset = extract_preferences(
         ds, client=client, encoder=encoder, window=args.window, progress=False,
         holdout=args.holdout, grounded_only=True,
@@ -255,7 +263,7 @@ def main() -> None:
         *(
             f"| {g['slice']} | {'full' if g['protocol'].startswith('full') else 'sampled'} | "
             f"{g['lane']:.4f} | {g['best_backbone']} {g['backbone']:.4f} | "
-            f"{g['relative_gain']:+.1%} |"
+            + (f"{g['relative_gain']:+.1%} |" if g["relative_gain"] is not None else "– |")
             for g in gains
         ),
     ]
@@ -290,8 +298,8 @@ def main() -> None:
         f"{1 - sum(llm_sent) / max(5 * len(srcs), 1):.1%} of their sentences are grounded "
         f"fallback; {psum.get('distinct_llm_sentences')} distinct LLM sentences, "
         f"{psum.get('boilerplate_replaced')} replaced as boilerplate (written alike for 3+ "
-        f"users). Extraction: {extraction_s:.0f} s ({pset.report.asked} users asked, "
-        f"{pset.report.reused} reused from the store).",
+        f"users). Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp "
+        "thread, pinned to one core, while the other core trained models).",
         "",
         f"{args.seeds} training seeds per system (cap {args.epochs} epochs, early stopping on "
         "validation NDCG@10 with patience 10; epochs run: "
