@@ -296,9 +296,10 @@ def main() -> None:
         f"{srcs.count('llm')} got five LLM sentences, {srcs.count('partial')} partial, "
         f"{srcs.count('fallback')} none; "
         f"{1 - sum(llm_sent) / max(5 * len(srcs), 1):.1%} of their sentences are grounded "
-        f"fallback; {psum.get('distinct_llm_sentences')} distinct LLM sentences, "
-        f"{psum.get('boilerplate_replaced')} replaced as boilerplate (written alike for 3+ "
-        f"users). Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp "
+        f"fallback. The LLM wrote {psum.get('distinct_llm_sentences')} distinct sentences "
+        f"over all users; {psum.get('boilerplate_replaced')} were replaced as boilerplate "
+        f"(written alike for 3+ users), so {psum.get('llm_sentences_kept_share')} of its "
+        "usable sentences survive as personal preferences. Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp "
         "thread, pinned to one core, while the other core trained models).",
         "",
         f"{args.seeds} training seeds per system (cap {args.epochs} epochs, early stopping on "

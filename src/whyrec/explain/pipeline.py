@@ -84,6 +84,8 @@ class PreferenceSet:
             "llm_sentences": sum(p.llm_count for p in sampled),
             "boilerplate_replaced": self.personal.get("boilerplate_replaced", 0),
             "distinct_llm_sentences": self.personal.get("distinct_llm_sentences"),
+            # share of the LLM's sentences that survive the boilerplate detector
+            "llm_sentences_kept_share": self.personal.get("kept_share"),
             # share of all preference sentences that are grounded fallback, not LLM-written
             "fallback_sentence_rate": (
                 round(
