@@ -299,7 +299,8 @@ def main() -> None:
         f"fallback. The LLM wrote {psum.get('distinct_llm_sentences')} distinct sentences "
         f"over all users; {psum.get('boilerplate_replaced')} were replaced as boilerplate "
         f"(written alike for 3+ users), so {psum.get('llm_sentences_kept_share')} of its "
-        "usable sentences survive as personal preferences. Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp "
+        "usable sentences survive as personal preferences. "
+        f"Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp "
         "thread, pinned to one core, while the other core trained models).",
         "",
         f"{args.seeds} training seeds per system (cap {args.epochs} epochs, early stopping on "
