@@ -289,7 +289,7 @@ def main() -> None:
         f"Leak-free preferences: each user's are written from their training history up to "
         f"{args.holdout} interactions before its end (the last {args.window} titles before "
         f"that cut); LANE's training positions see them only for targets after the cut "
-        f"({lane_pos} of the training positions), validation and test targets always. "
+        f"({lane_pos} training positions), validation and test targets always. "
         f"Writer: {client.backend.name} model `{client.model}`, prompting mode `{pset.mode}` "
         f"({psum['prompt_version']}), for {len(pset.llm_users)} of {ds.n_users} users "
         f"(seeded sample; the others get grounded fallback preferences). Of them "
