@@ -135,9 +135,9 @@ def main() -> None:
 
     def shuffled(seed: int) -> PreferenceSet:
         perm = np.random.default_rng([seed, 19]).permutation(ds.n_users)
-        while (perm == np.arange(ds.n_users)).any():  # nobody keeps their own
-            fixed = np.flatnonzero(perm == np.arange(ds.n_users))
-            perm[fixed] = np.roll(perm[fixed], 1) if len(fixed) > 1 else perm[fixed[0] - 1]
+        for i in np.flatnonzero(perm == np.arange(ds.n_users)):  # nobody keeps their own
+            j = (i + 1) % ds.n_users
+            perm[i], perm[j] = perm[j], perm[i]
         prefs = {u: pset.prefs[int(perm[u])] for u in range(ds.n_users)}
         return PreferenceSet(
             prefs=prefs, vectors=pset.vectors[perm], report=pset.report,
