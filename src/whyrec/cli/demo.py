@@ -93,7 +93,11 @@ def demo(
         path = out / "models" / name
         try:
             rec = load_model(path, ds)
-            if name == "lane" and rec.preference_texts != pset.texts:
+            if name == "lane" and (
+                rec.preference_texts != pset.texts
+                or (rec.preference_cuts is None) != (pset.cuts is None)
+                or (pset.cuts is not None and list(rec.preference_cuts) != list(pset.cuts))
+            ):
                 raise ValueError("preferences changed")
             console.print(f"{name}: reusing {path}")
         except Exception:
