@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--train-seeds", default=None, help="train only these seeds, in this order (e.g. 2,1)"
+    )
     ap.add_argument("--rare", type=int, default=50)
     ap.add_argument("--max-reasks", type=int, default=1)
     ap.add_argument("--mode", default="auto", choices=["auto", "json", "aspects"])
@@ -157,8 +160,13 @@ def main() -> None:
         return train_lane(ds, pset, progress=False, **kw)
 
     done: dict[tuple[str, int], dict] = {}
+    order = [int(x) for x in args.train_seeds.split(",")] if args.train_seeds else range(args.seeds)
     for name in systems:
-        for seed in range(args.seeds):
+        for seed in range(args.seeds):  # what other processes trained already
+            f = args.work / f"{name}-{seed}.json"
+            if f.is_file():
+                done[(name, seed)] = json.loads(f.read_text())
+        for seed in order:
             f = args.work / f"{name}-{seed}.json"
             if f.is_file():
                 done[(name, seed)] = json.loads(f.read_text())
