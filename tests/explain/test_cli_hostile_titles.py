@@ -61,7 +61,7 @@ def test_preferences_prints_hostile_text_literally(tmp_path, monkeypatch, make_c
     result = CliRunner().invoke(
         app,
         ["preferences", str(path), "-m", "3", "--mode", "json", "--show", "3",
-         "--store", str(tmp_path / "s.sqlite"), "--out", str(out)],
+         "--store", str(tmp_path / "s.sqlite"), "--out", str(out), "--holdout", "0"],
     )  # fmt: skip
     assert result.exit_code == 0, (result.output, result.exception)
     text = result.output + (result.stderr if result.stderr_bytes is not None else "")

@@ -49,8 +49,23 @@ def history_sentence(
     shared_hist = [f for f in evidence.shared_facts[:2] if any(f in h["facts"] for h in hist)]
     if shared_hist:
         label = fact_label + ("s" if len(shared_hist) > 1 else "")
-        pron = "it shares" if len(hist) == 1 else "they share"
-        sentence += f"; {pron} its {join_words([safe_title(f, 40) for f in shared_hist])} {label}"
+        # name who shares the facts: all of them, or only some ("Sleeper (1973) shares …")
+        sharing = [h for h in hist if all(f in h["facts"] for f in shared_hist)]
+        if len(sharing) == len(hist):
+            who = "it shares" if len(hist) == 1 else "they share"
+        elif len(sharing) == 1:
+            who = f"{safe_title(sharing[0]['title'])} shares"
+        else:  # each shares some of them: keep to the first fact, which one item has
+            shared_hist = shared_hist[:1]
+            label = fact_label
+            holders = [h for h in hist if shared_hist[0] in h["facts"]]
+            who = (
+                "they share"
+                if len(holders) == len(hist)
+                else f"{join_words([safe_title(h['title']) for h in holders])} "
+                + ("shares" if len(holders) == 1 else "share")
+            )
+        sentence += f"; {who} its {join_words([safe_title(f, 40) for f in shared_hist])} {label}"
     return sentence + "."
 
 
