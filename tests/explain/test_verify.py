@@ -81,6 +81,8 @@ def verifier():
         ("Heat (1995) raised its score; both are action films.", None),
         # SmolLM2-135M, 2026-12-07: a reply cut right after "e.g." (its example lost)
         ("The item is an adventure, e.g.", "unfinished"),
+        # demo, 2026-12-07: a history title with the item's year ("Sleeper (1990)")
+        ("Heat (1977) is an action film.", "neither the item nor in the history"),
     ],
 )
 def test_each_claim_is_checked(verifier, sentence, problem):

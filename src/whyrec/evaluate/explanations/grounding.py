@@ -289,6 +289,8 @@ class Catalogue:
                 if dated is not None:
                     item, b = dated, y.end()
                     span = text[a:b]
+                    if self.years[dated] and self.years[dated] != y.group(1):
+                        item = None  # "Sleeper (1990)" for Sleeper (1973): no such film
             add(span, item, "scan", a, b)
 
         for i, p in allowed_pats:
