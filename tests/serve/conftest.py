@@ -162,3 +162,22 @@ def wait_until(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(every)
+
+
+def wait_server_ready(proc: Any, port: int, log: Path, timeout: float = 90.0) -> str:
+    """Wait until a ``whyrec serve`` subprocess answers /health; its base URL. Fails at
+    once, with the end of its log, if the process exits first."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=timeout, every=0.2)
+    return url

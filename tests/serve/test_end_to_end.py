@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import free_port, wait_until
+from .conftest import free_port, wait_server_ready, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +24,7 @@ def _start(run: Path, store: Path, port: int, log: Path) -> subprocess.Popen:
         "--store", str(store), "--no-llm", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early: {log.read_text()[-2000:]}")
-        try:
-            return httpx.get(url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, timeout=90, every=0.2)
+    wait_server_ready(proc, port, log)
     return proc
 
 

@@ -19,7 +19,7 @@ import pytest
 from whyrec.errors import ConfigError, DataError
 from whyrec.serve.store import STORE_FORMAT, ServeStore, Store
 
-from .conftest import free_port, wait_until
+from .conftest import free_port, wait_server_ready
 from .pg_fixtures import pg_server, pg_url, with_dbname  # noqa: F401
 
 HOSTILE = 'Robert\'); DROP TABLE interactions;-- "quoted" \\ é 字 \u202e'
@@ -305,21 +305,6 @@ def _start(run: Path, url: str, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
-def _wait_ready(proc: subprocess.Popen, port: int, log: Path) -> str:
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early: {log.read_text()[-2000:]}")
-        try:
-            return httpx.get(url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, timeout=120, every=0.2)
-    return url
-
-
 @pytest.mark.slow
 def test_two_serve_processes_share_one_database_and_a_sigkill_loses_nothing(
     runs,
@@ -333,7 +318,8 @@ def test_two_serve_processes_share_one_database_and_a_sigkill_loses_nothing(
     procs = [_start(runs["lane"], pg_url, p, lg) for p, lg in zip(ports, logs, strict=True)]
     try:
         url_a, url_b = (
-            _wait_ready(p, port, lg) for p, port, lg in zip(procs, ports, logs, strict=True)
+            wait_server_ready(p, port, lg, timeout=120)
+            for p, port, lg in zip(procs, ports, logs, strict=True)
         )
         with (
             httpx.Client(base_url=url_a, timeout=10) as a,
