@@ -118,13 +118,7 @@ def explanation_messages(
         "items that raised its score. Use only that evidence; never add other reasons, "
         "titles or genres. " + _DATA_RULE + " Answer with JSON only."
     )
-    item = item_title + (f" ({', '.join(item_facts)})" if item_facts else "")
-    lines = [
-        "Recent history (oldest first):",
-        _data_block("history", list(history)),
-        "Recommended item:",
-        _data_block("item", item),
-    ]
+    lines = _history_and_item(history, item_title, item_facts)
     if prefs:
         lines += ["Tastes of the user that raise this item's score:", _data_block("tastes", prefs)]
     if influential:
@@ -145,6 +139,20 @@ def explanation_messages(
         "naming it (a past item by its title, a taste, or what they share with the item).",
     ]
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _history_and_item(
+    history: Sequence[str], item_title: str, item_facts: Sequence[str]
+) -> list[str]:
+    """The opening every explanation prompt shares: the history, then the item with its
+    facts (history first, so a local model reuses the evaluated prefix)."""
+    item = item_title + (f" ({', '.join(item_facts)})" if item_facts else "")
+    return [
+        "Recent history (oldest first):",
+        _data_block("history", list(history)),
+        "Recommended item:",
+        _data_block("item", item),
+    ]
 
 
 def evidence_sentence_messages(
@@ -168,13 +176,7 @@ def evidence_sentence_messages(
         + _DATA_RULE
         + ' Reply with one sentence in plain text that speaks to the user as "you".'
     )
-    item = item_title + (f" ({', '.join(item_facts)})" if item_facts else "")
-    lines = [
-        "Recent history (oldest first):",
-        _data_block("history", list(history)),
-        "Recommended item:",
-        _data_block("item", item),
-    ]
+    lines = _history_and_item(history, item_title, item_facts)
     if piece["kind"] == "history":
         lines += ["Something the user watched that raised its score:",
                   _data_block("watched", piece["title"])]  # fmt: skip
