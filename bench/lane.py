@@ -62,8 +62,9 @@ class LastK:
 
 def ndcg_hr(ranks: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Per-user NDCG@k and HR@k from 0-based ranks."""
-    hit = ranks < k
-    return np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0), hit.astype(float)
+    from whyrec.evaluate.metrics import ndcg_gains
+
+    return ndcg_gains(ranks, k), (ranks < k).astype(float)
 
 
 def bootstrap_ci(diff: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float]:

@@ -38,13 +38,17 @@ def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
     return float((ranks < k).mean()) if ranks.size else 0.0
 
 
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-user NDCG@k with one relevant item: ``1/log2(rank + 2)`` inside the top ``k``,
+    else 0 (for paired comparisons; :func:`ndcg_at_k` is their mean)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """NDCG@k with one relevant item: ``1/log2(rank + 2)`` inside the top ``k``, else 0."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    if not ranks.size:
-        return 0.0
-    gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
-    return float(gains.mean())
+    gains = ndcg_gains(ranks, k)
+    return float(gains.mean()) if gains.size else 0.0
 
 
 def mrr(ranks: np.ndarray) -> float:
