@@ -109,9 +109,11 @@ def main() -> None:
     run_args = bench["args"]
     print(report.markdown(), flush=True)
 
+    from whyrec.explain.explainer import written_by_llm
+
     n_users = len({c.user for c in report.cases})
     lane_cases = [c for c in report.cases if c.system == "lane"]
-    llm_written = sum(c.source.split("+")[0] == "llm" for c in lane_cases)
+    llm_written = sum(written_by_llm(c.source) for c in lane_cases)
     llm_completed = sum(c.source == "llm+template" for c in lane_cases)
     sources = sorted({c.preference_source for c in report.cases})
     t = model.training
@@ -124,7 +126,7 @@ def main() -> None:
         for stage, u in usage.items()
     )
     kinds = Counter(
-        _kind(p) for c in lane_cases if c.source.split("+")[0] != "llm" for p in c.problems
+        _kind(p) for c in lane_cases if not written_by_llm(c.source) for p in c.problems
     )
     lane_problems = [f"{n}× {k}" for k, n in kinds.most_common()]
     lines = [
