@@ -121,3 +121,40 @@ def test_gru4rec_backbone_trains(data):
     m = Lane(backbone="gru4rec", dim=16, max_len=10, epochs=2, item_table="id", seed=0)
     m.set_preferences(prefs).fit(ds, progress=False)
     assert m.preference_weights(0).shape == (4,)
+
+
+def test_gated_alignment_starts_as_the_backbone_and_learns_to_mix(data, model):
+    import torch
+
+    from whyrec.models.lane import PreferenceAlignment
+
+    torch.manual_seed(0)
+    states, prefs = torch.randn(2, 5, 16), torch.randn(2, 3, 8)
+    block = PreferenceAlignment(16, 8, 4, 0.0)
+    assert torch.equal(block(states, prefs)[0], states)  # identity at initialisation
+    ungated = PreferenceAlignment(16, 8, 4, 0.0, gated=False)
+    assert not torch.allclose(ungated(states, prefs)[0], states)
+    # the trained model's gate moved off zero: its preferences change the scores
+    assert float(model.module.align.mix.detach()) != 0.0
+    ds, _ = data
+    pv = model.user_preference_vectors(0)
+    with model.using_preferences(pv):
+        own = model.score(history=model.histories[0])
+    with model.using_preferences(np.roll(pv, 1, axis=-1)):
+        other = model.score(history=model.histories[0])
+    assert not np.allclose(own, other)
+
+
+def test_model_saved_before_the_gate_loads_as_the_ungated_block():
+    import torch
+
+    from whyrec.models.lane import PreferenceAlignment
+
+    torch.manual_seed(1)
+    old = PreferenceAlignment(16, 8, 4, 0.0, gated=False).eval()
+    state = {k: v for k, v in old.state_dict().items() if k != "mix"}  # as saved before
+    new = PreferenceAlignment(16, 8, 4, 0.0).eval()
+    new.load_state_dict(state)
+    states, prefs = torch.randn(2, 5, 16), torch.randn(2, 3, 8)
+    assert float(new.mix) == 1.0
+    assert torch.allclose(new(states, prefs)[0], old(states, prefs)[0])

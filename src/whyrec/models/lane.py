@@ -124,10 +124,20 @@ class LaneTask(SequenceTask):
 
 
 class PreferenceAlignment(nn.Module):
-    """States attend over preference embeddings (LANE's semantic alignment block)."""
+    """States attend over preference embeddings (LANE's semantic alignment block).
 
-    def __init__(self, dim: int, pref_dim: int, n_heads: int, dropout: float) -> None:
+    With ``gated=True`` the block's output is ``states + mix * (aligned - states)`` with a
+    learned scalar ``mix`` that starts at 0: at initialisation LANE *is* its backbone, and
+    the preferences earn their influence during training instead of reshaping every state
+    from the first step. ``gated=False`` (and every model saved before the gate existed,
+    loaded with ``mix`` = 1) is LANE's original block.
+    """
+
+    def __init__(
+        self, dim: int, pref_dim: int, n_heads: int, dropout: float, gated: bool = True
+    ) -> None:
         super().__init__()
+        self.mix = nn.Parameter(torch.tensor(0.0 if gated else 1.0), requires_grad=gated)
         if dim % n_heads:
             raise ConfigError(f"dim {dim} must be divisible by pref_heads {n_heads}")
         self.attn = nn.MultiheadAttention(
@@ -157,7 +167,13 @@ class PreferenceAlignment(nn.Module):
         )  # fmt: skip
         x = self.norm1(states + self.drop(out))
         x = self.norm2(x + self.drop(self.ffn(x)))
-        return x, weights
+        return states + self.mix * (x - states), weights
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # models saved before the gate existed ran the block ungated: mix = 1, frozen
+        if prefix + "mix" not in state_dict:
+            state_dict[prefix + "mix"] = torch.tensor(1.0)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class LaneModule(SequentialModule):
@@ -170,10 +186,13 @@ class LaneModule(SequentialModule):
         user_prefs: torch.Tensor,
         n_heads: int,
         dropout: float,
+        gated: bool = True,
     ) -> None:
         super().__init__(items, backbone)
         self.register_buffer("user_prefs", user_prefs.float())
-        self.align = PreferenceAlignment(backbone.dim, user_prefs.shape[-1], n_heads, dropout)
+        self.align = PreferenceAlignment(
+            backbone.dim, user_prefs.shape[-1], n_heads, dropout, gated=gated
+        )
 
     def query(
         self,
@@ -215,6 +234,9 @@ class LaneConfig(SASRecTextConfig):
     backbone: str = "sasrec"  # or "gru4rec"
     item_table: str = "text"  # "text" (semantic, LANE) or "id"
     pref_heads: int = 4
+    #: the alignment starts as the identity and learns how much to mix in (see
+    #: PreferenceAlignment); False is LANE's original, always-on block
+    pref_gate: bool = True
     n_preferences: int = 5
     n_layers: int = 1  # gru4rec backbone only
 
@@ -325,7 +347,7 @@ class Lane(SASRecText):
             backbone = GRU4RecBackbone(
                 c.dim, max_len=c.max_len, n_layers=c.n_layers, dropout=c.dropout
             )
-        return LaneModule(items, backbone, prefs, c.pref_heads, c.dropout)
+        return LaneModule(items, backbone, prefs, c.pref_heads, c.dropout, gated=c.pref_gate)
 
     # ------------------------------------------------------ serving new users
     @contextlib.contextmanager
