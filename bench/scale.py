@@ -429,7 +429,14 @@ def markdown(results: list[dict[str, Any]], cmds: list[str]) -> str:
             f"total {r['total_wall_s']:,.0f} s):",
             f"SASRec {tr.get('epochs_run')} epoch(s) of at most {tr.get('epochs_cap')}, loss "
             f"`{tr.get('loss')}` ({tr.get('loss_choice')}), max_len {tr.get('max_len')}, "
-            f"{fmt_n(tr.get('train_windows'))} training windows, validation on "
+            f"{fmt_n(tr.get('train_windows'))} training windows"
+            + (
+                f" ({math.ceil(tr['train_windows'] / tr['batch_size']):,} optimiser steps per "
+                "epoch)"
+                if tr.get("train_windows") and tr.get("batch_size")
+                else ""
+            )
+            + ", validation on "
             f"{fmt_n(tr.get('valid_users'))} users, {tr.get('threads')} threads;",
             f"full-ranking NDCG@10 over {fmt_n(ev.get('users'))} users: SASRec "
             f"{ev.get('ndcg10', float('nan')):.4f} vs popularity "
@@ -495,6 +502,13 @@ def markdown(results: list[dict[str, Any]], cmds: list[str]) -> str:
         unit = " MB" if "RSS" in label else " ms" if "p99" in label else " s"
         value_text = "—" if value is None else f"{value:,.1f}{unit}"
         lines.append(f"- {label}: {value_text} — {'met' if ok else 'NOT met'}")
+    sas, pop = st.get("evaluate", {}).get("ndcg10"), st.get("popularity", {}).get("ndcg10")
+    if sas is not None and pop:
+        ratio = sas / pop
+        lines.append(
+            f"- SASRec ≥ 2× popularity NDCG@10 (full ranking, every user): {sas:.4f} vs "
+            f"{pop:.4f} = {ratio:.1f}× — {'met' if ratio >= 2 else 'NOT met'}"
+        )
     lines += [
         "",
         "Grows faster than linear (slope above 1.15): "
