@@ -27,3 +27,19 @@ def test_all_share_and_one_item():
     assert history_sentence(ev, [SLEEPER, LEGENDS]).endswith(
         "; Sleeper (1973) shares its Comedy genre."
     )
+
+
+def test_a_validated_preference_is_quoted_whole():
+    # explanations bench, 2026-12-07: a 150-character preference was cut at 120
+    # characters and the reason read "… with a focus…."
+    from whyrec.explain.schemas import MAX_PREFERENCE_CHARS
+    from whyrec.explain.templates import preference_sentence
+
+    pref = (
+        "The user's history is replete with themes and subjects that continue to evoke a "
+        "mix of emotions and ideas, with a focus on the darker aspects of human nature."
+    )
+    assert len(pref) <= MAX_PREFERENCE_CHARS
+    ev = SimpleNamespace(rank=1)
+    text = preference_sentence(ev, {"preference": pref, "rank_without": 1})
+    assert text.endswith(pref) and "…" not in text

@@ -172,3 +172,46 @@ def test_a_sentence_end_inside_a_title_does_not_split_it():
         "You watched To Wong Foo, Thanks for Everything! Julie Newmar (1995).",
         "It fits.",
     ]
+
+
+# explanations bench, 2026-12-07 (user 39): two LLM tastes that open alike, one quoted
+ALIKE = [
+    "The user's history is replete with themes of identity, self-discovery, and the "
+    "blurred lines between reality and fantasy.",
+    "The user's history is replete with themes and subjects that evoke a mix of emotions.",
+    "The user enjoys a mix of action, comedy, and mystery, with a focus on identity.",
+]
+
+
+def test_a_quoted_taste_is_matched_whole_and_the_longer_match_wins():
+    from whyrec.evaluate.explanations.grounding import quoted_spans
+
+    text = f"A taste of yours raises its score: {ALIKE[0]} In your history, Heat (1995)."
+    spans = quoted_spans(text, ALIKE)
+    assert [j for _, _, j in spans] == [0]  # not ALIKE[1], which opens with the same words
+    a, b, _ = spans[0]
+    assert text[a:b] == ALIKE[0].rstrip(".")
+    # a taste cut short with an ellipsis is still the quote of that taste
+    cut = f"A taste of yours: {ALIKE[1][:60]}… More."
+    assert [j for _, _, j in quoted_spans(cut, ALIKE)] == [1]
+    # the opening alone, then other words: not a quote
+    assert quoted_spans("The user's history is replete with themes of war films.", ALIKE) == []
+
+
+def test_the_words_of_a_quoted_taste_do_not_count_for_another_taste():
+    from whyrec.explain.verify import leaned_preferences
+
+    cat = Catalogue(TITLES, GENRES)
+    sentence = f"A taste of yours raises its score: {ALIKE[0]}"
+    # ALIKE[2]'s own words (user, enjoys, mix, focus, identity) partly occur in ALIKE[0]
+    assert leaned_preferences(sentence, ALIKE, cat) == [0]
+
+
+def test_a_genre_word_inside_a_quoted_taste_is_not_a_claim_about_the_item():
+    cat = Catalogue(TITLES, [*GENRES[:-1], "Animation|Children's|Fantasy"])
+    text = f"We suggest Heat (1995). A taste of yours raises its score: {ALIKE[0]}"
+    g = cat.ground(text, target=2, history=[1], preferences=ALIKE)
+    assert "fantasy" not in g.genres and g.unsupported_genres == []
+    # the same word outside the quote is a claim, and Heat is no fantasy
+    g = cat.ground("Heat (1995) is a fantasy.", target=2, history=[1], preferences=ALIKE)
+    assert g.unsupported_genres == ["fantasy"]

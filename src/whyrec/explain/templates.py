@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from whyrec.explain.evidence import ItemEvidence
+from whyrec.explain.schemas import MAX_PREFERENCE_CHARS
 from whyrec.safety import safe_title
 
-#: Longest preference sentence quoted inside a reason.
-PREFERENCE_CAP = 120
+#: Longest preference sentence quoted inside a reason: every validated preference fits
+#: whole (a cut one would read as an unfinished sentence).
+PREFERENCE_CAP = MAX_PREFERENCE_CHARS
 
 
 def join_words(parts: Sequence[str]) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.evaluate.explanations.grounding import Catalogue
+from whyrec.evaluate.explanations.grounding import Catalogue, quoted_spans
 from whyrec.evaluate.explanations.textutil import content_words, sentences, words
 from whyrec.explain.evidence import ItemEvidence
 from whyrec.explain.schemas import unfinished
@@ -91,21 +91,6 @@ class Verification:
         return {t for c in self.kept for t in c.titles}
 
 
-def quoted_spans(sentence: str, preferences: Sequence[str]) -> list[tuple[int, int, int]]:
-    """``(start, end, index)`` of each preference quoted in the sentence (its first 40
-    characters, case-insensitive)."""
-    low = sentence.lower()
-    out = []
-    for j, p in enumerate(preferences):
-        key = str(p).rstrip(". ").lower()[:40]
-        if len(key) >= 8:
-            at = low.find(key)
-            if at >= 0:
-                end = at + len(str(p).rstrip(". "))
-                out.append((at, min(end, len(sentence)), j))
-    return out
-
-
 def leaned_preferences(
     sentence: str,
     preferences: Sequence[str],
@@ -117,10 +102,13 @@ def leaned_preferences(
     """Indices of the preferences a sentence leans on: quoted, or half of the
     preference's content words used — genre words not counted (they are the item's or a
     history item's facts, checked as such)."""
-    quoted = {j for _, _, j in quoted_spans(sentence, preferences)}
+    spans = quoted_spans(sentence, preferences)
+    quoted = {j for _, _, j in spans}
     chars = list(sentence)  # a title the sentence names is not a taste it leans on
     for m in catalogue.find_titles(sentence, target=target, history=history):
         chars[m.start : m.end] = " " * (m.end - m.start)
+    for a, b, _ in spans:  # nor are the words of a taste it quotes another taste's
+        chars[a:b] = " " * (b - a)
     sent_words = content_words("".join(chars))
     out = []
     for j, p in enumerate(preferences):

@@ -40,7 +40,8 @@ def cited_evidence(
     text: str, case: ExplanationCase, catalogue: Catalogue, window: int
 ) -> tuple[list[int], list[int]]:
     """(preference indices, history positions) that ``text`` cites."""
-    from whyrec.explain.verify import leaned_preferences, quoted_spans, split_sentences
+    from whyrec.evaluate.explanations.grounding import quoted_spans
+    from whyrec.explain.verify import leaned_preferences, split_sentences
 
     prefs = sorted(
         {

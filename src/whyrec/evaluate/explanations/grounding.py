@@ -403,13 +403,48 @@ class Catalogue:
     ) -> Grounding:
         """Title mentions and genre claims of ``text`` checked against the data."""
         mentions = self.find_titles(text, target=target, history=history, preferences=preferences)
-        genres = self.genre_claims(text, [(m.start, m.end) for m in mentions])
+        # a title is checked as a title, and a taste quoted word for word is the user's
+        # preference (checked when it was extracted), not a claim about the item
+        skip = [(m.start, m.end) for m in mentions]
+        skip += [(a, b) for a, b, _ in quoted_spans(text, preferences)]
+        genres = self.genre_claims(text, skip)
         supported = self.tags_of([target, *history])
         return Grounding(
             mentions=mentions,
             genres=genres,
             unsupported_genres=[g for g in genres if g not in supported],
         )
+
+
+def quoted_spans(text: str, preferences: Sequence[str]) -> list[tuple[int, int, int]]:
+    """``(start, end, index)`` of each preference ``text`` quotes word for word
+    (case-insensitive, without its final full stop), or up to an ellipsis where it was
+    cut short ("… with a focus…"). Where two preferences match overlapping text (they
+    can open alike: "The user's history is replete with …") the longer match wins."""
+    low = text.lower()
+    found: list[tuple[int, int, int]] = []
+    for j, p in enumerate(preferences):
+        full = str(p).rstrip(". ").lower()
+        key = full[:40]
+        if len(key) < 8:
+            continue
+        at = low.find(key)
+        while at >= 0:
+            n = len(key)
+            while n < len(full) and at + n < len(low) and low[at + n] == full[n]:
+                n += 1
+            if n == len(full):
+                found.append((at, at + n, j))
+                break
+            if low.startswith("…", at + n) or low.startswith("...", at + n):
+                found.append((at, at + n + (1 if low[at + n] == "…" else 3), j))
+                break
+            at = low.find(key, at + 1)
+    out: list[tuple[int, int, int]] = []
+    for span in sorted(found, key=lambda s: s[0] - s[1]):  # longest first
+        if all(span[1] <= a or span[0] >= b for a, b, _ in out):
+            out.append(span)
+    return sorted(out)
 
 
 _OPEN_QUOTES = "\"“‘'«"
