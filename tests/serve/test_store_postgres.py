@@ -128,6 +128,22 @@ def test_a_store_of_another_format_is_refused(open_store):
 # ------------------------------------------------------- PostgreSQL only
 
 
+def test_one_owner_at_a_time_holds_an_llm_claim(open_store):
+    a, b = open_store(), open_store()  # two replicas' connections to one store
+    key = "k-" + HOSTILE
+    assert a.claim_llm(key, "replica-a", 60)
+    assert not b.claim_llm(key, "replica-b", 60)  # A holds it
+    assert a.claim_llm(key, "replica-a", 60)  # its owner may renew it
+    b.release_llm(key, "replica-b")  # not B's to give up
+    assert not b.claim_llm(key, "replica-b", 60)
+    a.release_llm(key, "replica-a")
+    assert b.claim_llm(key, "replica-b", 60)
+    # a claim whose replica died expires, and another replica takes it over
+    assert a.claim_llm("other", "replica-a", -1)
+    assert b.claim_llm("other", "replica-b", 60)
+    assert not a.claim_llm("other", "replica-a", 60)
+
+
 def test_postgres_errors_name_the_server_without_its_password(pg_server):  # noqa: F811
     from whyrec.serve.store_pg import PostgresStore, display_url
 
@@ -261,6 +277,55 @@ def test_a_reason_another_replica_finished_replaces_the_pending_template(
         assert second["llm_status"] == "done"
     finally:
         llm.release.set()
+
+
+class CountingGatedLLM(GatedLLM):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def complete(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().complete(*args, **kwargs)
+
+
+def test_two_replicas_ask_the_llm_once_for_one_reason(
+    runs,
+    make_settings,
+    client_for,
+    pg_url,  # noqa: F811
+):
+    from whyrec.serve.store_pg import PostgresStore
+
+    settings = make_settings(
+        runs["lane"], store=None, store_url=pg_url, llm=True, explain_budget_s=0.0,
+        precompute=False,
+    )  # fmt: skip
+    llm_a, llm_b = CountingGatedLLM(), CountingGatedLLM()
+    a = client_for(settings, llm_client=llm_a)
+    b = client_for(settings, llm_client=llm_b)
+    body = {"user": "u3", "item_id": "i6", "wait_s": 0}
+    try:
+        first = a.post("/v1/explanations", json=body).json()
+        assert first["pending"] and first["llm_status"] == "pending"
+        # B serves the template and says the reason is being written — by A
+        second = b.post("/v1/explanations", json=body).json()
+        assert second["pending"] and "being written" in second["reason_note"]
+    finally:
+        llm_a.release.set()
+        llm_b.release.set()
+    store = PostgresStore(pg_url)
+    try:
+        (key,) = [k for (k,) in store.read("SELECT key FROM explanations")]
+        for _ in range(200):  # A's job ends (the gated LLM fails): failed, claim released
+            if store.get_explanation(key)["llm_status"] == "failed":
+                break
+            threading.Event().wait(0.05)
+        assert store.get_explanation(key)["llm_status"] == "failed"
+        assert store.read("SELECT COUNT(*) FROM llm_claims")[0][0] == 0
+    finally:
+        store.close()
+    assert llm_a.calls >= 1 and llm_b.calls == 0
 
 
 def test_store_outage_is_a_503_and_nothing_is_acknowledged(

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -51,6 +54,8 @@ class ExplainResult:
     cache: str  # memory | store | miss
     job: Future[dict[str, Any]] | None = None
     key: str = ""
+    #: another replica (shared store) is writing the LLM's reason for this record
+    elsewhere: bool = False
 
 
 class Explanations:
@@ -84,6 +89,8 @@ class Explanations:
             history_window=settings.history_window,
         )
         self.explanations = LRU(settings.explanation_cache_size)
+        #: this replica's name on the LLM claims of a shared store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def explanation_key(self, history: History, item: int, prefs: Preferences | None) -> str:
         parts = [
@@ -144,12 +151,31 @@ class Explanations:
                 self.store.put_explanation(key, rec)
             self.explanations.put(key, rec)
             job = self.llm.running(key)
+            elsewhere = False
             if job is None and with_llm and self.needs_llm(rec):
-                job = self.llm.submit(
-                    key, lambda k=key, i=int(item): self._llm_job(k, history, i, prefs)
-                )
-            out.append(ExplainResult(rec, cache, job, key))
+                if self._claim(key):
+                    job = self.llm.submit(
+                        key, lambda k=key, i=int(item): self._claimed_job(k, history, i, prefs)
+                    )
+                else:
+                    elsewhere = True
+            out.append(ExplainResult(rec, cache, job, key, elsewhere))
         return out
+
+    def _claim(self, key: str) -> bool:
+        """With replicas sharing the store, only the one holding the claim asks the LLM."""
+        if not self.store.shared:
+            return True
+        return self.store.claim_llm(key, self.owner, self.settings.llm_claim_s)
+
+    def _claimed_job(
+        self, key: str, history: History, item: int, prefs: Preferences | None
+    ) -> dict[str, Any]:
+        try:
+            return self._llm_job(key, history, item, prefs)
+        finally:
+            if self.store.shared:
+                self.store.release_llm(key, self.owner)
 
     def _template_record(
         self, history: History, item: int, prefs: Preferences | None, key: str
@@ -229,7 +255,7 @@ class Explanations:
         """The API view of a record: internal fields dropped, ``pending`` and ``cache`` set."""
         if isinstance(result, ExplainResult):
             rec, cache, job = result.record, result.cache, result.job
-            pending = job is not None and not job.done()
+            pending = (job is not None and not job.done()) or result.elsewhere
         else:
             rec, pending = result, False
         out = {k: v for k, v in rec.items() if k not in _INTERNAL_KEYS}

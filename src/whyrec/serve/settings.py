@@ -99,6 +99,13 @@ class ServeSettings(BaseSettings):
     llm_retry_s: float = Field(
         300.0, ge=0, description="After a failed LLM reason, ask again no sooner than this."
     )
+    llm_claim_s: float = Field(
+        900.0,
+        gt=0,
+        description="With a shared store (replicas): how long one replica's claim on writing "
+        "a reason with the LLM holds; another replica takes it over after that (its owner "
+        "was killed).",
+    )
     llm_outage_cooldown_s: float = Field(
         30.0, ge=0, description="After an LLM outage, start no new LLM job for this long."
     )

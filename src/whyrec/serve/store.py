@@ -60,6 +60,15 @@ SQL_PUT_PREFERENCES = (
     "INSERT INTO history_preferences (key, record, updated) VALUES (?, ?, ?)"
     " ON CONFLICT (key) DO UPDATE SET record = excluded.record, updated = excluded.updated"
 )
+# One replica at a time writes a reason with the LLM: a claim row per explanation key,
+# taken when there is none, when it has expired (its replica died) or by its owner.
+SQL_CLAIM_LLM = (
+    "INSERT INTO llm_claims (key, owner, until) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+    " WHERE llm_claims.until < ? OR llm_claims.owner = excluded.owner"
+    " RETURNING owner"
+)
+SQL_RELEASE_LLM = "DELETE FROM llm_claims WHERE key = ? AND owner = ?"
 SQL_GET_FORMAT = "SELECT value FROM meta WHERE key = 'format'"
 SQL_SET_FORMAT = "INSERT INTO meta (key, value) VALUES ('format', ?) ON CONFLICT (key) DO NOTHING"
 TABLES = ("interactions", "explanations", "history_preferences")
@@ -75,6 +84,8 @@ _SCHEMA = (
     " record TEXT NOT NULL, updated REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS history_preferences ("
     " key TEXT PRIMARY KEY, record TEXT NOT NULL, updated REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS llm_claims ("
+    " key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL)",
 )
 
 #: ``run(sql, args)`` inside a transaction: executes one statement, returns its rows.
@@ -205,6 +216,19 @@ class Store:
         )
         with self.transaction() as run:
             run(SQL_PUT_EXPLANATION, args)
+
+    def claim_llm(self, key: str, owner: str, hold_s: float) -> bool:
+        """Take the right to write ``key``'s reason with the LLM for ``hold_s`` seconds:
+        true when no other owner holds a live claim (several replicas then ask the LLM
+        once per reason; a replica killed mid-job loses its claim when it expires)."""
+        now = time.time()
+        with self.transaction() as run:
+            return bool(run(SQL_CLAIM_LLM, (key, owner, now + hold_s, now)))
+
+    def release_llm(self, key: str, owner: str) -> None:
+        """Give up ``owner``'s claim on ``key`` (its LLM job ended, either way)."""
+        with self.transaction() as run:
+            run(SQL_RELEASE_LLM, (key, owner))
 
     # ------------------------------------------------------ history preferences
     def get_history_preferences(self, key: str) -> dict[str, Any] | None:

@@ -47,6 +47,8 @@ SCHEMA = (
     " record TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS history_preferences ("
     " key TEXT PRIMARY KEY, record TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS llm_claims ("
+    " key TEXT PRIMARY KEY, owner TEXT NOT NULL, until DOUBLE PRECISION NOT NULL)",
 )
 
 
