@@ -71,7 +71,9 @@ def command_line() -> str:
         script_rel = script.relative_to(ROOT)
     except ValueError:
         script_rel = script
-    return " ".join([".venv/bin/python", str(script_rel), *sys.argv[1:]])
+    line = " ".join([".venv/bin/python", str(script_rel), *sys.argv[1:]])
+    # a database URL's password never goes into the docs or the results
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1[redacted]@", line)
 
 
 def write_result(name: str, payload: dict[str, Any], markdown: str) -> None:

@@ -64,14 +64,26 @@ def build_default_run(path: Path) -> None:
 
 
 def start_server(
-    run: Path, store: Path, port: int, cpu: int | None, api_key: str | None, log: Path
+    run: Path,
+    store: Path,
+    port: int,
+    cpu: int | None,
+    api_key: str | None,
+    log: Path,
+    store_url: str | None = None,
 ) -> subprocess.Popen:
+    """``whyrec serve`` on ``run``: a SQLite ``store``, or the PostgreSQL ``store_url``
+    (given through the environment, so no password shows in the process list)."""
     env = {**os.environ, "WHYREC_THREADS": "1", "OMP_NUM_THREADS": "1"}
     if api_key:
         env["WHYREC_SERVE_API_KEYS"] = api_key
+    store_args = ["--store", str(store)]
+    if store_url:
+        env["WHYREC_SERVE_STORE_URL"] = store_url
+        store_args = []
     cmd = [
         sys.executable, "-m", "whyrec.cli", "serve", str(run), "--port", str(port),
-        "--store", str(store), "--no-llm", "--no-access-log", "--log-level", "warning",
+        *store_args, "--no-llm", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
 
     def pin() -> None:
@@ -235,6 +247,12 @@ def main() -> None:
     ap.add_argument("--server-cpu", type=int, default=None, help="pin the server to this CPU")
     ap.add_argument("--client-cpu", type=int, default=None, help="pin the client to this CPU")
     ap.add_argument("--auth", action="store_true", help="require and send a bearer key")
+    ap.add_argument(
+        "--store-url",
+        default=None,
+        help="serve from this PostgreSQL database (replica mode: every request re-reads the "
+        "user's posted interactions); results go to serve_load_postgres",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke test: short, nothing written")
     args = ap.parse_args()
     if args.quick:
@@ -262,7 +280,9 @@ def main() -> None:
         key = "bench-key" if args.auth else None
         log = Path(tmp) / "server.log"
         t0 = time.perf_counter()
-        proc = start_server(run, Path(tmp) / "serve.sqlite", port, args.server_cpu, key, log)
+        proc = start_server(
+            run, Path(tmp) / "serve.sqlite", port, args.server_cpu, key, log, args.store_url
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(proc, base, log)
@@ -334,6 +354,7 @@ def main() -> None:
         "target_p99_ms": TARGET_P99_MS,
         "results": results,
         "server_health": {"llm": final_health["llm"]["state"], "model": final_health["model"]},
+        "store": final_health.get("store", {}).get("backend", "sqlite"),
     }
     top = {name: rows[-1] for name, rows in results.items()}
     payload["target_met_at_max_clients"] = all(
@@ -342,7 +363,8 @@ def main() -> None:
     if args.quick:  # smoke test: show what would be written, write nothing
         print(markdown(payload))
         return
-    write_result("serve_load", payload, markdown(payload))
+    name = "serve_load_postgres" if args.store_url else "serve_load"
+    write_result(name, payload, markdown(payload))
 
 
 def markdown(p: dict[str, Any]) -> str:
@@ -351,9 +373,23 @@ def markdown(p: dict[str, Any]) -> str:
         if p["server_cpu"] is not None
         else "no CPU pinning"
     )
+    on_pg = p.get("store") == "postgresql"
     lines = [
-        "## Online service: load on loopback (`whyrec serve`)",
+        "## Online service: load on loopback (`whyrec serve`"
+        + (", PostgreSQL store)" if on_pg else ")"),
         "",
+        *(
+            [
+                "The same load with the store on a local PostgreSQL server (a throwaway "
+                "cluster from `scripts/ensure_postgres.sh start`, on the same 2 cores as server "
+                "and client): replica mode, so every request re-reads the user's posted "
+                "interactions from the database, and only final explanation records are "
+                "memory hits.",
+                "",
+            ]
+            if on_pg
+            else []
+        ),
         f"One `whyrec serve` process (uvicorn, {p['uvicorn_http']} parser, {p['uvicorn_loop']} "
         f"loop, LLM off) serving {p['model']} on {p['dataset']} "
         f"(dim {p['model_config']['dim']}, max_len {p['model_config']['max_len']}); "
