@@ -158,3 +158,22 @@ def test_model_saved_before_the_gate_loads_as_the_ungated_block():
     states, prefs = torch.randn(2, 5, 16), torch.randn(2, 3, 8)
     assert float(new.mix) == 1.0
     assert torch.allclose(new(states, prefs)[0], old(states, prefs)[0])
+
+
+def test_a_saved_model_from_before_the_gate_says_it_is_ungated(model, data, tmp_path):
+    import json
+
+    import torch
+
+    ds, _ = data
+    model.save(tmp_path / "old")
+    # as written before pref_gate existed: no config field, no "align.mix" weight
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    manifest["config"].pop("pref_gate")
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    (state_file,) = [f for f in (tmp_path / "old").glob("*.pt")]
+    state = torch.load(state_file, weights_only=True)
+    state.pop("align.mix")
+    torch.save(state, state_file)
+    old = load_model(tmp_path / "old", ds)
+    assert old.config.pref_gate is False and float(old.module.align.mix.detach()) == 1.0

@@ -21,7 +21,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,9 @@ class Lane(SASRecText):
     def build_module(
         self, dataset: Dataset | None, state: dict[str, Any] | None = None
     ) -> SequentialModule:
+        if state is not None and "align.mix" not in state:
+            # saved before the gate existed: the block it was trained with is the ungated one
+            self.config = replace(self.config, pref_gate=False)
         c = self.config
         if state is not None:
             prefs = state["user_prefs"]

@@ -14,6 +14,7 @@ cache when ready.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -41,7 +42,7 @@ from whyrec.serve.errors import InvalidInput
 from whyrec.serve.llm_gate import LLMGate, is_outage, now_iso
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, ServeStore
+from whyrec.serve.store import LRU, ServeStore, StoreUnavailable
 
 _INTERNAL_KEYS = ("retry_at", "key", "history_hash", "item")
 
@@ -175,7 +176,10 @@ class Explanations:
             return self._llm_job(key, history, item, prefs)
         finally:
             if self.store.shared:
-                self.store.release_llm(key, self.owner)
+                # a claim that cannot be given up now expires after llm_claim_s; the
+                # reason the job stored stands either way
+                with contextlib.suppress(StoreUnavailable):
+                    self.store.release_llm(key, self.owner)
 
     def _template_record(
         self, history: History, item: int, prefs: Preferences | None, key: str
