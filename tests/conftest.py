@@ -19,3 +19,67 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def shared_home() -> Path:
     """The developer's real cache (for slow tests that reuse downloads and models)."""
     return Path(os.environ.get("WHYREC_TEST_SHARED_HOME", Path.home() / ".cache" / "whyrec"))
+
+
+# ------------------------------------------------------------------ float32 comparisons
+# Scores computed in different batch shapes (one row vs a batch of rows) go through
+# different float32 kernels and differ in the last bits, by an amount that depends on the
+# CPU (seen: 7e-7 on a score of 0.008 on one machine, 0 on another). Compare them with a
+# tolerance scaled to the scores' magnitude, and compare rankings up to near-ties.
+SCORE_RTOL = 1e-4
+SCORE_ATOL = 1e-5
+
+
+def scores_tolerance(scores) -> float:
+    import numpy as np
+
+    s = np.asarray(scores, dtype=np.float64)
+    finite = s[np.isfinite(s)]
+    scale = float(np.abs(finite).max()) if finite.size else 1.0
+    return SCORE_ATOL * max(1.0, scale)
+
+
+def assert_scores_close(got, want) -> None:
+    """Scores from different batch shapes agree to float32 batch-arithmetic precision."""
+    import numpy as np
+
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64),
+        np.asarray(want, dtype=np.float64),
+        rtol=SCORE_RTOL,
+        atol=scores_tolerance(want),
+    )
+
+
+def assert_same_ranking(got_items, got_scores, want_items, want_scores) -> None:
+    """Two top-k lists agree: the same scores in order, and the same items except that
+    items whose scores are within float tolerance of each other may swap places (and,
+    at the cut-off, one near-tied item may stand in for another)."""
+    import numpy as np
+
+    got_items, want_items = list(map(int, got_items)), list(map(int, want_items))
+    got_s, want_s = np.asarray(got_scores, float), np.asarray(want_scores, float)
+    assert len(got_items) == len(want_items), (got_items, want_items)
+    assert_scores_close(got_s, want_s)
+    tol = 2 * (scores_tolerance(want_s) + SCORE_RTOL * np.abs(want_s).max(initial=0.0))
+    i = 0
+    while i < len(want_items):
+        j = i + 1
+        while j < len(want_items) and abs(want_s[j - 1] - want_s[j]) <= tol:
+            j += 1
+        a, b = set(got_items[i:j]), set(want_items[i:j])
+        if j < len(want_items):
+            assert a == b, f"ranks {i}..{j - 1}: got {sorted(a)}, want {sorted(b)}"
+        else:  # the last group may be cut at k: differing items must be near-tied with it
+            for pos in range(i, j):
+                if got_items[pos] not in b:
+                    assert abs(got_s[pos] - want_s[j - 1]) <= tol, (got_items, want_items)
+        i = j
+
+
+@pytest.fixture
+def float32_checks():
+    """``float32_checks.scores(got, want)`` and ``float32_checks.ranking(...)``."""
+    import types
+
+    return types.SimpleNamespace(scores=assert_scores_close, ranking=assert_same_ranking)

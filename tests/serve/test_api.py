@@ -34,22 +34,33 @@ def test_health_and_openapi(lane_client, runs):
 
 
 @pytest.mark.parametrize("kind", ["lane", "sasrec"])
-def test_recommendations_are_the_models_top_k(kind, runs, make_settings, client_for):
+def test_recommendations_are_the_models_top_k(
+    kind, runs, make_settings, client_for, float32_checks
+):
     model = load_model(runs[kind])
     client = client_for(make_settings(runs[kind]))
     app_service = client.app.state.service
     for user in ("u0", "u7", "u44"):
         got = client.get(f"/v1/users/{user}/recommendations", params={"k": 7}).json()
         want = model.recommend(model.user_index(user), k=7)
-        assert [r["item_id"] for r in got["items"]] == want.item_ids
-        assert np.allclose([r["score"] for r in got["items"]], want.scores, atol=1e-4)
+        # the service scores users in batches (precompute): float32 near-ties may swap
+        float32_checks.ranking(
+            [model.item_index(r["item_id"]) for r in got["items"]],
+            [r["score"] for r in got["items"]],
+            want.items,
+            want.scores,
+        )
         assert got["history_length"] == len(model.histories[model.user_index(user)])
     # the background precompute gives the same lists as the on-demand path
     wait_until(lambda: app_service.precomputed == 45)
     again = client.get("/v1/users/u7/recommendations", params={"k": 7}).json()
-    assert [r["item_id"] for r in again["items"]] == model.recommend(
-        model.user_index("u7"), k=7
-    ).item_ids
+    want = model.recommend(model.user_index("u7"), k=7)
+    float32_checks.ranking(
+        [model.item_index(r["item_id"]) for r in again["items"]],
+        [r["score"] for r in again["items"]],
+        want.items,
+        want.scores,
+    )
 
 
 def test_lane_explanations_carry_reason_weights_and_attribution(lane_client):
