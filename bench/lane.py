@@ -9,12 +9,21 @@ the packaged SmolLM2-135M-Instruct) writes them for every user, or for a seeded 
 Systems, each trained with ``--seeds`` seeds (same epochs cap and early stopping):
 
 * ``sasrec`` (ID item table), ``sasrec-text`` (title item table): the backbones;
-* ``lane-id``: LANE with an ID item table; ``lane``: LANE with the title table;
+* ``sasrec-text-facts``: SASRec-text whose item text is the title plus the genres (the
+  item side sees the facts tastes name);
+* ``lane``: LANE with the title table and the default taste channel (``additive``: each
+  taste raises the items that have the facts it names); ``lane-id``: with an ID table;
+* ``lane-attention``: LANE's own alignment block (gated attention over the tastes);
+* ``lane-ungated``: the original, always-on attention block (``pref_gate=False``);
 * ``lane-shuffled``: LANE given another user's preferences (a seeded permutation of users,
   a different one per seed) — tells whether the preferences carry anything about the user;
-* ``lane-grounded``: LANE on grounded fallback preferences only (no LLM words);
-* ``lane-ungated``: LANE with the original, always-on alignment block (``pref_gate=False``);
-  the other LANE systems use the gated block, which starts as the backbone.
+* ``lane-grounded``: LANE on grounded (distinctive) preferences only (no LLM words).
+
+For seed 0 of every LANE system the taste checks of
+:mod:`whyrec.evaluate.explanations.tastes` run on ``--taste-users`` users' top 5: sign
+sanity (removing a taste that names one of the item's facts should not raise it),
+materiality (a cited taste's drop against the top history item's) and the share of users
+whose top 10 changes without their tastes.
 
 Every model is evaluated on the test targets of all 943 users under full ranking and
 sampled 1 + 100, on the whole history and on slices: the visible history cut to its last
@@ -44,8 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_result
 
 SYSTEMS = (
-    "sasrec", "sasrec-text", "lane-id", "lane", "lane-shuffled", "lane-grounded", "lane-ungated"
+    "sasrec", "sasrec-text", "sasrec-text-facts", "lane-id", "lane", "lane-attention",
+    "lane-shuffled", "lane-grounded", "lane-ungated",
 )  # fmt: skip
+DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if s != "lane-id")
+LANE_SYSTEMS = tuple(s for s in SYSTEMS if s.startswith("lane"))
 SLICES = ("all", "last-3", "last-5", "last-10", "rare")
 
 
@@ -90,7 +102,8 @@ def main() -> None:
     ap.add_argument("--rare", type=int, default=50)
     ap.add_argument("--max-reasks", type=int, default=1)
     ap.add_argument("--mode", default="auto", choices=["auto", "json", "aspects"])
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS))
+    ap.add_argument("--taste-users", type=int, default=100)
     ap.add_argument("--work", type=Path, default=Path("/tmp/whyrec-bench-lane"))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="print, do not write the docs")
@@ -99,6 +112,8 @@ def main() -> None:
     from whyrec.data import load_dataset
     from whyrec.embed import get_encoder
     from whyrec.evaluate import evaluate
+    from whyrec.evaluate.explanations.tastes import model_taste_checks
+    from whyrec.explain.explainer import ExplanationPipeline
     from whyrec.explain.pipeline import PreferenceSet, extract_preferences, train_lane
     from whyrec.llm import LLMClient
     from whyrec.models import create_model
@@ -117,7 +132,7 @@ def main() -> None:
     client = LLMClient.from_settings(max_reasks=args.max_reasks)
     # the LLM's preferences (several processes may share the work: one without any LANE
     # system that reads them skips the LLM; the store makes a later run reuse them)
-    need_llm = bool({"lane", "lane-id", "lane-shuffled"} & set(systems))
+    need_llm = bool((set(LANE_SYSTEMS) - {"lane-grounded"}) & set(systems))
     t0 = time.perf_counter()
     pset = extract_preferences(
         ds, client=client, encoder=encoder, window=args.window, llm_users=args.llm_users,
@@ -136,6 +151,7 @@ def main() -> None:
         holdout=args.holdout, grounded_only=True,
     )  # fmt: skip
 
+    genres = ds.items["genres"].fillna("").astype(str).tolist()
     users, _, targets = ds.histories_for("test")
     tr = ds.interactions[ds.interactions["split"] == "train"]
     pop = np.bincount(tr["item_idx"].to_numpy(), minlength=ds.n_items)
@@ -156,6 +172,10 @@ def main() -> None:
         kw = {"epochs": args.epochs, "seed": seed}
         if name in ("sasrec", "sasrec-text"):
             return create_model(name, **kw).fit(ds, progress=False)
+        if name == "sasrec-text-facts":
+            return create_model("sasrec-text", text_fields=["genres"], **kw).fit(ds, progress=False)
+        if name == "lane-attention":
+            return train_lane(ds, pset, progress=False, pref_channel="attention", **kw)
         if name == "lane-id":
             return train_lane(ds, pset, progress=False, item_table="id", **kw)
         if name == "lane-shuffled":
@@ -163,7 +183,9 @@ def main() -> None:
         if name == "lane-grounded":
             return train_lane(ds, gset, progress=False, **kw)
         if name == "lane-ungated":
-            return train_lane(ds, pset, progress=False, pref_gate=False, **kw)
+            return train_lane(
+                ds, pset, progress=False, pref_channel="attention", pref_gate=False, **kw
+            )
         return train_lane(ds, pset, progress=False, **kw)
 
     done: dict[tuple[str, int], dict] = {}
@@ -190,9 +212,16 @@ def main() -> None:
                     if list(r.users) != users.tolist():
                         raise RuntimeError("evaluation users changed order")
                     per_slice[sl][r.protocol] = r.ranks
+            tastes = None
+            if name.startswith("lane") and seed == 0:
+                explainer = ExplanationPipeline(model, None, item_texts=genres)
+                rng = np.random.default_rng(26)
+                chosen = sorted(rng.choice(ds.n_users, size=args.taste_users, replace=False))
+                tastes = model_taste_checks(explainer, [int(u) for u in chosen], k=5)
             rec = {
                 "model": name,
                 "seed": seed,
+                "tastes": tastes,
                 "ranks": per_slice,
                 "train_s": round(train_s, 1),
                 "epochs": model.training.get("epochs_run"),
@@ -299,7 +328,7 @@ def main() -> None:
     }
     lane_pos = next((done[k]["preference_positions"] for k in sorted(done) if k[0] == "lane"), None)
     lines = [
-        "## LANE: controls and slices on MovieLens-100k (issue 19)",
+        "## LANE: controls, slices and taste checks on MovieLens-100k (issues 19, 26)",
         "",
         f"Leak-free preferences: each user's are written from their training history up to "
         f"{args.holdout} interactions before its end (the last {args.window} titles before "
@@ -349,17 +378,68 @@ def main() -> None:
         "",
         *paired_lines,
     ]
+    taste_rows = [
+        (name, done[(name, 0)]["tastes"])
+        for name in present
+        if (name, 0) in done and done[(name, 0)].get("tastes")
+    ]
+    if taste_rows:
+
+        def _v(x: Any) -> str:
+            return "–" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+        lines += [
+            "",
+            f"Do the tastes mean what they say? Seed 0 of each LANE system, "
+            f"{args.taste_users} seeded users × their top 5 items "
+            "(`whyrec.evaluate.explanations.tastes.model_taste_checks`). Sign violations: "
+            "(user, item, taste naming one of the item's facts) where removing the taste "
+            "raises the item. Cited drop / top history drop: median over the tastes a reason "
+            "would cite (named fact of the item, material). Top-10 changed: users whose top 10 "
+            "changes when all their tastes are removed.",
+            "",
+            "| system | taste–item pairs | sign violations | cited tastes | cited drop / top "
+            "history drop (median, IQR) | cited taste moves the rank | passed over as "
+            "immaterial | top-10 changed without tastes |",
+            "|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {t['taste_item_pairs']} | {t['sign_violations']} "
+                f"({_v(t['sign_violation_share'])}) | {t['cited_tastes']} | "
+                f"{_v(t['cited_drop_share_median'])} {t['cited_drop_share_q25_q75'] or ''} | "
+                f"{_v(t['cited_rank_moves_share'])} | {t['immaterial_tastes_passed_over']} | "
+                f"{_v(t['users_top10_changed_without_tastes'])} |"
+                for name, t in taste_rows
+            ),
+        ]
+    pers = pset.personal
+    if pers:
+        lines += [
+            "",
+            f"Specificity of the LLM's tastes (extraction-time check, `whyrec.explain.personal`): "
+            f"{pers.get('llm_sentences')} sentences written; "
+            f"{_share(pers.get('specific_share'))} name a genre, decade or title of the "
+            f"user's own history; {pers.get('replaced_unspecific')} replaced as naming nothing "
+            f"checkable, {pers.get('replaced_boilerplate')} replaced as members of "
+            f"{pers.get('paraphrase_clusters')} cross-user paraphrase clusters (3+ users); "
+            f"{pers.get('llm_sentences_kept')} kept, all specific and none from a cluster.",
+        ]
     if args.no_write:
         print("\n".join(lines))
         return
     write_result(
         "lane",
-        {"preferences": psum, "extraction_s": extraction_s, "rows": rows, "gains": gains,
+        {"preferences": psum, "personal": pset.personal,
+         "tastes": {name: t for name, t in taste_rows},
+         "extraction_s": extraction_s, "rows": rows, "gains": gains,
          "paired": paired, "epochs": epochs, "rare_users": int(rare.sum()),
          "args": {k: str(v) for k, v in vars(args).items()},
          "threads": {"llm": client.settings.n_threads}},
         "\n".join(lines),
     )  # fmt: skip
+
+
+def _share(x: Any) -> str:
+    return "–" if x is None else f"{x:.1%}"
 
 
 if __name__ == "__main__":

@@ -44,15 +44,17 @@ def _hostile_dataset(tmp_path):
 
 def test_preferences_prints_hostile_text_literally(tmp_path, monkeypatch, make_client):
     path = _hostile_dataset(tmp_path)
-    # three users, three different replies (the same sentences for every user would be
-    # boilerplate and replaced by grounded ones)
+    # three users, three different replies, each taste naming a genre of the history
+    # (paraphrases written for many users, or tastes naming nothing checkable, would be
+    # replaced by grounded ones)
     replies = [
         prefs_json(
-            f"[/INST] Loves [bold red]{word}[/bold red] films",
-            f"Enjoys {word} dramas about \x1b[31mred\x1b[0m skies",
-            f"Likes {word} comedies [link=https://x.example]with heart[/link]",
-        )
-        for word in ("loud", "quiet", "bright")
+            "[/INST] Loves [bold red]loud[/bold red] dramas",
+            "Enjoys dramas about \x1b[31mred\x1b[0m skies",
+            "Likes comedies [link=https://x.example]with heart[/link]",
+        ),
+        prefs_json("Quiet comedies at night", "Drama marathons", "Comedy with songs"),
+        prefs_json("Old dramas, big casts", "Comedies about families", "Courtroom drama"),
     ]
     client, _ = make_client(replies)
     monkeypatch.setattr("whyrec.llm.LLMClient.from_settings", classmethod(lambda cls, c: client))

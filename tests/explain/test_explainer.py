@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from whyrec.explain.evidence import MATERIAL_SHARE
 from whyrec.explain.explainer import ExplanationPipeline, LaneExplainer
 from whyrec.models.lane import Lane
 
@@ -51,9 +52,24 @@ def test_evidence_is_item_specific_and_never_cites_a_preference_that_lowers_it(t
     for item in model.recommend(0, k=5).items:
         ev = p.evidence(subject, int(item))
         drops = [e["score_drop"] for e in ev.preference_effects]
-        if max(drops) > 0:
-            assert ev.cited_preferences[0] == int(np.argmax(drops))
+        top_hist = max((h["score_drop"] for h in ev.history_effects), default=0.0)
+        # citable: lowers the item, names a fact the item has, and is material
+        eligible = [
+            j
+            for j, e in enumerate(ev.preference_effects)
+            if e["score_drop"] > 0
+            and e["matching"]
+            and (top_hist <= 0 or e["score_drop"] >= MATERIAL_SHARE * top_hist)
+        ]
+        if eligible:
+            assert ev.cited_preferences[0] == max(eligible, key=lambda j: drops[j])
+        assert set(ev.cited_preferences) <= set(eligible)
         assert all(drops[j] > 0 for j in ev.cited_preferences)
+        # every taste that lowers the item but is not cited says why
+        passed_over = {t["index"] for t in ev.uncited_tastes}
+        assert {j for j in range(len(drops)) if drops[j] > 0} - set(eligible) == passed_over
+        for j in ev.cited_preferences:
+            assert set(ev.preference_effects[j]["matching"]) <= set(ev.fact_keys)
         assert all(ev.history_effects[i]["score_drop"] > 0 for i in ev.cited_history)
         # LANE's weights are user-level: identical for every item of the user
         assert np.allclose(
@@ -257,9 +273,14 @@ def test_sentences_mode_asks_one_sentence_per_cited_piece_and_verifies_them(
 
 def test_completion_only_adds_what_the_llm_left_out(make_client, tiny_dataset):
     model = _fit(tiny_dataset, GOOD)
-    p, plan = _plan(model, tiny_dataset)
-    ev = plan.evidence
-    assert ev.cited_preferences and ev.cited_history
+    p = _pipeline(model, None, tiny_dataset)
+    # an item whose evidence cites both a taste and history items
+    user, ev = next(
+        (u, ev)
+        for u in range(tiny_dataset.n_users)
+        for item in model.recommend(u, k=3).items
+        if (ev := p.evidence(p.subject(u), int(item))).cited_preferences and ev.cited_history
+    )
     titles = [h["title"] for h in ev.cited_history_effects()]
     tastes = [GOOD[j].rstrip(". ") for j in ev.cited_preferences]
     # varied wording: a repeated sentence frame reads as a loop to the reply validator
@@ -271,7 +292,7 @@ def test_completion_only_adds_what_the_llm_left_out(make_client, tiny_dataset):
     )
     assert len(titles) <= 2 and len(tastes) <= 2
     client, _ = make_client([cot_reply(len(tastes), full)] * 2)
-    ex = _pipeline(model, client, tiny_dataset).explain(ev.item, 0)
+    ex = _pipeline(model, client, tiny_dataset).explain(ev.item, user)
     assert ex.completed_sentences == [], (ex.reason, ex.removed_sentences)
     assert ex.reason_source == "llm" and ex.reason == full
     # the option off: the verified LLM text alone, even when it leaves evidence out
@@ -279,6 +300,6 @@ def test_completion_only_adds_what_the_llm_left_out(make_client, tiny_dataset):
     pipe = ExplanationPipeline(
         model, client, item_texts=tiny_dataset.items["genres"].tolist(), complete_reasons=False
     )
-    ex = pipe.explain(ev.item, 0)
+    ex = pipe.explain(ev.item, user)
     assert ex.reason_source == "llm" and ex.reason == f"You watched {titles[0]}, which fits."
     assert ex.completed_sentences == []

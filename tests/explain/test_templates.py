@@ -1,4 +1,4 @@
-"""The template's history sentence says who shares the item's facts."""
+"""The template: who shares the item's facts, and evidence weighed in words, largest first."""
 
 from types import SimpleNamespace
 
@@ -11,19 +11,19 @@ LEGENDS = {"title": "Legends of the Fall (1994)", "facts": ["Drama", "Romance"]}
 def test_only_the_items_that_share_a_fact_are_said_to_share_it():
     # demo, 2026-12-07: "Sleeper and Legends of the Fall … they share its Comedy genre",
     # but only Sleeper is a comedy
-    ev = SimpleNamespace(shared_facts=["Comedy"])
+    ev = SimpleNamespace(shared_facts=["Comedy"], share=lambda e: 1.0)
     text = history_sentence(ev, [SLEEPER, LEGENDS])
     assert text.endswith("; Sleeper (1973) shares its Comedy genre.")
     assert "they share" not in text
 
 
 def test_all_share_and_one_item():
-    ev = SimpleNamespace(shared_facts=["Comedy"])
+    ev = SimpleNamespace(shared_facts=["Comedy"], share=lambda e: 1.0)
     both = [SLEEPER, {"title": "Dave (1993)", "facts": ["Comedy", "Romance"]}]
     assert history_sentence(ev, both).endswith("; they share its Comedy genre.")
     assert history_sentence(ev, [SLEEPER]).endswith("; it shares its Comedy genre.")
     # each shares a different fact: a true statement about one of them
-    ev = SimpleNamespace(shared_facts=["Comedy", "Drama"])
+    ev = SimpleNamespace(shared_facts=["Comedy", "Drama"], share=lambda e: 1.0)
     assert history_sentence(ev, [SLEEPER, LEGENDS]).endswith(
         "; Sleeper (1973) shares its Comedy genre."
     )
@@ -40,6 +40,63 @@ def test_a_validated_preference_is_quoted_whole():
         "mix of emotions and ideas, with a focus on the darker aspects of human nature."
     )
     assert len(pref) <= MAX_PREFERENCE_CHARS
-    ev = SimpleNamespace(rank=1)
+    ev = SimpleNamespace(rank=1, share=lambda e: 1.0)
     text = preference_sentence(ev, {"preference": pref, "rank_without": 1})
     assert text.endswith(pref) and "…" not in text
+
+
+def _evidence(taste_drop, history_drops, taste="You pick Comedy titles more often than most users"):
+    from whyrec.explain.evidence import select_evidence
+
+    att = SimpleNamespace(
+        item=0,
+        rank=1,
+        score=3.0,
+        weights=[0.5, 0.5],
+        preferences=[
+            {"index": 0, "weight": 0.5, "score_drop": taste_drop, "rank_without": 1},
+            {"index": 1, "weight": 0.5, "score_drop": 0.4, "rank_without": 2},
+        ],
+        history=[
+            {"item": i + 1, "position": i, "score_drop": d, "rank_without": 3}
+            for i, d in enumerate(history_drops)
+        ],
+    )
+    return select_evidence(
+        att,
+        item_id="g",
+        title="Ghost (1990)",
+        titles=["Ghost (1990)", "Sleeper (1973)", "Heat (1995)"],
+        item_texts=["Comedy|Romance|Thriller", "Comedy|Sci-Fi", "Action|Crime"],
+        preferences=[taste, "You pick Horror titles more often than most users"],
+        preference_source="fallback",
+        taste_facts=[["genre:Comedy"], ["genre:Horror"]],
+        fact_keys=["genre:Comedy", "genre:Romance", "genre:Thriller", "decade:1990s"],
+    )
+
+
+def test_a_reason_leads_with_its_largest_effect_and_says_how_much_each_matters():
+    """Demo user 16: Sleeper (+1.19) put the item first; the comedy taste adds a little."""
+    from whyrec.explain.templates import template_reason
+
+    ev = _evidence(0.15, [1.19])
+    # the horror taste lowers... nothing here: it names no fact of Ghost, so it is not cited
+    assert ev.cited_preferences == [0]
+    assert {"index": 1, "why": "names no fact of the item"} in ev.uncited_tastes
+    text = template_reason(ev)
+    lead = text.index("You are seeing it mostly because you watched Sleeper (1973)")
+    taste = text.index("Your taste for Comedy adds a little")
+    assert lead < taste
+    assert "Horror" not in text and "the user" not in text.lower()
+
+
+def test_a_strong_taste_comes_first_and_an_immaterial_one_is_not_cited():
+    from whyrec.explain.templates import template_reason
+
+    strong = template_reason(_evidence(2.0, [1.0]))
+    assert strong.index("mostly because of your taste for Comedy") < strong.index("Sleeper")
+    assert "Sleeper (1973) from your history also raises it strongly" in strong
+    weak = _evidence(0.05, [1.0])  # 5% of the top history drop: immaterial
+    assert weak.cited_preferences == []
+    assert {"index": 0, "why": "immaterial"} in weak.uncited_tastes
+    assert "taste" not in template_reason(weak)

@@ -35,7 +35,10 @@ def data():
 @pytest.fixture(scope="module")
 def model(data):
     ds, prefs = data
-    m = Lane(dim=16, max_len=10, epochs=30, patience=30, item_table="id", batch_size=32, seed=1)
+    m = Lane(
+        dim=16, max_len=10, epochs=30, patience=30, item_table="id", batch_size=32, seed=1,
+        pref_channel="attention",
+    )  # fmt: skip
     m.set_preferences(prefs, [[f"pref {j}" for j in range(4)]] * ds.n_users, ["llm"] * ds.n_users)
     return m.fit(ds, progress=False)
 
@@ -118,7 +121,10 @@ def test_fit_without_preferences_is_a_clear_error(data):
 
 def test_gru4rec_backbone_trains(data):
     ds, prefs = data
-    m = Lane(backbone="gru4rec", dim=16, max_len=10, epochs=2, item_table="id", seed=0)
+    m = Lane(
+        backbone="gru4rec", dim=16, max_len=10, epochs=2, item_table="id", seed=0,
+        pref_channel="attention",
+    )  # fmt: skip
     m.set_preferences(prefs).fit(ds, progress=False)
     assert m.preference_weights(0).shape == (4,)
 

@@ -70,7 +70,7 @@ def _prefs(ds, scale=1.0, seed=0):
 def test_only_positions_after_the_cut_see_preferences(data):
     seqs = data.user_sequences(("train",))
     cuts = preference_cut_points([len(s) for s in seqs], holdout=4)
-    m = Lane(dim=16, max_len=8, epochs=1, item_table="id", seed=0)
+    m = Lane(dim=16, max_len=8, epochs=1, item_table="id", seed=0, pref_channel="attention")
     m.set_preferences(_prefs(data), cuts=cuts)
     m.fit(data, progress=False)
     task = LaneTask(m.module, data, m.config, cuts)
@@ -128,10 +128,10 @@ def test_cuts_are_checked_saved_and_loaded(data, tmp_path):
     too_long = cuts.copy()
     too_long[2] = len(seqs[2]) + 1
     with pytest.raises(ModelError, match="preferences written from"):
-        Lane(dim=16, max_len=8, epochs=1).set_preferences(_prefs(data), cuts=too_long).fit(
-            data, progress=False
-        )
-    m = Lane(dim=16, max_len=8, epochs=1, item_table="id", seed=0)
+        Lane(dim=16, max_len=8, epochs=1, pref_channel="attention").set_preferences(
+            _prefs(data), cuts=too_long
+        ).fit(data, progress=False)
+    m = Lane(dim=16, max_len=8, epochs=1, item_table="id", seed=0, pref_channel="attention")
     m.set_preferences(_prefs(data), cuts=cuts).fit(data, progress=False)
     m.save(tmp_path / "run")
     again = load_model(tmp_path / "run")

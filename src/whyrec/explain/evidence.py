@@ -5,7 +5,11 @@ score falls without each preference and each recent history item. A reason cites
 
 * **preferences** whose removal lowers *this item's* score: the largest drop, and a
   second one when its drop is at least half of the first (never one whose removal
-  raises the score);
+  raises the score). A taste is cited only when it names a fact the item has (a reader
+  would find "your love of drama" absurd for a comedy, whatever the model computed) and
+  when it is *material*: its drop is at least :data:`MATERIAL_SHARE` of the largest
+  history-item drop. Every cited piece carries its ``share`` of the largest cited drop,
+  which the reason turns into words ("mostly", "also", "a little");
 * **history items** whose removal lowers it most: up to :data:`MAX_HISTORY`, positive
   drops only;
 * **item facts** (genres, categories — any item text) of the item that the cited history
@@ -29,8 +33,11 @@ MAX_PREFERENCES = 2
 MAX_HISTORY = 2
 #: A second preference is cited when its drop is at least this share of the first's.
 SECOND_PREFERENCE_SHARE = 0.5
+#: A taste is material (may be cited as a cause) when its drop is at least this share of
+#: the largest history-item drop for the same item.
+MATERIAL_SHARE = 0.1
 #: Bump when the selection rule changes (part of cache keys).
-EVIDENCE_VERSION = "ev-1"
+EVIDENCE_VERSION = "ev-2"
 
 _SPLIT = re.compile(r"\s*[|,;/]\s*")
 
@@ -71,12 +78,28 @@ class ItemEvidence:
     cited_preferences: list[int] = field(default_factory=list)  # indices into preferences
     cited_history: list[int] = field(default_factory=list)  # indices into history_effects
     shared_facts: list[str] = field(default_factory=list)
+    #: the item's facts as fact keys (``genre:Comedy``, ``decade:1990s``)
+    fact_keys: list[str] = field(default_factory=list)
+    #: tastes left uncited, with why ("names no fact of the item", "immaterial")
+    uncited_tastes: list[dict[str, Any]] = field(default_factory=list)
 
     def cited_preference_effects(self) -> list[dict[str, Any]]:
         return [self.preference_effects[j] for j in self.cited_preferences]
 
     def cited_history_effects(self) -> list[dict[str, Any]]:
         return [self.history_effects[i] for i in self.cited_history]
+
+    @property
+    def top_drop(self) -> float:
+        """The largest score drop among the cited pieces (0 when nothing is cited)."""
+        drops = [p["score_drop"] for p in self.cited_preference_effects()]
+        drops += [h["score_drop"] for h in self.cited_history_effects()]
+        return max(drops, default=0.0)
+
+    def share(self, effect: dict[str, Any]) -> float:
+        """An effect's drop as a share of the largest cited drop."""
+        top = self.top_drop
+        return float(effect["score_drop"]) / top if top > 0 else 0.0
 
     @property
     def empty(self) -> bool:
@@ -95,14 +118,29 @@ def select_evidence(
     item_texts: Sequence[str] | None,
     preferences: Sequence[str],
     preference_source: str,
+    taste_facts: Sequence[Sequence[str]] | None = None,
+    fact_keys: Sequence[str] | None = None,
 ) -> ItemEvidence:
-    """Choose what a reason for ``attribution.item`` cites (see the module docstring)."""
+    """Choose what a reason for ``attribution.item`` cites (see the module docstring).
+
+    ``taste_facts[j]`` are the fact keys preference ``j`` names and ``fact_keys`` the
+    item's (:class:`whyrec.data.facts.ItemFacts`); without them a taste is matched to the
+    item's facts by its words.
+    """
     texts = list(item_texts) if item_texts is not None else None
     facts = item_facts(texts[attribution.item]) if texts is not None else []
-    pref_effects = [
-        {**p, "preference": str(preferences[p["index"]]) if p["index"] < len(preferences) else ""}
-        for p in attribution.preferences
-    ]
+    keys = list(fact_keys) if fact_keys is not None else [f"genre:{f}" for f in facts]
+    pref_effects = []
+    for p in attribution.preferences:
+        j = p["index"]
+        text = str(preferences[j]) if j < len(preferences) else ""
+        if taste_facts is not None and j < len(taste_facts):
+            named = list(taste_facts[j])
+        else:
+            named = [f"genre:{f}" for f in facts if _mentions_fact(text, f)]
+        pref_effects.append(
+            {**p, "preference": text, "names": named, "matching": [f for f in named if f in keys]}
+        )
     hist_effects = [
         {
             **h,
@@ -111,10 +149,19 @@ def select_evidence(
         }
         for h in attribution.history
     ]
-    positive = sorted(
-        (j for j, p in enumerate(pref_effects) if p["score_drop"] > 0),
-        key=lambda j: (-pref_effects[j]["score_drop"], j),
-    )
+    top_history = max((h["score_drop"] for h in hist_effects), default=0.0)
+    uncited: list[dict[str, Any]] = []
+    candidates = []
+    for j, p in enumerate(pref_effects):
+        if p["score_drop"] <= 0:
+            continue
+        if not p["matching"]:
+            uncited.append({"index": j, "why": "names no fact of the item"})
+        elif top_history > 0 and p["score_drop"] < MATERIAL_SHARE * top_history:
+            uncited.append({"index": j, "why": "immaterial"})
+        else:
+            candidates.append(j)
+    positive = sorted(candidates, key=lambda j: (-pref_effects[j]["score_drop"], j))
     cited_p = positive[:1]
     if len(positive) > 1 and (
         pref_effects[positive[1]]["score_drop"]
@@ -138,7 +185,7 @@ def select_evidence(
                 counts[f] += 1
     for j in cited_p:
         for f in facts:
-            if _mentions_fact(pref_effects[j]["preference"], f):
+            if f"genre:{f}" in pref_effects[j]["matching"]:
                 counts[f] += 1
     shared = sorted(counts, key=lambda f: (-counts[f], facts.index(f)))
     return ItemEvidence(
@@ -156,6 +203,8 @@ def select_evidence(
         cited_preferences=cited_p,
         cited_history=cited_h,
         shared_facts=shared,
+        fact_keys=keys,
+        uncited_tastes=uncited,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from whyrec.data.facts import ItemFacts
 from whyrec.explain.evidence import (
     EVIDENCE_VERSION,
     ItemEvidence,
@@ -276,6 +277,13 @@ class ExplanationPipeline:
     def is_lane(self) -> bool:
         return getattr(self.model, "name", "") == "lane"
 
+    @functools.cached_property
+    def item_facts(self) -> ItemFacts:
+        """The facts of every item (tags of the item texts, decades from the titles): what
+        a taste is checked against before it is cited."""
+        titles = [str(t) for t in self.model.item_titles]
+        return ItemFacts.from_texts(titles, self.item_texts)
+
     # ---------------------------------------------------------------- subject
     def subject(
         self,
@@ -314,6 +322,9 @@ class ExplanationPipeline:
             prefs = self.preferences_for_history(hist)
             preferences, preference_source = prefs.preferences, prefs.source
             vectors = self.encoder.encode(prefs.preferences)
+        inputs = getattr(model, "preference_inputs", None)
+        if inputs is not None:  # the additive taste channel also reads the tastes' facts
+            vectors = inputs(list(preferences or []), vectors)
         return Subject(
             None, uid, hist, list(preferences or []), preference_source or "unknown",
             np.asarray(vectors, dtype=np.float32),
@@ -339,6 +350,7 @@ class ExplanationPipeline:
         else:
             att = model.attribution(int(item), history=subject.history, **kw)
         texts = subject.preferences or [f"preference {j + 1}" for j in range(len(att.weights))]
+        facts = self.item_facts
         return select_evidence(
             att,
             item_id=str(model.item_ids[item]),
@@ -347,6 +359,8 @@ class ExplanationPipeline:
             item_texts=self.item_texts,
             preferences=texts,
             preference_source=subject.preference_source,
+            taste_facts=[facts.parse(t) for t in texts],
+            fact_keys=facts.of_item(int(item)),
         )
 
     def _base(self, subject: Subject, ev: ItemEvidence) -> dict[str, Any]:

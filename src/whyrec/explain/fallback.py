@@ -15,10 +15,11 @@ a title never reads as part of it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from whyrec.data.facts import ItemFacts, fact_lift
 from whyrec.safety import TITLE_CAP, quote_title, safe_title
 
 #: Longest tag (genre, category) or field name quoted in a fallback sentence.
@@ -35,15 +36,26 @@ def fallback_preferences(
     m: int,
     title_vectors: np.ndarray | None = None,
     field_name: str = "genres",
+    baseline: Mapping[str, float] | None = None,
 ) -> list[str]:
     """``m`` distinct preference sentences grounded in the history.
 
     ``fields[i]`` is the text field value (e.g. "Action, Comedy") of ``titles[i]``;
     ``title_vectors`` (one row per title) enable the cluster-based sentences.
+
+    With ``baseline`` (fact → share of all users' interactions that have it, see
+    :func:`whyrec.data.facts.fact_baseline`) the first sentences name what this history
+    has *more than most users*: its most over-represented genres and decades, with the
+    count and two of its own titles — a taste everyone has ("Drama" on MovieLens) says
+    nothing about the user. The rest (or all, without a baseline) name its most frequent
+    tags.
     """
     n = len(titles)
     if n == 0:
         return [f"No history yet; preference {i + 1} is unknown." for i in range(m)]
+    pairs = _distinctive(titles, fields, m, baseline) if baseline else []
+    out = [sentence for sentence, _ in pairs]
+    named = {fact for _, fact in pairs}
     recency = np.linspace(0.5, 1.0, n)  # newer items count up to twice as much
     score: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
@@ -54,14 +66,15 @@ def fallback_preferences(
                 continue
             score[tag] += float(recency[i])
             examples.setdefault(tag, []).append(title)
-    out: list[str] = []
     noun = safe_title(field_name, TAG_CAP).rstrip("s") or "category"
     for tag, _ in score.most_common():
         if len(out) >= m:
             break
+        if f"genre:{tag}" in named:
+            continue
         recent = list(dict.fromkeys(reversed(examples[tag])))[:2]
-        named = " and ".join(quote_title(t, TITLE_CAP) for t in recent)
-        out.append(f"Enjoys {tag} ({noun}), e.g. {named}.")
+        shown = " and ".join(quote_title(t, TITLE_CAP) for t in recent)
+        out.append(f"Enjoys {tag} ({noun}), e.g. {shown}.")
     if len(out) < m:
         out.extend(_cluster_sentences(titles, title_vectors, m - len(out), exclude=out))
     k = 1
@@ -72,6 +85,58 @@ def fallback_preferences(
             out.append(sentence)
         k += 1
     return out[:m]
+
+
+#: Opening words of a distinctive grounded taste (how the explainer recognises one).
+DISTINCTIVE_LEAD = "You pick "
+
+
+def distinctive_preferences(
+    titles: Sequence[str],
+    fields: Sequence[str],
+    m: int,
+    baseline: Mapping[str, float],
+    *,
+    min_count: int = 2,
+) -> list[str]:
+    """Up to ``m`` sentences naming the facts (genres, decades) this history has more
+    than most users, strongest first: "You pick Film-Noir titles more often than most users
+    (3 of 20), e.g. “Chinatown” and “Vertigo”."."""
+    return [sentence for sentence, _ in _distinctive(titles, fields, m, baseline, min_count)]
+
+
+def _distinctive(
+    titles: Sequence[str],
+    fields: Sequence[str],
+    m: int,
+    baseline: Mapping[str, float],
+    min_count: int = 2,
+) -> list[tuple[str, str]]:
+    n = len(titles)
+    facts = ItemFacts.from_texts(titles, list(fields))
+    base = np.array([float(baseline.get(f, 0.0)) for f in facts.names])
+    known = base > 0
+    lifts = fact_lift(facts, range(n), np.where(known, base, 1.0))
+    need = min(min_count, max(1, n // 5))
+    out: list[tuple[str, str]] = []
+    for fact, _lift, count in lifts:
+        if len(out) >= m:
+            break
+        if count < need or not known[facts.index(fact) or 0]:
+            continue
+        j = facts.index(fact)
+        holders = [titles[i] for i in np.flatnonzero(facts.matrix[:, j])]
+        recent = list(dict.fromkeys(reversed(holders)))[:2]
+        shown = " and ".join(quote_title(t, TITLE_CAP) for t in recent)
+        kind, _, value = fact.partition(":")
+        what = (
+            f"titles from the {safe_title(value, TAG_CAP)}"
+            if kind == "decade"
+            else f"{safe_title(value, TAG_CAP)} titles"
+        )
+        lead = f"{DISTINCTIVE_LEAD}{what} more often than most users ({count} of {n})"
+        out.append((f"{lead}, e.g. {shown}.", fact))
+    return out
 
 
 def _cluster_sentences(

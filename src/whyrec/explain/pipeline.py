@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from whyrec.data.dataset import Dataset
-from whyrec.explain.personal import replace_boilerplate_preferences
+from whyrec.data.facts import ItemFacts, fact_baseline
+from whyrec.explain.personal import check_tastes
 from whyrec.explain.preferences import (
     PREFERENCES_VERSION,
     ExtractionReport,
@@ -83,6 +84,12 @@ class PreferenceSet:
             ),
             "llm_sentences": sum(p.llm_count for p in sampled),
             "boilerplate_replaced": self.personal.get("boilerplate_replaced", 0),
+            # the extraction-time checks (whyrec.explain.personal): specific = names a genre,
+            # decade or title of the user's history; paraphrases written for 3+ users go
+            "specific_share": self.personal.get("specific_share"),
+            "replaced_unspecific": self.personal.get("replaced_unspecific"),
+            "replaced_boilerplate": self.personal.get("replaced_boilerplate"),
+            "paraphrase_clusters": self.personal.get("paraphrase_clusters"),
             "distinct_llm_sentences": self.personal.get("distinct_llm_sentences"),
             # share of the LLM's sentences that survive the boilerplate detector
             "llm_sentences_kept_share": self.personal.get("kept_share"),
@@ -102,6 +109,15 @@ class PreferenceSet:
 def default_store(dataset: Dataset) -> Path:
     """Per-dataset preference store in the cache (shared by runs on the same data)."""
     return cache_dir("preferences") / f"{dataset.name}-{dataset.fingerprint()}.sqlite"
+
+
+def dataset_baseline(dataset: Dataset) -> dict[str, float]:
+    """Fact → share of all training interactions that have it (what most users pick)."""
+    facts = ItemFacts.from_dataset(dataset)
+    inter = dataset.interactions
+    items = inter.loc[inter["split"] == "train", "item_idx"].to_numpy()
+    share = fact_baseline(facts, items)
+    return {name: float(x) for name, x in zip(facts.names, share, strict=True)}
 
 
 def extract_preferences(
@@ -133,9 +149,11 @@ def extract_preferences(
     """
     store_path = Path(store) if store else default_store(dataset)
     pstore = PreferenceStore(store_path)
+    baseline = dataset_baseline(dataset)
     extractor = PreferenceExtractor(
-        client, m=m, window=window, store=pstore, concurrency=concurrency, mode=mode
-    )
+        client, m=m, window=window, store=pstore, concurrency=concurrency, mode=mode,
+        baseline=baseline,
+    )  # fmt: skip
     titles_vec = encoder.encode(dataset.titles, progress=progress)
     n = dataset.n_users
     cuts = None
@@ -152,9 +170,10 @@ def extract_preferences(
     prefs = extractor.extract_dataset(
         dataset, None, title_vectors=titles_vec, progress=progress, ask=sample, cuts=cuts
     )
-    # an LLM sentence written alike for many users is not personal: grounded fallback
-    personal = replace_boilerplate_preferences(
-        prefs, dataset, encoder, m=m, window=window, cuts=cuts
+    # an LLM taste that names nothing checkable in the history, or that is one of a
+    # paraphrase cluster written for many users, is replaced by a grounded one
+    personal = check_tastes(
+        prefs, dataset, encoder, m=m, window=window, cuts=cuts, baseline=baseline
     )
     vectors = embed_preferences(prefs, encoder, n, m)
     pstore.close()

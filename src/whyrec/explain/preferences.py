@@ -21,7 +21,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -217,6 +217,7 @@ class PreferenceExtractor:
         concurrency: int | None = None,
         text_field: str | None = "genres",
         mode: Mode = "auto",
+        baseline: Mapping[str, float] | None = None,
     ) -> None:
         if m < 1:
             raise ValueError(f"m must be >= 1, got {m}")
@@ -238,6 +239,9 @@ class PreferenceExtractor:
         self.concurrency = concurrency
         self.text_field = text_field
         self.mode: Literal["json", "aspects"] = self._resolve_mode(mode)
+        #: fact → share of all users' interactions (whyrec.data.facts.fact_baseline): grounded
+        #: tastes then name what a user picks *more than most*, not what everyone picks
+        self.baseline = dict(baseline) if baseline else None
         self.last_report = ExtractionReport()
 
     def _resolve_mode(self, mode: Mode) -> Literal["json", "aspects"]:
@@ -385,8 +389,13 @@ class PreferenceExtractor:
         return UserPreferences(
             user=user,
             preferences=fallback_preferences(
-                titles, fields, self.m, vectors, field_name=self.text_field or "tag"
-            ),
+                titles,
+                fields,
+                self.m,
+                vectors,
+                field_name=self.text_field or "tag",
+                baseline=self.baseline,
+            ),  # fmt: skip
             source="fallback",
             model="none",
             prompt_version=self.prompt_version,
@@ -413,8 +422,9 @@ class PreferenceExtractor:
         filler: list[str] = []
         if len(usable) < self.m:
             grounded = fallback_preferences(
-                titles, fields, self.m, vectors, field_name=self.text_field or "tag"
-            )
+                titles, fields, self.m, vectors, field_name=self.text_field or "tag",
+                baseline=self.baseline,
+            )  # fmt: skip
             filler = [g for g in grounded if g not in usable][: self.m - len(usable)]
         source: Source = "llm" if not filler else ("partial" if usable else "fallback")
         model = next((o.model for o in outcomes if o.ok and o.model), None)

@@ -50,16 +50,72 @@ def weights_heatmap(
     for i in range(w.shape[0]):
         for j in range(w.shape[1]):
             label = fmt.format(w[i, j]) + (" ✓" if marked[i, j] else "")
-            ax.text(j, i, label, ha="center", va="center", fontsize=7, color="w")
+            ink = text_colour(im.cmap(im.norm(w[i, j])))
+            weight = "bold" if marked[i, j] else "normal"
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color=ink, fontweight=weight)
             if marked[i, j]:
                 ax.add_patch(
-                    plt.Rectangle((j - 0.48, i - 0.46), 0.96, 0.92, fill=False, ec="w", lw=2)
+                    plt.Rectangle((j - 0.48, i - 0.46), 0.96, 0.92, fill=False, ec=ink, lw=2)
                 )
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04)
     png = _figure_png(fig)
     plt.close(fig)
     return png
+
+
+def text_colour(rgba: Sequence[float]) -> str:
+    """Black on light cells, white on dark ones (WCAG relative luminance of the cell)."""
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(float(c)) for c in rgba[:3])
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    # contrast with black (L + 0.05) / 0.05 vs with white 1.05 / (L + 0.05)
+    return "black" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "white"
+
+
+#: How the preference summary's entries read on the report page (unknown keys are shown
+#: with their words spaced out).
+SUMMARY_WORDS: dict[str, str] = {
+    "users": "Users",
+    "llm_users": "Users whose tastes the LLM was asked for (a seeded sample)",
+    "llm_model": "LLM that wrote the tastes",
+    "prompt_version": "Prompt version",
+    "mode": "Prompting mode",
+    "asked_now": "Users asked in this run (the others came from the cache)",
+    "reused": "Users whose tastes came from the cache",
+    "outage_now": "Users asked during an LLM outage (asked again next run)",
+    "seconds": "Seconds spent extracting tastes",
+    "sampled_llm_complete": "Sampled users with all tastes written by the LLM",
+    "sampled_partial": "Sampled users with some LLM tastes, the rest grounded",
+    "sampled_fallback": "Sampled users with only grounded tastes (no LLM taste kept)",
+    "sampled_fallback_rate": "Share of sampled users with only grounded tastes",
+    "llm_sentences": "Tastes kept from the LLM",
+    "boilerplate_replaced": "LLM tastes replaced (vague, or paraphrases written for many users)",
+    "distinct_llm_sentences": "Distinct sentences the LLM wrote",
+    "llm_sentences_kept_share": "Share of the LLM's sentences kept",
+    "fallback_sentence_rate": "Share of the sampled users' tastes that are grounded",
+    "specific_share": "Share of the LLM's sentences naming a genre, decade or title of "
+    "the user's history",
+    "replaced_unspecific": "LLM tastes replaced for naming nothing checkable",
+    "replaced_boilerplate": "LLM tastes replaced as paraphrases written for 3+ users",
+    "paraphrase_clusters": "Paraphrase clusters found across users",
+}
+
+
+def summary_in_words(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The preference summary as (label, value) rows a reader understands."""
+    rows = []
+    for key, value in summary.items():
+        label = SUMMARY_WORDS.get(key, str(key).replace("_", " ").capitalize())
+        if isinstance(value, float) and ("rate" in key or "share" in key):
+            text = f"{value:.0%}"
+        else:
+            text = "–" if value is None else str(value)
+        rows.append((label, text))
+    return rows
 
 
 def write_png(path: str | Path, png: bytes) -> Path:
@@ -105,9 +161,14 @@ def html_report(
             )
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
-    parts.append("<h2>Preferences</h2><table>")
-    for k, v in preference_summary.items():
-        parts.append(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>")
+    parts.append(
+        "<h2>Tastes</h2><p class='src'>Grounded tastes name what a user picks more often "
+        "than most users (genres, decades), with their own titles; an LLM taste is kept only "
+        "when it names something in the user's history and is not one of a paraphrase "
+        "cluster written for many users.</p><table>"
+    )
+    for label, value in summary_in_words(preference_summary):
+        parts.append(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>")
     parts.append("</table>")
     for name, png in images.items():
         parts.append(f"<h3>{e(name)}</h3>{_img(png, name)}")

@@ -11,7 +11,9 @@ untrusted: they pass :func:`whyrec.safety.safe_title` (control strings removed, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from whyrec.data.facts import fact_label as fact_words
 from whyrec.explain.evidence import ItemEvidence
 from whyrec.explain.schemas import MAX_PREFERENCE_CHARS
 from whyrec.safety import safe_title
@@ -29,25 +31,62 @@ def join_words(parts: Sequence[str]) -> str:
     return ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
+def strength(share: float) -> str:
+    """How much a piece of evidence matters, in words, from its share of the largest
+    cited drop (see :attr:`ItemEvidence.share`)."""
+    if share >= 0.5:
+        return "strongly"
+    if share >= 0.2:
+        return "somewhat"
+    return "a little"
+
+
+def taste_label(effect: dict) -> str:
+    """The taste as a reader knows it: the item facts it names that the item has
+    ("Comedy", "1990s films"), else its sentence."""
+    matching = [fact_words(f) for f in effect.get("matching") or []]
+    if matching:
+        return join_words([safe_title(f, 40) for f in matching[:2]])
+    return safe_title(str(effect["preference"]).rstrip(". "), PREFERENCE_CAP)
+
+
 def preference_sentence(evidence: ItemEvidence, effect: dict, *, first: bool = True) -> str:
-    """The template's sentence for one cited preference (with the rank it would fall to)."""
+    """The template's sentence for one cited taste: how much it matters, what it does
+    to the item's rank, and the taste itself."""
     pref = safe_title(str(effect["preference"]).rstrip(". "), PREFERENCE_CAP)
     fall = (
         f"without it, it would fall from rank {evidence.rank} to {effect['rank_without']}"
         if effect["rank_without"] > evidence.rank
-        else "without it, it would score lower"
+        else "without it, it would score lower but keep its rank"
     )
-    lead = "A taste of yours raises its score" if first else "So does another"
+    label = taste_label(effect)
+    how = strength(evidence.share(effect))
+    if first and how == "strongly":
+        lead = f"You are seeing it mostly because of your taste for {label}"
+    elif how == "a little":
+        lead = f"Your taste for {label} adds a little"
+    else:
+        lead = f"Your taste for {label} {'also ' if not first else ''}raises it {how}"
     return f"{lead} ({fall}): {pref}."
 
 
 def history_sentence(
-    evidence: ItemEvidence, hist: Sequence[dict], *, fact_label: str = "genre"
+    evidence: ItemEvidence,
+    hist: Sequence[dict],
+    *,
+    fact_label: str = "genre",
+    first: bool = True,
 ) -> str:
     """The template's sentence for cited history items and the facts they share."""
     names = join_words([safe_title(h["title"]) for h in hist])
-    verb = "raises" if len(hist) == 1 else "raise"
-    sentence = f"In your history, {names} {verb} its score the most"
+    how = strength(max((evidence.share(h) for h in hist), default=0.0))
+    if first and how == "strongly":
+        sentence = f"You are seeing it mostly because you watched {names}"
+    elif how == "a little":
+        sentence = f"Having watched {names} adds a little"
+    else:
+        verb = "raises" if len(hist) == 1 else "raise"
+        sentence = f"{names} from your history {'also ' if not first else ''}{verb} it {how}"
     shared_hist = [f for f in evidence.shared_facts[:2] if any(f in h["facts"] for h in hist)]
     if shared_hist:
         label = fact_label + ("s" if len(shared_hist) > 1 else "")
@@ -71,6 +110,27 @@ def history_sentence(
     return sentence + "."
 
 
+def _ordered(
+    evidence: ItemEvidence, tastes: Sequence[dict], hist: Sequence[dict], fact_label: str
+) -> list[str]:
+    """The sentences for cited tastes and history items, largest effect first."""
+    groups: list[tuple[float, str, Any]] = [(float(p["score_drop"]), "taste", p) for p in tastes]
+    # history items that matter alike are named together; a much weaker one on its own
+    by_strength: dict[str, list[dict]] = {}
+    for h in hist:
+        by_strength.setdefault(strength(evidence.share(h)), []).append(h)
+    for group in by_strength.values():
+        groups.append((max(float(h["score_drop"]) for h in group), "history", group))
+    groups.sort(key=lambda g: -g[0])
+    out = []
+    for n, (_, kind, what) in enumerate(groups):
+        if kind == "taste":
+            out.append(preference_sentence(evidence, what, first=n == 0))
+        else:
+            out.append(history_sentence(evidence, what, fact_label=fact_label, first=n == 0))
+    return out
+
+
 def completion_sentences(
     evidence: ItemEvidence,
     named_preferences: set[int],
@@ -80,29 +140,29 @@ def completion_sentences(
 ) -> list[str]:
     """Template sentences for the cited evidence a written reason left out: each cited
     preference it does not lean on, and the cited history items it does not name."""
-    out = []
     missing_p = [
         p for p in evidence.cited_preference_effects() if int(p["index"]) not in named_preferences
     ]
-    for n, p in enumerate(missing_p):
-        out.append(preference_sentence(evidence, p, first=n == 0))
     missing_h = [h for h in evidence.cited_history_effects() if int(h["item"]) not in named_history]
-    if missing_h:
-        out.append(history_sentence(evidence, missing_h, fact_label=fact_label))
-    return out
+    sentences = _ordered(evidence, missing_p, missing_h, fact_label)
+    # the written reason came first: these are additions, never "mostly because"
+    lead = "You are seeing it mostly because"
+    return [s.replace(lead, "It is also here because") for s in sentences]
 
 
 def template_reason(evidence: ItemEvidence, *, fact_label: str = "genre") -> str:
-    """A short, factual reason built from the item-specific evidence."""
+    """A short, factual reason built from the item-specific evidence, its largest effect
+    first and each piece's weight said in words."""
     title = safe_title(evidence.title)
     facts = [safe_title(f, 40) for f in evidence.facts[:5]]
     first = f"We suggest {title}" + (f" ({join_words(facts)})." if facts else ".")
     parts = [first]
-    for n, p in enumerate(evidence.cited_preference_effects()):
-        parts.append(preference_sentence(evidence, p, first=n == 0))
-    hist = evidence.cited_history_effects()
-    if hist:
-        parts.append(history_sentence(evidence, hist, fact_label=fact_label))
+    parts += _ordered(
+        evidence,
+        evidence.cited_preference_effects(),
+        evidence.cited_history_effects(),
+        fact_label,
+    )
     if evidence.empty:
         parts.append(
             "It ranks high for your history as a whole; no single item or taste of yours "

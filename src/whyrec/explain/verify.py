@@ -109,16 +109,39 @@ def leaned_preferences(
         chars[m.start : m.end] = " " * (m.end - m.start)
     for a, b, _ in spans:  # nor are the words of a taste it quotes another taste's
         chars[a:b] = " " * (b - a)
-    sent_words = content_words("".join(chars))
+    rest = "".join(chars)
+    sent_words = content_words(rest)
+    sent_genres: set[str] | None = None
     out = []
     for j, p in enumerate(preferences):
         if j in quoted:
             out.append(j)
             continue
         own = _own_words(str(p), catalogue)
-        if own and len(own & sent_words) / len(own) >= PREFERENCE_COVERAGE:
-            out.append(j)
+        if not own or len(own & sent_words) / len(own) < PREFERENCE_COVERAGE:
+            continue
+        # tastes alike but for the genre they name ("Picks Comedy titles more often than
+        # most users", "Picks Drama titles …"): the sentence must name that genre too
+        named = _taste_genres(str(p), catalogue)
+        if named:
+            if sent_genres is None:
+                sent_genres = set(catalogue.genre_claims(rest))
+            if not named & sent_genres:
+                continue
+        out.append(j)
     return out
+
+
+def _taste_genres(text: str, catalogue: Catalogue) -> set[str]:
+    """The genre tags a taste names outside the titles it gives as examples."""
+    cache: dict[str, set[str]] = catalogue.__dict__.setdefault("_taste_genres", {})
+    hit = cache.get(text)
+    if hit is None:
+        chars = list(text)
+        for m in catalogue.find_titles(text):
+            chars[m.start : m.end] = " " * (m.end - m.start)
+        hit = cache[text] = set(catalogue.genre_claims("".join(chars)))
+    return hit
 
 
 def _own_words(text: str, catalogue: Catalogue) -> frozenset[str]:

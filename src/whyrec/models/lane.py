@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from whyrec.data.dataset import Dataset
+from whyrec.data.facts import ItemFacts
 from whyrec.errors import ConfigError, ModelError
 from whyrec.models.attribution import Attribution, Removal, history_effects, ranks_of
 from whyrec.models.backbones import (
@@ -176,8 +178,63 @@ class PreferenceAlignment(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
+class TasteChannel(nn.Module):
+    """Each taste adds to the score of the items that have the facts it names.
+
+    Taste ``j`` of a user names a set of item facts (``facts[j]``, 0/1 over the fact
+    vocabulary, see :class:`whyrec.data.facts.ItemFacts`). At position ``t`` it gets a
+    strength ``g_tj = softplus(q(h_t) · k(p_j) / √k + b) ≥ 0`` from the sequence state and
+    the taste's sentence embedding, and item ``i``'s score gains
+    ``Σ_j g_tj · |facts_j ∩ facts_i| / |facts_j|``. Removing taste ``j`` therefore lowers
+    exactly the items that share its facts, in proportion to how many they share, and
+    moves no other item: a taste's effect *is* what it says. The strength starts small
+    (``b`` = -3), so the model starts as its backbone.
+
+    The term is written as a per-position fact-weight vector ``w_t = Σ_j g_tj facts_j /
+    |facts_j|`` appended to the query, and the item table gets each item's fact row
+    appended, so scoring stays ``query · item vector`` everywhere.
+    """
+
+    def __init__(self, dim: int, pref_dim: int, key_dim: int = 64) -> None:
+        super().__init__()
+        self.key_dim = key_dim
+        self.q = nn.Linear(dim, key_dim)
+        self.k = nn.Linear(pref_dim, key_dim)
+        self.bias = nn.Parameter(torch.tensor(-3.0))
+
+    def strengths(
+        self, states: torch.Tensor, prefs: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B, L, m)`` non-negative strengths; removed tastes (``keep`` False) get 0."""
+        logits = torch.einsum("bld,bmd->blm", self.q(states), self.k(prefs))
+        g = F.softplus(logits / self.key_dim**0.5 + self.bias)
+        return g * keep[:, None, :].to(g.dtype)
+
+    def forward(
+        self,
+        states: torch.Tensor,
+        prefs: torch.Tensor,
+        facts: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``states`` (B, L, d), ``prefs`` (B, m, d_pref), ``facts`` (B, m, F).
+
+        Returns the fact weights (B, L, F) and the strengths (B, L, m).
+        """
+        if keep is None:
+            keep = prefs.abs().sum(-1) > 0
+        g = self.strengths(states, prefs, keep)
+        share = facts / facts.sum(-1, keepdim=True).clamp(min=1.0)
+        return torch.einsum("blm,bmf->blf", g, share), g
+
+
 class LaneModule(SequentialModule):
-    """Item table + backbone + preference alignment; queries depend on the user."""
+    """Item table + backbone + preference channel; queries depend on the user.
+
+    ``channel="attention"``: LANE's alignment block (states attend over the tastes).
+    ``channel="additive"``: :class:`TasteChannel`; needs ``item_facts`` (n_items + 1, F)
+    and ``user_facts`` (n_users, m, F), and the query and item vectors gain F columns.
+    """
 
     def __init__(
         self,
@@ -187,12 +244,61 @@ class LaneModule(SequentialModule):
         n_heads: int,
         dropout: float,
         gated: bool = True,
+        channel: str = "attention",
+        item_facts: torch.Tensor | None = None,
+        user_facts: torch.Tensor | None = None,
     ) -> None:
         super().__init__(items, backbone)
+        self.channel = channel
         self.register_buffer("user_prefs", user_prefs.float())
-        self.align = PreferenceAlignment(
-            backbone.dim, user_prefs.shape[-1], n_heads, dropout, gated=gated
-        )
+        if channel == "additive":
+            if item_facts is None or user_facts is None:
+                raise ModelError("the additive taste channel needs item and taste facts")
+            self.register_buffer("item_facts", item_facts.float())
+            self.register_buffer("user_facts", user_facts.float())
+            self.taste = TasteChannel(backbone.dim, user_prefs.shape[-1])
+        else:
+            self.align = PreferenceAlignment(
+                backbone.dim, user_prefs.shape[-1], n_heads, dropout, gated=gated
+            )
+
+    @property
+    def additive(self) -> bool:
+        return self.channel == "additive"
+
+    @property
+    def n_facts(self) -> int:
+        return int(self.item_facts.shape[1]) if self.additive else 0
+
+    def item_table(self) -> torch.Tensor:
+        """Item vectors; with the additive channel each row ends with the item's facts."""
+        table = self.items.table()
+        if not self.additive:
+            return table
+        return torch.cat([table, self.item_facts], dim=1)
+
+    def hidden(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        if table is not None and self.additive:
+            table = table[:, : self.backbone.dim]
+        return super().hidden(seq, table)
+
+    def user_inputs(self, users: torch.Tensor) -> torch.Tensor:
+        """The preference inputs of known users: vectors, then fact rows (additive)."""
+        if not self.additive:
+            return self.user_prefs[users]
+        return torch.cat([self.user_prefs[users], self.user_facts[users]], dim=-1)
+
+    def _channel(
+        self, states: torch.Tensor, prefs: torch.Tensor, keep: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.additive:
+            return self.align(states, prefs, keep)
+        d = self.user_prefs.shape[-1]
+        vec, facts = prefs[..., :d], prefs[..., d:]
+        if keep is None:
+            keep = vec.abs().sum(-1) > 0
+        w, g = self.taste(states, vec, facts, keep)
+        return torch.cat([states, w], dim=-1), g
 
     def query(
         self,
@@ -201,7 +307,7 @@ class LaneModule(SequentialModule):
         table: torch.Tensor | None = None,
         gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Aligned states (B, L, d); ``gate`` (B, L) bool says which positions see the
+        """Queries (B, L, d [+ F]); ``gate`` (B, L) bool says which positions see the
         users' preferences (default: all)."""
         if users is None:
             raise ModelError(
@@ -209,12 +315,12 @@ class LaneModule(SequentialModule):
                 "preference vectors (recommend(history=..., preferences=...))"
             )
         states = self.hidden(seq, table)
-        prefs = self.user_prefs[users]
-        out = self.align(states, prefs)[0]
+        prefs = self.user_inputs(users)
+        out = self._channel(states, prefs, None)[0]
         if gate is not None and not bool(gate.all()):
             # positions whose target precedes the preferences' history: no preferences
             none = torch.zeros(prefs.shape[:2], dtype=torch.bool, device=prefs.device)
-            bare = self.align(states, torch.zeros_like(prefs), none)[0]
+            bare = self._channel(states, torch.zeros_like(prefs), none)[0]
             out = torch.where(gate[..., None], out, bare)
         return out
 
@@ -225,8 +331,9 @@ class LaneModule(SequentialModule):
         keep: torch.Tensor | None = None,
         table: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries and weights for explicit preference vectors (B, m, d_pref)."""
-        return self.align(self.hidden(seq, table), prefs, keep)
+        """Queries and per-taste weights (attention weights, or additive strengths) for
+        explicit preference inputs (B, m, d_pref [+ F])."""
+        return self._channel(self.hidden(seq, table), prefs, keep)
 
 
 @dataclass
@@ -237,6 +344,9 @@ class LaneConfig(SASRecTextConfig):
     #: the alignment starts as the identity and learns how much to mix in (see
     #: PreferenceAlignment); False is LANE's original, always-on block
     pref_gate: bool = True
+    #: how tastes reach the scores: "additive" (each taste raises the items that have the
+    #: facts it names, see TasteChannel) or "attention" (LANE's alignment block)
+    pref_channel: str = "additive"
     n_preferences: int = 5
     n_layers: int = 1  # gru4rec backbone only
 
@@ -246,6 +356,10 @@ class LaneConfig(SASRecTextConfig):
             raise ConfigError(f"unknown backbone {self.backbone!r}; expected sasrec or gru4rec")
         if self.item_table not in ("text", "id"):
             raise ConfigError(f"unknown item_table {self.item_table!r}; expected text or id")
+        if self.pref_channel not in ("additive", "attention"):
+            raise ConfigError(
+                f"unknown pref_channel {self.pref_channel!r}; expected additive or attention"
+            )
 
 
 class Lane(SASRecText):
@@ -262,6 +376,8 @@ class Lane(SASRecText):
         self.preference_sources: list[str] = []
         #: per user, how many training interactions the preferences were written from
         self.preference_cuts: np.ndarray | None = None
+        #: the fact vocabulary the additive channel reads tastes with (set at fit/load)
+        self.facts: ItemFacts | None = None
         self._override = threading.local()
 
     # ----------------------------------------------------------- preferences
@@ -331,15 +447,24 @@ class Lane(SASRecText):
     def build_module(
         self, dataset: Dataset | None, state: dict[str, Any] | None = None
     ) -> SequentialModule:
-        if state is not None and "align.mix" not in state:
+        if state is not None and "taste.bias" not in state:
+            # saved before the additive channel existed (or with attention): attention
+            self.config = replace(self.config, pref_channel="attention")
+        if state is not None and "align.mix" not in state and "taste.bias" not in state:
             # saved before the gate existed: the block it was trained with is the ungated one
             self.config = replace(self.config, pref_gate=False)
         c = self.config
+        item_facts = user_facts = None
         if state is not None:
             prefs = state["user_prefs"]
+            if c.pref_channel == "additive":
+                item_facts, user_facts = state["item_facts"], state["user_facts"]
         else:
             assert self._pref_vectors is not None
             prefs = torch.from_numpy(self._pref_vectors)
+            if c.pref_channel == "additive":
+                assert dataset is not None
+                item_facts, user_facts = self._fact_tables(dataset)
         if c.item_table == "text":
             items: Any = self.text_item_table(dataset, state)
         else:
@@ -350,7 +475,55 @@ class Lane(SASRecText):
             backbone = GRU4RecBackbone(
                 c.dim, max_len=c.max_len, n_layers=c.n_layers, dropout=c.dropout
             )
-        return LaneModule(items, backbone, prefs, c.pref_heads, c.dropout, gated=c.pref_gate)
+        return LaneModule(
+            items, backbone, prefs, c.pref_heads, c.dropout, gated=c.pref_gate,
+            channel=c.pref_channel, item_facts=item_facts, user_facts=user_facts,
+        )  # fmt: skip
+
+    def _fact_tables(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """The item fact table (padding row first) and every user's taste facts."""
+        assert self._pref_vectors is not None
+        n_users, m = self._pref_vectors.shape[:2]
+        if len(self.preference_texts) != n_users:
+            raise ModelError(
+                "the additive taste channel reads the facts each taste names from its text: "
+                f"give set_preferences(texts=...) for all {n_users} users "
+                f"(got {len(self.preference_texts)})"
+            )
+        self.facts = ItemFacts.from_dataset(dataset)
+        f = self.facts
+        user_facts = np.zeros((n_users, m, f.n_facts), dtype=np.float32)
+        for u, texts in enumerate(self.preference_texts):
+            rows = f.parse_matrix(list(texts)[:m])
+            user_facts[u, : len(rows)] = rows
+        items = np.vstack([np.zeros((1, f.n_facts), np.float32), f.matrix])
+        return torch.from_numpy(items), torch.from_numpy(user_facts)
+
+    # ------------------------------------------------------------ tastes
+    @property
+    def has_taste_facts(self) -> bool:
+        """Tastes act through the item facts they name (the additive channel)."""
+        return self.config.pref_channel == "additive"
+
+    def taste_facts(self, texts: Sequence[str]) -> list[list[str]]:
+        """The item facts each taste text names (empty lists without a fact vocabulary)."""
+        if self.facts is None:
+            return [[] for _ in texts]
+        return [self.facts.parse(t) for t in texts]
+
+    def preference_inputs(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+        """What ``preferences=`` takes for a new history: the taste vectors ``(m, d)``,
+        followed (additive channel) by the facts each taste text names ``(m, F)``."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if not self.has_taste_facts or v.shape[-1] == self.module.user_prefs.shape[-1] + len(
+            self.facts.names if self.facts is not None else ()
+        ):
+            return v  # the attention channel, or inputs that already carry their facts
+        if self.facts is None:
+            raise ModelError("the model has no fact vocabulary yet (fit or load it first)")
+        if len(texts) != len(v):
+            raise ModelError(f"{len(texts)} taste texts for {len(v)} taste vectors")
+        return np.concatenate([v, self.facts.parse_matrix(list(texts))], axis=1)
 
     # ------------------------------------------------------ serving new users
     @contextlib.contextmanager
@@ -359,6 +532,8 @@ class Lane(SASRecText):
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 2:
             raise ModelError(f"preference vectors must be (m, d), got shape {v.shape}")
+        if getattr(self, "module", None) is not None:
+            v = self._checked_inputs(v)
         self._override.vectors = v
         try:
             yield
@@ -387,10 +562,12 @@ class Lane(SASRecText):
         return scores
 
     def user_preference_vectors(self, user: int) -> np.ndarray:
-        """The stored ``(m, d)`` preference vectors of a known user."""
+        """A known user's preference inputs: the ``(m, d)`` taste vectors, followed (additive
+        channel) by the ``(m, F)`` facts each taste names — what ``preferences=`` takes."""
         self._check_fitted()
         u = self._check_user(user)
-        return self.module.user_prefs[u].numpy().copy()
+        with torch.inference_mode():
+            return self.module.user_inputs(torch.tensor([u]))[0].numpy().copy()
 
     # --------------------------------------------------------- explanations
     def _forward(
@@ -407,11 +584,28 @@ class Lane(SASRecText):
             table = self.module.item_table()
             q, w = self.module.query_with(x[:, -width:], prefs, keep, table)
             scores = q[:, -1] @ table[1:].T
-        return scores.numpy(), w[:, -1].numpy()
+            w = w[:, -1]
+            if self.has_taste_facts:  # strengths → each taste's share of the total
+                w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
+        return scores.numpy(), w.numpy()
+
+    def _checked_inputs(self, preferences: np.ndarray) -> np.ndarray:
+        """Explicit preference inputs, shape-checked against the model."""
+        p = np.asarray(preferences, dtype=np.float32)
+        want = self.module.user_prefs.shape[-1] + self.module.n_facts
+        if p.ndim != 2 or p.shape[1] != want:
+            hint = (
+                " (the additive taste channel also needs the facts each taste names: "
+                "pass model.preference_inputs(texts, vectors))"
+                if self.has_taste_facts
+                else ""
+            )
+            raise ModelError(f"preferences must be (m, {want}), got shape {p.shape}{hint}")
+        return p
 
     def _prefs_for(self, user: int | None, preferences: np.ndarray | None) -> np.ndarray:
         if preferences is not None:
-            return np.asarray(preferences, dtype=np.float32)
+            return self._checked_inputs(preferences)
         if user is None:
             raise ModelError("give a known user or explicit preference vectors")
         return self.user_preference_vectors(user)
@@ -510,6 +704,7 @@ class Lane(SASRecText):
                     "texts": self.preference_texts,
                     "sources": self.preference_sources,
                     "cuts": None if self.preference_cuts is None else self.preference_cuts.tolist(),
+                    "facts": None if self.facts is None else self.facts.to_dict(),
                 },
                 ensure_ascii=False,
             )
@@ -524,4 +719,8 @@ class Lane(SASRecText):
             self.preference_sources = data.get("sources", [])
             cuts = data.get("cuts")
             self.preference_cuts = None if cuts is None else np.asarray(cuts, dtype=np.int64)
+            fdict = data.get("facts")
+            if fdict and self.module.additive:
+                matrix = self.module.item_facts[1:].numpy()
+                self.facts = ItemFacts(list(fdict["names"]), matrix, fdict.get("field"))
         self._pref_vectors = self.module.user_prefs.numpy()

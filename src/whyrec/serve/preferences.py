@@ -78,6 +78,13 @@ class PreferenceProvider:
                 self._encoder = enc
             return self._encoder
 
+    def _inputs(self, texts: list[str]) -> Any:
+        """What the model takes as preferences for ``texts``: their vectors, and (LANE's
+        additive channel) the facts each names."""
+        vectors = self.encoder().encode(texts)
+        inputs = getattr(self.model, "preference_inputs", None)
+        return inputs(texts, vectors) if inputs is not None else vectors
+
     def preferences_for(self, history: History) -> Preferences:
         """A LANE model's preferences for ``history``.
 
@@ -103,11 +110,11 @@ class PreferenceProvider:
             rec = self.store.get_history_preferences(key)
             if rec is not None:
                 texts, source = list(rec["preferences"]), str(rec["source"])
-                hit = Preferences(texts, source, self.encoder().encode(texts))
+                hit = Preferences(texts, source, self._inputs(texts))
             else:
                 vecs = None if cat.item_fields else self.encoder().encode(titles)
                 texts = fallback_preferences(titles, fields, self.m, vecs, cat.field_name or "tag")
-                hit = Preferences(texts, "fallback", self.encoder().encode(texts))
+                hit = Preferences(texts, "fallback", self._inputs(texts))
             self._hist_prefs.put(key, hit)
         if (
             hit.source == "fallback"
@@ -139,7 +146,7 @@ class PreferenceProvider:
         self.llm.record(not outage, problems, outage)
         if prefs is not None and prefs.source in ("llm", "partial"):
             self.store.put_history_preferences(key, asdict(prefs))
-            vectors = self.encoder().encode(prefs.preferences)
+            vectors = self._inputs(list(prefs.preferences))
             self._hist_prefs.put(key, Preferences(list(prefs.preferences), prefs.source, vectors))
         else:
             current.retry_at = time.time() + self.settings.llm_retry_s

@@ -43,6 +43,7 @@ from whyrec.evaluate.explanations.scoring import (
     pooled_length_correlation,
     summarize_systems,
 )
+from whyrec.evaluate.explanations.tastes import model_taste_checks, reason_taste_agreement
 
 SYSTEMS = ("lane", "baseline", "template")
 POSITIONS = ("top", "low")
@@ -175,6 +176,9 @@ def explain_cases(
                     )
             for c in cases[-len(systems) :]:
                 c.details["cited"] = evidence.cited
+                # which facts each taste names, and the item's: is a cited taste about it?
+                c.details["taste_facts"] = [p["names"] for p in plan.evidence.preference_effects]
+                c.details["item_facts"] = list(plan.evidence.fact_keys)
             progress(
                 f"user {n_user}/{len(users)} ({uid}), {position} item (rank {evidence.rank}): "
                 f"{len(systems)} explanations in {time.perf_counter() - t0:.1f}s"
@@ -398,6 +402,10 @@ def evaluate_explanations(
     score_counterfactual(model, cases, catalogue, seed=seed)
     score_claims(model, cases, catalogue)
     boilerplate = score_boilerplate(cases, encoder)
+    tastes = {
+        "reasons": reason_taste_agreement(cases, catalogue),
+        "model": model_taste_checks(explainer, chosen, k=5),
+    }
     timings["score_s"] = time.perf_counter() - t1
 
     judge = judge_client if judge_client is not None else client
@@ -444,6 +452,7 @@ def evaluate_explanations(
             "rubric_length_spearman_all": pooled_length_correlation(cases),
             "preference_sources": sorted(sources),
             "boilerplate": boilerplate,
+            "tastes": tastes,
             "llm_usage": _usage(client, judge),
         },
     )
@@ -470,6 +479,9 @@ def rescore_report(
         score_counterfactual(model, report.cases, catalogue, seed=int(report.config.get("seed", 0)))
         score_claims(model, report.cases, catalogue)
     report.extra["boilerplate"] = score_boilerplate(report.cases, encoder)
+    report.extra.setdefault("tastes", {})["reasons"] = reason_taste_agreement(
+        report.cases, catalogue
+    )
     report.rows = summarize_systems(report.cases, report.systems)
     report.extra["rubric_length_spearman_all"] = pooled_length_correlation(report.cases)
     report.config.update(scorer.describe())

@@ -268,6 +268,8 @@ function renderHeatmap(data) {
         text: e.score_drop.toFixed(3) + (isCited ? " ✓" : "") });
       if (isCited) td.classList.add("cited");
       td.style.background = v >= 0 ? `rgba(22, 163, 74, ${0.1 + 0.8 * v})` : `rgba(220, 38, 38, ${0.1 + 0.8 * -v})`;
+      // light text only on strongly coloured cells: every label stays readable on its cell
+      td.style.color = Math.abs(v) > 0.55 ? "#fff" : "#111";
       tr.append(td);
     }
     body.append(tr);
