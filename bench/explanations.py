@@ -155,6 +155,7 @@ def main() -> None:
         "",
         report.markdown(),
         "",
+        *_taste_lines(report.extra.get("tastes") or {}),
         "Length vs rubric grade over all systems (Spearman): "
         f"{_fmt(report.extra['rubric_length_spearman_all'])}. "
         f"LLM calls — {calls}. "
@@ -188,6 +189,7 @@ def main() -> None:
             "lane_cases": len(lane_cases),
             "lane_problems": [c.problems for c in lane_cases],
             "summary": report.rows,
+            "tastes": report.extra.get("tastes"),
             "pairwise": report.pairwise,
             "extra": report.extra,
             "config": report.config,
@@ -198,6 +200,40 @@ def main() -> None:
         },
         "\n".join(lines),
     )
+
+
+def _taste_lines(tastes: dict) -> list[str]:
+    """Do the cited tastes mean what they say? (report.extra["tastes"])"""
+    out = []
+    for system, r in sorted((tastes.get("reasons") or {}).items()):
+        if not r.get("citing"):
+            out.append(f"- {system}: none of {r['reasons']} reasons cites a taste.")
+            continue
+        ex = "; ".join(f"{e['title']} ← {e['taste'][:60]!r}" for e in r["examples"])
+        out.append(
+            f"- {system}: {r['citing']} of {r['reasons']} reasons cite a taste; semantic "
+            f"agreement {r['agreement']:.2f} (every cited taste names a fact of the item), "
+            f"{r['mismatch_share']:.2f} cite a taste naming facts the item lacks"
+            + (f" ({ex})" if ex else "")
+            + "."
+        )
+    m = tastes.get("model")
+    if m:
+        out.append(
+            f"- the model, on the same users' top {m['items_per_user']}: removing a taste that "
+            f"names one of the item's facts raises it in {m['sign_violations']} of "
+            f"{m['taste_item_pairs']} pairs; a cited taste's drop is a median "
+            f"{m['cited_drop_share_median']} of the top history item's "
+            f"(IQR {m['cited_drop_share_q25_q75']}), its removal moves the rank in "
+            f"{m['cited_rank_moves_share']} of cases; {m['immaterial_tastes_passed_over']} "
+            "tastes left uncited as immaterial; top 10 changes without the tastes for "
+            f"{m['users_top10_changed_without_tastes']} of users."
+        )
+    if out:
+        out = [
+            "Do the cited tastes mean what they say (`whyrec.evaluate.explanations.tastes`):"
+        ] + ["", *out, ""]
+    return out
 
 
 def _placement(bench: dict) -> str:

@@ -160,19 +160,25 @@ def demo(
     )  # fmt: skip
     drops = np.array([[p["score_drop"] for p in r.preference_effects] for r in results]).T
     img_items = weights_heatmap(
-        drops, [p[:40] for p in results[0].preferences], [r.title for r in results],
+        drops, taste_row_labels(results[0].preferences, explainer), [r.title for r in results],
         f"score drop of each recommended item without each preference (user "
         f"{lane.user_ids[u]}; ✓ framed: the preferences its reason cites)",
         cmap="magma", fmt="{:+.2f}",
         marks=np.array([[j in r.cited["preferences"] for r in results]
                         for j in range(drops.shape[0])]),
     )  # fmt: skip
+    # do the tastes mean what they say? (the same checks as bench/lane.py, 30 users)
+    from whyrec.evaluate.explanations.tastes import model_taste_checks
+
+    check_users = sorted({u, *pset.llm_users[:29]})
+    taste_checks = model_taste_checks(explainer, check_users, k=5)
     write_png(out / "weights_users.png", img_users)
     write_png(out / "weights_items.png", img_items)
     page = html_report(
         title="whyrec demo — LANE on MovieLens-100k",
         metrics=rows,
         preference_summary=psum,
+        taste_checks=taste_checks,
         explanations=exp_dicts,
         images={"Preferences × recommended items: what each item's reason may cite": img_items,
                 "LANE's preference weights (users × preferences; user-level)": img_users},
@@ -187,6 +193,19 @@ def demo(
     write_json(out / "explanations.json", exp_dicts)
     timings["total"] = round(time.perf_counter() - t_start, 1)
     write_json(
-        out / "demo_summary.json", {"metrics": rows, "preferences": psum, "timings": timings}
+        out / "demo_summary.json",
+        {"metrics": rows, "preferences": psum, "taste_checks": taste_checks, "timings": timings},
     )
     console.print(f"report: {out / 'report.html'}  ({timings['total']:.0f}s in all)")
+
+
+def taste_row_labels(preferences: list[str], explainer: object) -> list[str]:
+    """Heatmap rows: a taste by the facts it names ("taste: Romance"), else its words."""
+    from whyrec.data.facts import fact_label
+
+    facts = explainer.item_facts  # type: ignore[attr-defined]
+    out = []
+    for p in preferences:
+        named = [fact_label(f) for f in facts.parse(p)]
+        out.append(f"taste: {', '.join(named[:2])}" if named else p[:40])
+    return out

@@ -51,7 +51,7 @@ from whyrec.explain.schemas import (
     strip_leading_label,
     trim_to_sentence,
 )
-from whyrec.explain.templates import completion_sentences, template_reason
+from whyrec.explain.templates import completion_sentences, strength, template_reason
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
 
 #: Token budget of one evidence sentence (sentences mode).
@@ -425,9 +425,14 @@ class ExplanationPipeline:
             item_facts=ev.facts,
             preferences=[str(p["preference"]) for p in cited_p],
             preference_effects=[
-                f"without it, rank {ev.rank} becomes {p['rank_without']}" for p in cited_p
+                f"matters {strength(ev.share(p))}; without it, rank {ev.rank} becomes "
+                f"{p['rank_without']}"
+                for p in cited_p
             ],
-            influential=[str(h["title"]) for h in ev.cited_history_effects()],
+            influential=[
+                f"{h['title']} (matters {strength(ev.share(h))})"
+                for h in ev.cited_history_effects()
+            ],
             shared_facts=ev.shared_facts,
         )
         m = len(cited_p)

@@ -118,6 +118,36 @@ def summary_in_words(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def taste_checks_in_words(t: dict[str, Any]) -> list[tuple[str, str]]:
+    """The model's taste checks (:func:`whyrec.evaluate.explanations.tastes.
+    model_taste_checks`) as rows a reader understands."""
+
+    def share(x: Any) -> str:
+        return "–" if x is None else f"{x:.0%}"
+
+    q = t.get("cited_drop_share_q25_q75") or [None, None]
+    return [
+        ("Checked", f"{t['users']} users × their top {t['items_per_user']} items"),
+        (
+            "Removing a taste that names one of the item's genres or decades raises the item "
+            "(should never happen)",
+            f"{t['sign_violations']} of {t['taste_item_pairs']} "
+            f"({share(t['sign_violation_share'])})",
+        ),
+        (
+            "A cited taste's effect, as a share of the strongest history item's (median, "
+            "middle half)",
+            f"{share(t['cited_drop_share_median'])} ({share(q[0])}–{share(q[1])})",
+        ),
+        ("Cited tastes whose removal moves the item's rank", share(t["cited_rank_moves_share"])),
+        ("Tastes left out of reasons as immaterial", str(t["immaterial_tastes_passed_over"])),
+        (
+            "Users whose top 10 changes without their tastes",
+            share(t["users_top10_changed_without_tastes"]),
+        ),
+    ]
+
+
 def write_png(path: str | Path, png: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(png))
 
@@ -135,6 +165,7 @@ def html_report(
     explanations: list[dict[str, Any]],
     images: dict[str, bytes],
     notes: Sequence[str] = (),
+    taste_checks: dict[str, Any] | None = None,
 ) -> str:
     """One HTML page: metrics table, preference statistics, heatmaps, explanations."""
     e = html.escape
@@ -170,6 +201,11 @@ def html_report(
     for label, value in summary_in_words(preference_summary):
         parts.append(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>")
     parts.append("</table>")
+    if taste_checks:
+        parts.append("<h3>Do the tastes mean what they say?</h3><table>")
+        for label, value in taste_checks_in_words(taste_checks):
+            parts.append(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>")
+        parts.append("</table>")
     for name, png in images.items():
         parts.append(f"<h3>{e(name)}</h3>{_img(png, name)}")
     parts.append("<h2>Explanations</h2>")
