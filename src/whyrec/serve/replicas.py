@@ -148,6 +148,7 @@ class ReplicaSync:
         self._waiters: list[asyncio.Future[bool]] = []
         self._notes: list[str] = []
         self._round_ms: deque[float] = deque(maxlen=2000)  # recent rounds, for /health
+        self._closing = False
 
     # ---------------------------------------------------------------- control
     def start(self) -> None:
@@ -156,23 +157,26 @@ class ReplicaSync:
         if self._task is not None and self._loop is loop and not self._task.done():
             return
         self._loop = loop
+        self._closing = False
         self._wake = asyncio.Event()
         self._task = loop.create_task(self._run(), name="whyrec-replica-sync")
 
     async def stop(self) -> None:
+        self._closing = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+            # the driver may turn a cancellation into an error of its own; the loop ends
+            # on _closing either way, and shutdown never waits long for it
+            await asyncio.wait({task}, timeout=5.0)
         await self._drop()
         self._resolve(self._take_waiters(), False)
 
     async def fresh(self) -> bool:
         """True once this replica's memory holds every write acknowledged (by any replica)
         before the call; False at once while the database cannot be reached."""
+        if self._closing:
+            return False
         if self._task is None or self._loop is not asyncio.get_running_loop():
             self.start()
         if self.state == "down":
@@ -201,7 +205,7 @@ class ReplicaSync:
     # ------------------------------------------------------------ background
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:
             if self._conn is None:
                 try:
                     await asyncio.wait_for(self._connect(), max(self.timeout_s, 1.0) * 10)
