@@ -534,6 +534,17 @@ def markdown(p: dict[str, Any]) -> str:
         f"CPU {p['server_cpu']}, client to CPU {p['client_cpu']}, PostgreSQL unpinned. Load "
         f"average before / after: {p['load_before']} / {p['load_after']}.",
         "",
+        *(
+            [
+                "The machine was shared with other jobs during this run (load average above "
+                "1.5 on 2 cores): tail latencies (p99, max) are inflated and noisy, and the "
+                "database, unpinned, waits for CPU with everything else; compare rows of "
+                "one run only.",
+                "",
+            ]
+            if p["load_before"][0] > 1.5
+            else []
+        ),
         "| phase | route | replicas | clients | requests | p50 ms | p99 ms | max ms "
         "| statuses | stale | /health seen |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
