@@ -250,8 +250,8 @@ def main() -> None:
     ap.add_argument(
         "--store-url",
         default=None,
-        help="serve from this PostgreSQL database (replica mode: every request re-reads the "
-        "user's posted interactions); results go to serve_load_postgres",
+        help="serve from this PostgreSQL database (replica mode: each batch of requests "
+        "waits for one shared check of the database); results go to serve_load_postgres",
     )
     ap.add_argument("--quick", action="store_true", help="smoke test: short, nothing written")
     args = ap.parse_args()
@@ -382,9 +382,9 @@ def markdown(p: dict[str, Any]) -> str:
             [
                 "The same load with the store on a local PostgreSQL server (a throwaway "
                 "cluster from `scripts/ensure_postgres.sh start`, on the same 2 cores as server "
-                "and client): replica mode, so every request re-reads the user's posted "
-                "interactions from the database, and only final explanation records are "
-                "memory hits.",
+                "and client): replica mode, so each batch of requests waits for one shared "
+                "check of the database (LISTEN/NOTIFY keeps users' posted interactions in "
+                "memory), and only final explanation records are memory hits.",
                 "",
             ]
             if on_pg

@@ -8,6 +8,8 @@
 #                                 prints  url=postgresql://...  and  dir=DIR  (the URL is
 #                                 also in DIR/url)
 #   ensure_postgres.sh stop DIR   stop that cluster and delete DIR
+#   ensure_postgres.sh halt DIR   stop that cluster's server (pg_ctl -m fast), keep DIR
+#   ensure_postgres.sh resume DIR start it again on the same port (after halt)
 #
 # PostgreSQL refuses to run as root: as root the cluster runs as the 'postgres' OS user
 # the Debian package creates; as anyone else, as that user.
@@ -139,9 +141,38 @@ stop_cluster() {
     rm -rf -- "$dir"
 }
 
+check_dir() {
+    case "$(basename -- "${1:-}")" in
+        whyrec-pg.*) [ -d "$1/data" ] && return 0 ;;
+    esac
+    say "not a cluster directory this script made: '${1:-}'"
+    return 1
+}
+
+# The chaos tests stop and start a cluster's server while clients keep using it.
+halt_server() {
+    local dir="${1:-}" bin
+    check_dir "$dir"
+    bin="$(find_bindir)"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null
+}
+
+resume_server() {
+    local dir="${1:-}" bin port
+    check_dir "$dir"
+    bin="$(find_bindir)"
+    port="$(sed -n 's#.*@127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$dir/url")"
+    if [ -z "$port" ]; then say "no port in $dir/url"; return 1; fi
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir" \
+        -o "-c max_connections=60 -c shared_buffers=16MB" start >/dev/null
+}
+
 case "${1:-install}" in
     install) install_postgres && say "$("$(find_bindir)/pg_ctl" --version) ready" ;;
     start) start_cluster ;;
     stop) stop_cluster "${2:-}" ;;
-    *) say "usage: $0 [install | start | stop DIR]"; exit 2 ;;
+    halt) halt_server "${2:-}" ;;
+    resume) resume_server "${2:-}" ;;
+    *) say "usage: $0 [install | start | stop DIR | halt DIR | resume DIR]"; exit 2 ;;
 esac

@@ -76,3 +76,48 @@ def pg_url(pg_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server, autocommit=True) as con:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster of one test, whose server can be stopped and
+    started again on the same port (``ensure_postgres.sh halt`` / ``resume``)."""
+
+    def __init__(self, url: str, directory: str) -> None:
+        self.url = url
+        self.dir = directory
+
+    def _script(self, cmd: str) -> None:
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), cmd, self.dir], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, f"ensure_postgres.sh {cmd}: {proc.stderr[-1500:]}"
+
+    def halt(self) -> None:
+        """Stop the server (``pg_ctl -m fast stop``: sessions are ended, nothing listens)."""
+        self._script("halt")
+
+    def resume(self) -> None:
+        """Start it again (returns once it accepts connections)."""
+        self._script("resume")
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[Cluster]:
+    """A cluster of this test's own (its server is stopped and started by the test)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed (pip install 'whyrec[postgres]')")
+    try:
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _unavailable(f"{SCRIPT.name} start: {exc}")
+    if proc.returncode != 0:
+        _unavailable(f"{SCRIPT.name} start failed: {proc.stderr.strip()[-1500:]}")
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    try:
+        yield Cluster(out["url"], out["dir"])
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", out["dir"]], timeout=120, check=False)

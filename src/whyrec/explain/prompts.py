@@ -135,7 +135,7 @@ def explanation_messages(
         "2. item_summary: what the item is; fitness: one whole number from 0 (does not fit) "
         "to 10 (fits perfectly) per taste.",
         "3. likelihood: Low, Medium or High chance the user interacts; likelihood_reason: why.",
-        "4. explanation: speak to the user as \"you\" (never \"the user\"), one short "
+        '4. explanation: speak to the user as "you" (never "the user"), one short '
         "sentence per piece of evidence above, each naming it (a past item by its title, a "
         "taste, or what they share with the item); start with what matters most and say "
         "how much each matters (mostly, also, a little).",

@@ -32,6 +32,7 @@ from whyrec.serve.schemas import (
     InteractionsOut,
     ItemsOut,
     PreferencesOut,
+    ReadyOut,
     RecommendationsOut,
     RecommendBody,
     UsersOut,
@@ -75,9 +76,11 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start()
+        await service.start_async()
         try:
             yield
         finally:
+            await service.stop_async()
             service.close()
 
     app = FastAPI(
@@ -151,6 +154,25 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         LLM's last error are shown only to a caller that sends a valid API key."""
         return service.health(detail=key_ok(creds))
 
+    @app.get(
+        "/ready",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "Not ready: send no traffic."}},
+        tags=["service"],
+    )
+    async def ready() -> JSONResponse:
+        """Readiness for a load balancer (never needs a key): 200 when this replica can
+        take writes, 503 with ``Retry-After`` while its store cannot be reached (it still
+        answers recommendations from what it last saw, marked ``stale``)."""
+        reasons = service.degraded()
+        if reasons:
+            return JSONResponse(
+                {"ready": False, "reasons": reasons},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse({"ready": True, "reasons": []})
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
@@ -195,8 +217,9 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     )
     async def user_preferences(user: str = USER) -> dict[str, Any]:
         """The user's preferences with LANE's weights (empty for non-LANE models)."""
+        stale = not await service.fresh()
         history = service.history_of(user)
-        return await service.call(service.user_preferences, history)
+        return {**await service.call(service.user_preferences, history), "stale": stale}
 
     @app.get(
         "/v1/users/{user}/history", response_model=HistoryOut, dependencies=guard, tags=["users"]
@@ -205,6 +228,7 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         user: str = USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
     ) -> dict[str, Any]:
         """The user's most recent items, newest first (training data and posted ones)."""
+        stale = not await service.fresh()
         history = service.history_of(user)
         n = len(history.items)
         first_api = n - history.version
@@ -220,15 +244,16 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
                     "text": service.item_fields[i] if service.item_fields else None,
                 }
             )
-        return {"user": user, "history_length": n, "items": rows}
+        return {"user": user, "history_length": n, "stale": stale, "items": rows}
 
     @app.get("/v1/users", response_model=UsersOut, dependencies=guard, tags=["users"])
     async def users(
         offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000)
     ) -> dict[str, Any]:
         """User ids the service knows: the model's, then those created through the API."""
+        stale = not await service.fresh()
         rows, total = service.user_ids(offset, limit)
-        return {"total": total, "offset": offset, "users": rows}
+        return {"total": total, "offset": offset, "stale": stale, "users": rows}
 
     @app.get("/v1/items", response_model=ItemsOut, dependencies=guard, tags=["items"])
     async def items(
@@ -246,7 +271,9 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     )
     async def explanations(body: ExplainBody) -> dict[str, Any]:
         """Explain one item for a user or a history — also one another recommender chose."""
+        stale = False
         if body.user is not None:
+            stale = not await service.fresh()
             history = service.history_of(body.user)
         else:
             items = service.resolve_items(body.item_ids, body.titles)
@@ -263,7 +290,7 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
                     ["body", "item_title"],
                     f"unknown title {body.item_title!r}{service.title_hint(body.item_title)}",
                 )
-        return await service.explain_one(history, item, _wait(body.wait_s, settings))
+        return await service.explain_one(history, item, _wait(body.wait_s, settings), stale=stale)
 
     @app.post(
         "/v1/interactions",
@@ -274,7 +301,7 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     async def interactions(body: InteractionsBody) -> dict[str, Any]:
         """Append interactions (oldest first); stored durably before the reply, used next."""
         items = service.resolve_items(body.item_ids, body.titles)
-        return await service.call(service.add_interactions, body.user, items)
+        return await service.store_call(service.add_interactions, body.user, items)
 
     return app
 

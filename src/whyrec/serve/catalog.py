@@ -247,7 +247,12 @@ class Catalog:
         with self._write_lock:
             seqs = self.store.add_interactions(user, ids)
             self._extra.setdefault(user, []).extend(int(i) for i in items)
-            extra = len(self._extra[user])
+        return self._write_reply(user, ids, seqs)
+
+    def _write_reply(self, user: str, ids: list[str], seqs: list[int]) -> dict[str, Any]:
+        """The reply to a write: the user's history lengths as this process now knows them."""
+        with self._write_lock:
+            extra = len(self._extra.get(user, ()))
         idx = self._user_lookup.get(user)
         base = len(self.model.histories[idx]) if idx is not None else 0
         return {

@@ -145,7 +145,17 @@ class Explanations:
             rec = self.explanations.get(key)
             if rec is None:
                 cache = "store"
-                rec = self.store.get_explanation(key)
+                try:
+                    rec = self.store.get_explanation(key)
+                except StoreUnavailable:
+                    # the store is down: serve what this replica last held, if anything
+                    # (uncached explanations are refused: 503, nothing is computed)
+                    last_seen = getattr(self.explanations, "last_seen", None)
+                    rec = last_seen(key) if last_seen is not None else None
+                    if rec is None:
+                        raise
+                    out.append(ExplainResult(rec, "memory", None, key, False))
+                    continue
             if rec is None:
                 cache = "miss"
                 rec = self._template_record(history, int(item), prefs, key)
@@ -154,11 +164,12 @@ class Explanations:
             job = self.llm.running(key)
             elsewhere = False
             if job is None and with_llm and self.needs_llm(rec):
-                if self._claim(key):
+                claimed = self._try_claim(key)
+                if claimed:
                     job = self.llm.submit(
                         key, lambda k=key, i=int(item): self._claimed_job(k, history, i, prefs)
                     )
-                else:
+                elif claimed is not None:
                     elsewhere = True
             out.append(ExplainResult(rec, cache, job, key, elsewhere))
         return out
@@ -168,6 +179,13 @@ class Explanations:
         if not self.store.shared:
             return True
         return self.store.claim_llm(key, self.owner, self.settings.llm_claim_s)
+
+    def _try_claim(self, key: str) -> bool | None:
+        """:meth:`_claim`, or None when the store cannot be reached (no job starts)."""
+        try:
+            return self._claim(key)
+        except StoreUnavailable:
+            return None
 
     def _claimed_job(
         self, key: str, history: History, item: int, prefs: Preferences | None
@@ -250,7 +268,8 @@ class Explanations:
             rec["retry_at"] = time.time() + wait
         rec["created"] = now_iso()
         self.llm.record(ok, None if ok else "; ".join(problems)[:500], outage)
-        self.store.put_explanation(key, rec)
+        with contextlib.suppress(StoreUnavailable):  # the store is down: memory keeps it
+            self.store.put_explanation(key, rec)
         self.explanations.put(key, rec)
         return rec
 

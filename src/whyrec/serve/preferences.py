@@ -22,7 +22,7 @@ from whyrec.explain.preferences import PreferenceExtractor, history_hash
 from whyrec.serve.catalog import Catalog, History
 from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
 from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, ServeStore
+from whyrec.serve.store import LRU, ServeStore, StoreUnavailable
 
 
 @dataclass
@@ -107,7 +107,11 @@ class PreferenceProvider:
         key = "h:" + history_hash(titles, self.m)
         hit = self._hist_prefs.get(key)
         if hit is None:
-            rec = self.store.get_history_preferences(key)
+            reachable = True
+            try:
+                rec = self.store.get_history_preferences(key)
+            except StoreUnavailable:  # a shared store is down: fallback, not remembered
+                rec, reachable = None, False
             if rec is not None:
                 texts, source = list(rec["preferences"]), str(rec["source"])
                 hit = Preferences(texts, source, self._inputs(texts))
@@ -115,6 +119,8 @@ class PreferenceProvider:
                 vecs = None if cat.item_fields else self.encoder().encode(titles)
                 texts = fallback_preferences(titles, fields, self.m, vecs, cat.field_name or "tag")
                 hit = Preferences(texts, "fallback", self._inputs(texts))
+            if not reachable:
+                return hit
             self._hist_prefs.put(key, hit)
         if (
             hit.source == "fallback"
@@ -145,7 +151,10 @@ class PreferenceProvider:
             outage, problems = True, f"{type(exc).__name__}: {exc}"
         self.llm.record(not outage, problems, outage)
         if prefs is not None and prefs.source in ("llm", "partial"):
-            self.store.put_history_preferences(key, asdict(prefs))
+            try:
+                self.store.put_history_preferences(key, asdict(prefs))
+            except StoreUnavailable:
+                pass  # kept in memory; asked again by another replica or after a restart
             vectors = self._inputs(list(prefs.preferences))
             self._hist_prefs.put(key, Preferences(list(prefs.preferences), prefs.source, vectors))
         else:

@@ -2,13 +2,28 @@
 
 A replica's memory can be behind the shared store: another replica may have posted
 interactions or finished an LLM reason since. :func:`for_store` picks the parts that
-read through to the store when it is shared (``store.shared``), and the plain ones
+keep up with the store when it is shared (``store.shared``), and the plain ones
 otherwise (one process: memory is never behind, nothing extra is read).
 
-* :class:`SharedCatalog` re-reads a user's posted interactions from the store whenever
-  it is asked for that user's history or version (one indexed query), so a write
-  acknowledged by any replica is in the next request's history on every replica. While
-  the store cannot be reached, reads go on from what this replica last saw (writes fail).
+* :class:`SharedCatalog` keeps every user's posted interactions in memory, merged by
+  sequence number from three sources: the store at start, this replica's own writes (a
+  write also reads back what other replicas acknowledged for the user before it), and
+  :class:`ReplicaSync`. Requests read memory only — no store call per request.
+* :class:`ReplicaSync` (PostgreSQL) keeps that memory current and says whether it is: one
+  connection of psycopg's async driver, on the event loop, LISTENs to the channel every
+  write NOTIFYs in its own transaction. Before a request reads a user's history it awaits
+  a *round*: one ``SELECT 1`` started after the request arrived, which makes the server
+  hand over every notification of a write committed before it (notifications are sent to
+  a listening session before it reports ready for the next query), then the rows those
+  notifications name are merged in memory. So a write acknowledged by any replica is in
+  the next request's history on every replica (read-your-writes). Rounds are shared: at
+  most one query is in flight, and every request that arrived meanwhile waits for the
+  next one. An idle replica checks every ``store_check_s`` seconds. A round that fails or
+  takes longer than ``store_timeout_s`` marks the database unreachable: the store's
+  circuit breaker refuses statements at once (writes 503), requests are answered from
+  memory, marked ``stale``, and the connection is tried again every ``store_check_s``;
+  once it answers, the replica LISTENs again, re-reads all posted interactions (it missed
+  notifications meanwhile) and the breaker closes.
 * :class:`FinalOnlyLRU` keeps only final explanation records (written by the LLM, or the
   LLM is off) as memory hits; a template still waiting for the LLM is read from the
   store again, where another replica may have put the LLM's reason.
@@ -16,67 +31,306 @@ otherwise (one process: memory is never behind, nothing extra is read).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import bisect
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from whyrec.serve.catalog import Catalog, History
-from whyrec.serve.store import LRU, Store, StoreUnavailable
+from whyrec.serve.catalog import Catalog
+from whyrec.serve.store import LRU, SQL_INTERACTIONS, Store
+
+log = logging.getLogger("whyrec.serve")
 
 #: ``llm_status`` values after which an explanation record no longer changes.
 FINAL_STATUSES = ("done", "disabled")
 
+# The rows of several users above a sequence number per user, in one statement.
+SQL_USERS_AFTER = (
+    'SELECT i.seq, i."user", i.item_id FROM interactions i'
+    ' JOIN unnest(%s::text[], %s::bigint[]) AS w(u, s) ON i."user" = w.u AND i.seq > w.s'
+    " ORDER BY i.seq"
+)
+
 
 class SharedCatalog(Catalog):
-    """The catalogue, with posted interactions read from a store other processes write."""
+    """The catalogue, with posted interactions merged from a store other processes write."""
 
-    def _refresh(self, user: str) -> None:
+    def __init__(self, model: Any, settings: Any, store: Store) -> None:
+        self._seqs: dict[str, set[int]] = {}  # every sequence number merged, per user
+        self._rows: dict[str, list[tuple[int, int]]] = {}  # (seq, item index), by seq
+        self._top: dict[str, int] = {}  # the highest sequence number merged, per user
+        self.unknown_items = 0
+        super().__init__(model, settings, store)
+
+    def _load_interactions(self) -> None:
+        self.merge_rows(self.store.interactions())
+        if self.unknown_items:
+            log.warning(
+                "%s: %d stored interactions name items this model does not know; ignored",
+                self.store.path,
+                self.unknown_items,
+            )
+
+    def watermark(self, user: str) -> int:
+        """The highest sequence number of ``user`` this replica has (0: none)."""
+        return self._top.get(str(user), 0)
+
+    def watermarks(self, users: Iterable[str]) -> dict[str, int]:
+        return {str(u): self._top.get(str(u), 0) for u in users}
+
+    def merge_rows(self, rows: Iterable[tuple[int, str, str]]) -> int:
+        """Merge ``(seq, user, item_id)`` rows; those merged before are skipped, the rest
+        take their place by sequence number (one user's sequence numbers follow the order
+        the store acknowledged them). Returns how many rows were new."""
         known = self._item_lookup
-        try:
-            rows = self.store.interactions(user)
-        except StoreUnavailable:
-            return  # reads go on from what this replica last saw; writes fail (503)
-        items = [known[i] for _, _, i in rows if i in known]
+        new = 0
         with self._write_lock:
-            if items:
-                self._extra[user] = items
-            else:
-                self._extra.pop(user, None)
-
-    def _refresh_all(self) -> None:
-        fresh: dict[str, list[int]] = {}
-        known = self._item_lookup
-        try:
-            rows = self.store.interactions()
-        except StoreUnavailable:
-            return
-        for _, user, item_id in rows:
-            if item_id in known:
-                fresh.setdefault(user, []).append(known[item_id])
-        with self._write_lock:
-            self._extra = fresh
-
-    def history_of(self, user: str) -> History:
-        self._refresh(str(user))
-        return super().history_of(user)
-
-    def version_of(self, user: str) -> int:
-        self._refresh(str(user))
-        return super().version_of(user)
-
-    def user_ids(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
-        self._refresh_all()
-        return super().user_ids(offset, limit)
+            touched: set[str] = set()
+            for seq, user, item_id in rows:
+                seq, user = int(seq), str(user)
+                seen = self._seqs.setdefault(user, set())
+                if seq in seen:
+                    continue
+                seen.add(seq)
+                new += 1
+                if seq > self._top.get(user, 0):
+                    self._top[user] = seq
+                idx = known.get(str(item_id))
+                if idx is None:
+                    self.unknown_items += 1
+                    continue
+                lst = self._rows.setdefault(user, [])
+                if lst and lst[-1][0] > seq:
+                    bisect.insort(lst, (seq, idx))
+                else:
+                    lst.append((seq, idx))
+                touched.add(user)
+            for user in touched:  # a new list: readers holding the old one are unaffected
+                self._extra[user] = [i for _, i in self._rows[user]]
+        return new
 
     def add_interactions(self, user: str, items: Sequence[int]) -> dict[str, Any]:
-        out = super().add_interactions(user, items)
-        # the lengths in the reply include what other replicas acknowledged before
-        base = out["history_length"] - out["new_interactions"]
-        self._refresh(str(user))
-        with self._write_lock:
-            extra = len(self._extra.get(str(user), ()))
-        out["new_interactions"] = extra
-        out["history_length"] = base + extra
+        """Persist, then merge: the reply counts what other replicas acknowledged for the
+        user before this write (read back in the write's own transaction)."""
+        user = str(user)
+        ids = [self.item_ids[i] for i in items]
+        seqs, rows = self.store.add_interactions_since(user, ids, self.watermark(user))
+        self.merge_rows((s, user, i) for s, i in rows)
+        return self._write_reply(user, ids, seqs)
+
+
+class ReplicaSync:
+    """Keeps a replica's memory of posted interactions current (PostgreSQL LISTEN/NOTIFY)
+    and says, per request, whether it is (see the module's description). Runs on the
+    event loop; :meth:`fresh` never blocks it."""
+
+    def __init__(
+        self, store: Any, catalog: SharedCatalog, *, check_s: float, timeout_s: float
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.check_s = float(check_s)
+        self.timeout_s = float(timeout_s)
+        #: starting (first round not done), up, down
+        self.state = "starting"
+        self.rounds = 0
+        self.reconnects = 0
+        self.last_ok: float | None = None  # wall clock of the last successful round
+        self.error: str | None = None
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._notes: list[str] = []
+        self._round_ms: deque[float] = deque(maxlen=2000)  # recent rounds, for /health
+        self._closing = False
+
+    # ---------------------------------------------------------------- control
+    def start(self) -> None:
+        """Start the background task on the running loop (idempotent)."""
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._loop is loop and not self._task.done():
+            return
+        self._loop = loop
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._run(), name="whyrec-replica-sync")
+
+    async def stop(self) -> None:
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # the driver may turn a cancellation into an error of its own; the loop ends
+            # on _closing either way, and shutdown never waits long for it
+            await asyncio.wait({task}, timeout=5.0)
+        await self._drop()
+        self._resolve(self._take_waiters(), False)
+
+    async def fresh(self) -> bool:
+        """True once this replica's memory holds every write acknowledged (by any replica)
+        before the call; False at once while the database cannot be reached."""
+        if self._closing:
+            return False
+        if self._task is None or self._loop is not asyncio.get_running_loop():
+            self.start()
+        if self.state == "down":
+            return False
+        assert self._loop is not None and self._wake is not None
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        self._waiters.append(fut)
+        self._wake.set()
+        return await fut
+
+    def status(self) -> dict[str, Any]:
+        """For ``/health``."""
+        out: dict[str, Any] = {"sync": self.state, "sync_rounds": self.rounds}
+        if self.last_ok is not None:
+            out["last_sync_s_ago"] = round(time.time() - self.last_ok, 2)
+        recent = sorted(self._round_ms)
+        if recent:
+            out["sync_round_ms"] = {
+                "p50": round(recent[len(recent) // 2], 2),
+                "p99": round(recent[int(0.99 * (len(recent) - 1))], 2),
+                "max": round(recent[-1], 2),
+                "of": len(recent),
+            }
         return out
+
+    # ------------------------------------------------------------ background
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while not self._closing:
+            if self._conn is None:
+                try:
+                    await asyncio.wait_for(self._connect(), max(self.timeout_s, 1.0) * 10)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._drop()
+                    self._down(exc)
+                    self._resolve(self._take_waiters(), False)
+                    await self._sleep_or_wake(self.check_s)
+                    continue
+            if not self._waiters and self.state == "up":
+                await self._sleep_or_wake(self.check_s)  # idle: a check every check_s
+            self._wake.clear()
+            waiters = self._take_waiters()  # the next round serves those who came before it
+            t0 = time.perf_counter()
+            try:
+                await asyncio.wait_for(self._round(), self.timeout_s)
+            except asyncio.CancelledError:
+                self._resolve(waiters, False)
+                raise
+            except Exception as exc:
+                await self._drop()
+                self._down(exc)
+                self._resolve(waiters, False)
+                continue
+            self._round_ms.append((time.perf_counter() - t0) * 1000)
+            self._up()
+            self._resolve(waiters, True)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _connect(self) -> None:
+        from whyrec.serve.store_pg import CHANNEL
+
+        conn = await self.store.connect_async(self.timeout_s)
+        try:
+            conn.add_notify_handler(self._on_notify)
+            await conn.execute(f"LISTEN {CHANNEL}")
+            # LISTEN first, then everything: a write that commits in between arrives as
+            # a notification and is merged once (by its sequence number)
+            cur = await conn.execute(SQL_INTERACTIONS)
+            rows = await cur.fetchall()
+        except BaseException:
+            await asyncio.wait_for(conn.close(), 1.0)
+            raise
+        self.catalog.merge_rows(rows)
+        self._conn = conn
+        if self.rounds:
+            self.reconnects += 1
+
+    async def _round(self) -> None:
+        conn = self._conn
+        await conn.execute("SELECT 1")  # the server hands over notifications first
+        notes, self._notes = self._notes, []
+        rows: list[tuple[int, str, str]] = []
+        reread: set[str] = set()
+        for payload in notes:
+            try:
+                user, seqs, items = json.loads(payload)
+            except (ValueError, TypeError):
+                continue
+            if seqs is None or items is None or len(seqs) != len(items):
+                reread.add(str(user))  # too large for a notification: read the rows
+                continue
+            rows.extend((int(s), str(user), str(i)) for s, i in zip(seqs, items, strict=True))
+        if rows:
+            self.catalog.merge_rows(rows)
+        if reread:
+            marks = self.catalog.watermarks(reread)
+            cur = await conn.execute(SQL_USERS_AFTER, (list(marks), list(marks.values())))
+            self.catalog.merge_rows(await cur.fetchall())
+
+    def _on_notify(self, notify: Any) -> None:
+        self._notes.append(str(notify.payload))
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._notes = []
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), 1.0)
+            except BaseException:  # closing a broken connection is best effort
+                pass
+
+    def _down(self, exc: BaseException) -> None:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {self.timeout_s:g} s"
+        reason = f"{type(exc).__name__}: {reason}" if reason != type(exc).__name__ else reason
+        if self.state != "down":
+            log.error("shared store unreachable (%s); serving what this replica last saw", reason)
+        self.state = "down"
+        self.error = reason
+        self.store.breaker.hold(reason)
+
+    def _up(self) -> None:
+        if self.state == "down":
+            log.warning("shared store reachable again")
+            reset = getattr(self.store, "reset_pool", None)
+            if reset is not None:
+                try:
+                    reset()
+                except Exception:  # the old pool goes on (and recovers on its own)
+                    log.exception("new store connection pool failed")
+        self.state = "up"
+        self.error = None
+        self.rounds += 1
+        self.last_ok = time.time()
+        self.store.breaker.release()
+
+    def _take_waiters(self) -> list[asyncio.Future[bool]]:
+        waiters, self._waiters = self._waiters, []
+        return waiters
+
+    @staticmethod
+    def _resolve(waiters: list[asyncio.Future[bool]], value: bool) -> None:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(value)
 
 
 class FinalOnlyLRU(LRU):
@@ -88,6 +342,10 @@ class FinalOnlyLRU(LRU):
             return None
         return value
 
+    def last_seen(self, key: Any) -> Any:
+        """Any record held for ``key``, final or not (served while the store is down)."""
+        return super().get(key)
+
 
 def for_store(store: Store) -> tuple[type[Catalog], type[LRU]]:
     """The catalogue class and the explanation-cache class for ``store``."""
@@ -96,4 +354,4 @@ def for_store(store: Store) -> tuple[type[Catalog], type[LRU]]:
     return Catalog, LRU
 
 
-__all__ = ["FINAL_STATUSES", "FinalOnlyLRU", "SharedCatalog", "for_store"]
+__all__ = ["FINAL_STATUSES", "FinalOnlyLRU", "ReplicaSync", "SharedCatalog", "for_store"]

@@ -154,6 +154,12 @@ class ExplanationOut(BaseModel):
     history_length: int
     model: str
     created: str
+    stale: bool = Field(
+        False,
+        description="POST /v1/explanations for a user: the user's history is what this "
+        "replica last saw (its shared store cannot be reached). Not set on the "
+        "explanations inside a recommendations reply (see its own 'stale').",
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -171,6 +177,11 @@ class RecommendationsOut(BaseModel):
     explained: bool
     history_length: int
     new_interactions: int
+    stale: bool = Field(
+        False,
+        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
+        "cannot be reached, so writes other replicas acknowledged may be missing.",
+    )
     items: list[RecommendedItem]
 
 
@@ -189,6 +200,11 @@ class PreferencesOut(BaseModel):
     preferences: list[PreferenceOut]
     order: list[int] = Field(default_factory=list, description="Indices by weight, largest first.")
     note: str | None = None
+    stale: bool = Field(
+        False,
+        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
+        "cannot be reached, so writes other replicas acknowledged may be missing.",
+    )
 
 
 class InteractionsOut(BaseModel):
@@ -211,6 +227,11 @@ class UserRow(BaseModel):
 class UsersOut(BaseModel):
     total: int
     offset: int
+    stale: bool = Field(
+        False,
+        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
+        "cannot be reached, so writes other replicas acknowledged may be missing.",
+    )
     users: list[UserRow]
 
 
@@ -225,6 +246,11 @@ class HistoryItem(BaseModel):
 class HistoryOut(BaseModel):
     user: str
     history_length: int
+    stale: bool = Field(
+        False,
+        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
+        "cannot be reached, so writes other replicas acknowledged may be missing.",
+    )
     items: list[HistoryItem] = Field(description="Most recent first.")
 
 
@@ -238,8 +264,17 @@ class ItemsOut(BaseModel):
     items: list[ItemMatch]
 
 
+class ReadyOut(BaseModel):
+    ready: bool = Field(description="This replica can take writes.")
+    reasons: list[str] = Field(description="Why not (empty when ready).")
+
+
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="ok | degraded (see 'degraded' for why)")
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Why the service is degraded: e.g. its shared store cannot be reached.",
+    )
     version: str
     model: dict[str, Any]
     precomputed_users: int

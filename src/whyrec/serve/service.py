@@ -36,7 +36,7 @@ from whyrec.serve.explanations import (
 from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
-from whyrec.serve.replicas import for_store
+from whyrec.serve.replicas import ReplicaSync, SharedCatalog, for_store
 from whyrec.serve.settings import ServeSettings
 from whyrec.serve.store import LRU, open_store
 
@@ -69,8 +69,22 @@ class RecService:
         self.item_fields = self.catalog.item_fields
         self.dataset_note = self.catalog.dataset_note
 
+        # a shared store: memory kept current by LISTEN/NOTIFY, checked before reads
+        self.sync: ReplicaSync | None = None
+        if isinstance(self.catalog, SharedCatalog) and hasattr(self.store, "connect_async"):
+            self.sync = ReplicaSync(
+                self.store,
+                self.catalog,
+                check_s=settings.store_check_s,
+                timeout_s=settings.store_timeout_s,
+            )
+
         self.responses = LRU(settings.response_cache_size)
         self.pool = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="whyrec-model")
+        # store writes wait for the database: their own threads, never the event loop's
+        self.store_pool = ThreadPoolExecutor(
+            settings.store_threads, thread_name_prefix="whyrec-store"
+        )
         self.llm = LLMGate(settings, llm_client)
         self.prefs = PreferenceProvider(self.model, settings, self.store, self.catalog, self.llm)
         self.m = self.prefs.m
@@ -87,9 +101,19 @@ class RecService:
         """Start background work (precomputing known users' top lists)."""
         self.tops.start()
 
+    async def start_async(self) -> None:
+        """Start the event loop's part (a shared store's :class:`ReplicaSync`)."""
+        if self.sync is not None:
+            self.sync.start()
+
+    async def stop_async(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
+
     def close(self) -> None:
         self.tops.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.store_pool.shutdown(wait=True, cancel_futures=True)
         self.llm.close()
         self.store.close()
 
@@ -184,15 +208,30 @@ class RecService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args))
 
+    async def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a store write in the store's thread pool (off the event loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.store_pool, functools.partial(fn, *args))
+
+    async def fresh(self) -> bool:
+        """True when this process's memory of users' posted interactions holds every write
+        acknowledged before the call (always, with a store of one process); False while a
+        shared store cannot be reached — answers then come from what this replica last
+        saw, marked ``stale``. Never blocks the event loop."""
+        if self.sync is None:
+            return True
+        return await self.sync.fresh()
+
     async def user_recommendations(self, user: str, k: int, explain: bool) -> bytes:
         """JSON body of a known (or API-created) user's top-k; whole responses are cached
         once nothing in them can change any more."""
-        rkey = (user, self.version_of(user), k, explain)
+        stale = not await self.fresh()
+        rkey = (user, self.version_of(user), k, explain, stale)
         hit = self.responses.get(rkey)
         if hit is not None:
             return hit
         body, final = await self._recommend(
-            self.history_of(user), k, explain, self.settings.explain_budget_s
+            self.history_of(user), k, explain, self.settings.explain_budget_s, stale=stale
         )
         if final:
             self.responses.put(rkey, body)
@@ -205,7 +244,7 @@ class RecService:
         return body
 
     async def _recommend(
-        self, history: History, k: int, explain: bool, budget: float
+        self, history: History, k: int, explain: bool, budget: float, *, stale: bool = False
     ) -> tuple[bytes, bool]:
         if self.tops.is_precomputed(history):
             items, scores = self.top_items(history)  # precomputed: memory only
@@ -228,16 +267,42 @@ class RecService:
             "explained": explain,
             "history_length": int(len(history.items)),
             "new_interactions": history.version,
+            "stale": stale,
             "items": rows,
         }
         return dumps(payload), final
 
-    async def explain_one(self, history: History, item: int, wait_s: float) -> dict[str, Any]:
+    async def explain_one(
+        self, history: History, item: int, wait_s: float, *, stale: bool = False
+    ) -> dict[str, Any]:
         results = await self.call(self.explain_items, history, [int(item)])
         await self.wait_jobs(results, wait_s)
-        return self.public(results[0])
+        return {**self.public(results[0]), "stale": stale}
 
     # ----------------------------------------------------------------- health
+    def store_state(self) -> dict[str, Any]:
+        """The store's reachability: ``up``/``down`` (a store of one process: ``up``)."""
+        breaker = getattr(self.store, "breaker", None)
+        out: dict[str, Any] = breaker.state() if breaker is not None else {"state": "up"}
+        if self.sync is not None:
+            out.update(self.sync.status())
+            if self.sync.state == "down" and out["state"] == "up":
+                out["state"] = "down"
+        return out
+
+    def degraded(self, detail: bool = False) -> list[str]:
+        """Why the service is degraded (empty: it is not); ``detail`` adds the driver's
+        message (it may name hosts)."""
+        st = self.store_state()
+        if st["state"] != "down":
+            return []
+        why = f" ({st.get('reason') or 'no answer'})" if detail else ""
+        return [
+            f"store ({self.store.backend}) unreachable since {st.get('down_since')}{why}: "
+            "writes and uncached explanations are refused (503), recommendations come from "
+            "what this replica last saw (stale)"
+        ]
+
     def health(self, detail: bool = False) -> dict[str, Any]:
         """Liveness and state. ``detail`` (the caller sent a valid API key) adds what
         only an operator should see: the run and store paths, the dataset note and the
@@ -251,6 +316,10 @@ class RecService:
             "explanations": "lane" if self.is_lane else "baseline",
         }
         store = self.store.info(detail)
+        store.update(self.store_state())
+        if not detail:
+            store.pop("reason", None)  # a driver message may name hosts
+        degraded = self.degraded(detail)
         llm = self.llm.status()
         if detail:
             model["run"] = str(Path(self.settings.run))
@@ -258,7 +327,8 @@ class RecService:
         else:
             llm.pop("last_error", None)
         return {
-            "status": "ok",
+            "status": "degraded" if degraded else "ok",
+            "degraded": degraded,
             "version": __version__,
             "model": model,
             "precomputed_users": int(self.precomputed),

@@ -69,7 +69,21 @@ class ServeSettings(BaseSettings):
         8, ge=1, le=256, description="Most PostgreSQL connections this process opens."
     )
     store_timeout_s: float = Field(
-        10.0, gt=0, le=300, description="Seconds to wait for a PostgreSQL connection."
+        1.0,
+        gt=0,
+        le=300,
+        description="With PostgreSQL: seconds a statement waits for a pooled connection, and "
+        "a replica's check of the database may take, before the store counts as unreachable.",
+    )
+    store_check_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="With PostgreSQL: how often an idle replica checks the database, and how "
+        "soon it tries again while the database is unreachable.",
+    )
+    store_threads: int = Field(
+        4, ge=1, le=256, description="Threads for store writes (never on the event loop)."
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",

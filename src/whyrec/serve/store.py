@@ -44,6 +44,9 @@ SQL_INTERACTIONS = 'SELECT seq, "user", item_id FROM interactions ORDER BY seq'
 SQL_USER_INTERACTIONS = (
     'SELECT seq, "user", item_id FROM interactions WHERE "user" = ? ORDER BY seq'
 )
+SQL_USER_INTERACTIONS_AFTER = (
+    'SELECT seq, item_id FROM interactions WHERE "user" = ? AND seq > ? ORDER BY seq'
+)
 SQL_INTERACTION_COUNTS = 'SELECT "user", COUNT(*) FROM interactions GROUP BY "user"'
 SQL_GET_EXPLANATION = "SELECT record FROM explanations WHERE key = ?"
 # A template never replaces a reason the LLM wrote: with several replicas, one replica's
@@ -178,12 +181,34 @@ class Store:
         When this returns, the rows are committed. Writes for one user are serialised,
         so one user's sequence numbers grow in the order their writes committed.
         """
+        return self.add_interactions_since(user, item_ids, None)[0]
+
+    def add_interactions_since(
+        self, user: str, item_ids: Sequence[str], after_seq: int | None
+    ) -> tuple[list[int], list[tuple[int, str]]]:
+        """:meth:`add_interactions`, plus the user's ``(seq, item_id)`` rows with a sequence
+        number above ``after_seq`` as of the commit — the new ones and whatever other
+        processes acknowledged for the user before (``after_seq`` None: no rows read).
+
+        One user's writes hold a lock until they commit, so every earlier write of the
+        user is committed, and visible, when the rows are read.
+        """
         now = time.time()
         with self.transaction() as run:
             self.lock_user(run, user)
-            return [
+            seqs = [
                 int(run(SQL_ADD_INTERACTION, (user, str(item), now))[0][0]) for item in item_ids
             ]
+            self.announce(run, user, seqs, item_ids)
+            rows: list[tuple[int, str]] = []
+            if after_seq is not None:
+                found = run(SQL_USER_INTERACTIONS_AFTER, (user, int(after_seq)))
+                rows = [(int(s), str(i)) for s, i in found]
+            return seqs, rows
+
+    def announce(self, run: Run, user: str, seqs: Sequence[int], item_ids: Sequence[str]) -> None:
+        """Inside a write's transaction: tell the other processes sharing the store (sent
+        only if the transaction commits). Nothing to do for a store of one process."""
 
     def interactions(self, user: str | None = None) -> list[tuple[int, str, str]]:
         """``(seq, user, item_id)`` rows in the order they were acknowledged."""
@@ -265,6 +290,7 @@ class ServeStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot create the store's directory ({exc})") from None
+        refuse_empty_file(self.path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -334,6 +360,41 @@ class ServeStore(Store):
         self._local = threading.local()
 
 
+def refuse_empty_file(path: Path, wait_s: float = 1.0) -> None:
+    """Refuse a store file that exists but is empty (0 bytes).
+
+    SQLite would take it for a new database and start with no interactions: after a
+    truncation (``truncate -s 0``, a failed copy, a full disk) every acknowledged write
+    would be silently gone. A file another process is creating this moment is 0 bytes
+    for a few milliseconds, so an empty file is looked at again for up to ``wait_s``.
+    A new store is started by giving a path that does not exist (or deleting the file).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if path.stat().st_size > 0:
+                return
+        except FileNotFoundError:
+            return  # a new store
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the store file ({exc})") from None
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    wal = path.with_name(path.name + "-wal")
+    extra = (
+        f" ({wal.name} beside it holds {wal.stat().st_size} bytes: keep it for recovery)"
+        if wal.is_file() and wal.stat().st_size > 0
+        else ""
+    )
+    raise ConfigError(
+        f"{path}: the store file exists but is empty (0 bytes){extra}; it was probably "
+        "truncated, and opening it would start a new store without any of the interactions "
+        "acknowledged so far. Restore it from a backup, or to start a new store on purpose "
+        "delete the file (or give another --store path)."
+    )
+
+
 #: The SQLite store under the name that says what it is.
 SQLiteStore = ServeStore
 
@@ -347,5 +408,6 @@ def open_store(settings: ServeSettings) -> Store:
             settings.store_url.get_secret_value(),
             max_size=settings.store_pool_size,
             timeout=settings.store_timeout_s,
+            retry_s=settings.store_check_s,
         )
     return ServeStore(settings.store_path(), synchronous=settings.sqlite_synchronous)

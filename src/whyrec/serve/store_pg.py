@@ -13,7 +13,10 @@ numbers follow the order their writes committed even when several replicas write
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +35,12 @@ from whyrec.serve.store import (
 log = logging.getLogger("whyrec.serve")
 
 SCHEMES = ("postgresql://", "postgres://")
+#: The channel every write of interactions notifies (in its transaction, so only on
+#: commit); each replica LISTENs to it to keep its copy of users' histories current.
+CHANNEL = "whyrec_interactions"
+#: PostgreSQL caps a notification's payload at 8000 bytes: larger writes send the user
+#: only, and the replicas read that user's new rows.
+NOTIFY_MAX_BYTES = 7000
 #: First key of every advisory lock whyrec takes (the second is 0 for the schema, or a
 #: hash of the user id for its interactions).
 LOCK_SPACE = 7411
@@ -99,6 +108,69 @@ def _no_nul(field: str, value: Any) -> None:
         )
 
 
+class Breaker:
+    """A circuit breaker: fail fast while the database cannot be reached.
+
+    Two things open it: a statement that failed because the database was unreachable
+    (open for ``retry_s``, then the next statement tries again), and the replica's own
+    check of the database (:class:`whyrec.serve.replicas.ReplicaSync`), which holds it
+    open until the database answers again. While open, every statement is refused at once
+    with :class:`StoreUnavailable` instead of waiting for a connection.
+    """
+
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = float(retry_s)
+        self._until = 0.0  # monotonic: statements refused until then
+        self._held: str | None = None  # why the replica's check holds it open
+        self._reason: str | None = None
+        self._since: float | None = None  # wall clock, when it opened
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        return self._held is None and time.monotonic() >= self._until
+
+    def trip(self, reason: str) -> None:
+        """A statement failed: refuse statements for ``retry_s``."""
+        with self._lock:
+            self._until = time.monotonic() + self.retry_s
+            self._opened(reason)
+
+    def hold(self, reason: str) -> None:
+        """The replica's check cannot reach the database: open until :meth:`release`."""
+        with self._lock:
+            self._held = reason
+            self._opened(reason)
+
+    def release(self) -> None:
+        """The database answers again."""
+        with self._lock:
+            self._held = None
+            self._until = 0.0
+            self._since = None
+            self._reason = None
+
+    def _opened(self, reason: str) -> None:
+        if self._since is None:
+            self._since = time.time()
+        self._reason = reason
+
+    @property
+    def open(self) -> bool:
+        return not self.allow()
+
+    def state(self) -> dict[str, Any]:
+        """For ``/health``: ``up`` or ``down``, since when and why."""
+        if self.allow():
+            return {"state": "up"}
+        since = self._since or time.time()
+        return {
+            "state": "down",
+            "down_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+            "down_for_s": round(time.time() - since, 1),
+            "reason": self._reason,
+        }
+
+
 class PostgresStore(Store):
     """Interactions, explanations and new-history preferences in a PostgreSQL database
     that any number of service processes share."""
@@ -107,7 +179,14 @@ class PostgresStore(Store):
     shared = True
 
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 1.0,
+        retry_s: float = 0.5,
+        startup_timeout: float = 10.0,
     ) -> None:
         try:
             import psycopg
@@ -120,12 +199,15 @@ class PostgresStore(Store):
         self._psycopg = psycopg
         self._secrets = _password_of(url)
         self._display = display_url(url)
+        self._url = url
         self.timeout = float(timeout)
+        self.breaker = Breaker(retry_s)
+        startup = max(self.timeout, float(startup_timeout))
         # One connection first: its error says why (refused, authentication, no database)
         # where the pool would only time out. It creates the schema, under a lock so that
         # replicas starting together do not race on CREATE TABLE.
         try:
-            with psycopg.connect(url, connect_timeout=max(1, int(timeout))) as con:
+            with psycopg.connect(url, connect_timeout=max(2, int(startup))) as con:
                 with con.transaction():
                     con.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
                     for stmt in SCHEMA:
@@ -149,7 +231,7 @@ class PostgresStore(Store):
             open=False,
         )
         try:
-            self.pool.open(wait=True, timeout=self.timeout)
+            self.pool.open(wait=True, timeout=startup)
         except Exception as exc:
             self.pool.close()
             raise ConfigError(
@@ -161,19 +243,101 @@ class PostgresStore(Store):
         return redact_secrets(text, self._secrets)[:500]
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        log.error("PostgreSQL store %s: %s", self._display, self._redact(exc))
+        reason = self._redact(exc)
+        if self.breaker.allow():  # the first failure is logged, not every refusal after it
+            log.error("PostgreSQL store %s: %s", self._display, reason)
+        self.breaker.trip(f"{type(exc).__name__}: {reason}")
         return StoreUnavailable(
             f"the store ({self.backend}) is unavailable: {type(exc).__name__}; nothing was "
             "written (try again)"
         )
 
     @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection, waited for up to ``timeout`` in short slices: a statement
+        waiting when the database goes away gives up as soon as the breaker opens."""
+        from psycopg_pool import PoolTimeout
+
+        deadline = time.monotonic() + self.timeout
+        pool = self.pool
+        while True:
+            self._refuse_if_open()
+            left = deadline - time.monotonic()
+            try:
+                con = pool.getconn(timeout=max(0.01, min(0.1, left)))
+                break
+            except PoolTimeout:
+                if left <= 0.1:
+                    raise
+        try:
+            yield con
+        finally:
+            pool.putconn(con)
+
+    def reset_pool(self) -> None:
+        """A new connection pool (the database is back): the old pool's connections are
+        broken and its reconnection attempts back off for seconds; it is closed in the
+        background (connections still in use go back to it and are closed)."""
+        from psycopg_pool import ConnectionPool
+
+        old = self.pool
+        new = ConnectionPool(
+            self._url,
+            min_size=old.min_size,
+            max_size=old.max_size,
+            kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,
+            timeout=self.timeout,
+            name="whyrec-store",
+            open=False,
+        )
+        new.open(wait=False)
+        self.pool = new
+        threading.Thread(
+            target=old.close, kwargs={"timeout": 5.0}, name="whyrec-old-pool", daemon=True
+        ).start()
+
+    def _refuse_if_open(self) -> None:
+        if not self.breaker.allow():
+            raise StoreUnavailable(
+                f"the store ({self.backend}) is unavailable (the database cannot be reached); "
+                "nothing was written (try again)"
+            )
+
+    async def connect_async(self, timeout: float) -> Any:
+        """A new autocommit connection of psycopg's async driver (the replica's check and
+        LISTEN; see :class:`whyrec.serve.replicas.ReplicaSync`)."""
+        import asyncio
+
+        from psycopg import AsyncConnection
+
+        try:
+            return await asyncio.wait_for(
+                AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999))
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            raise StoreUnavailable(f"{self._display}: no connection within {timeout:g} s") from None
+        except self._psycopg.Error as exc:
+            raise StoreUnavailable(self._redact(exc)) from None
+
+    def announce(self, run: Run, user: str, seqs: Sequence[int], item_ids: Sequence[str]) -> None:
+        """NOTIFY the replicas (delivered when the write commits, in commit order)."""
+        payload = json.dumps([user, list(seqs), list(item_ids)], ensure_ascii=False)
+        if len(payload.encode("utf-8")) > NOTIFY_MAX_BYTES:
+            payload = json.dumps([user, None, None], ensure_ascii=False)  # replicas read it
+        run("SELECT pg_notify(?, ?)", (CHANNEL, payload))
+
+    @contextmanager
     def transaction(self) -> Iterator[Run]:
         from psycopg_pool import PoolTimeout
 
         psycopg = self._psycopg
+        self._refuse_if_open()
         try:
-            with self.pool.connection() as con, con.transaction(), con.cursor() as cur:
+            with self._connection() as con, con.transaction(), con.cursor() as cur:
 
                 def run(sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
                     for i, a in enumerate(args):
@@ -191,8 +355,9 @@ class PostgresStore(Store):
         if any(isinstance(a, str) and "\x00" in a for a in args):
             return []  # no stored text holds a NUL: nothing can match
         psycopg = self._psycopg
+        self._refuse_if_open()
         try:
-            with self.pool.connection() as con:
+            with self._connection() as con:
                 return con.execute(sql.replace("?", "%s"), tuple(args)).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise self._unavailable(exc) from None
@@ -212,6 +377,7 @@ class PostgresStore(Store):
     def info(self, detail: bool = False) -> dict[str, Any]:
         out = super().info(detail)
         out["server_version"] = self.server_version
+        out.update(self.breaker.state())
         stats = self.pool.get_stats()
         out["pool"] = {
             "size": int(stats.get("pool_size", 0)),
@@ -224,4 +390,4 @@ class PostgresStore(Store):
         self.pool.close()
 
 
-__all__ = ["PostgresStore", "display_url", "is_postgres_url"]
+__all__ = ["CHANNEL", "Breaker", "PostgresStore", "display_url", "is_postgres_url"]
