@@ -37,7 +37,7 @@ GENRE_ALIASES: dict[str, tuple[str, ...]] = {
     "documentary": ("documentaries",),
     "mystery": ("mysteries",),
     "fantasy": ("fantasies",),
-    "drama": ("dramas", "dramatic"),
+    "drama": ("dramas",),
     "thriller": ("thrillers",),
     "western": ("westerns",),
     "musical": ("musicals",),
@@ -70,6 +70,22 @@ def split_tags(value: str | None) -> list[str]:
         if part and part.lower() not in ("unknown", "nan", "none") and part not in out:
             out.append(part)
     return out
+
+
+def genre_pattern(tag: str) -> re.Pattern[str]:
+    """A case-insensitive pattern of a genre tag's surface forms: the tag, its plural,
+    with spaces for hyphens, and :data:`GENRE_ALIASES` ("comedies", "sci-fi", "noir")."""
+    low = tag.lower()
+    forms = {tag, tag + "s", tag.replace("-", " ")}
+    if low.endswith("y"):
+        forms.add(tag[:-1] + "ies")
+    forms.update(GENRE_ALIASES.get(low, ()))
+    alts = "|".join(
+        r"\W+".join(re.escape(w) for w in re.split(r"[\s-]+", f))
+        for f in sorted(forms, key=len, reverse=True)
+        if f
+    )
+    return re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", re.IGNORECASE)
 
 
 def title_decade(title: str) -> int | None:
@@ -166,23 +182,11 @@ class ItemFacts:
     # ------------------------------------------------------------- parsing
     @cached_property
     def _genre_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
-        out = []
-        for name in self.names:
-            kind, _, tag = name.partition(":")
-            if kind != "genre":
-                continue
-            low = tag.lower()
-            forms = {low, low + "s", low.replace("-", " ")}
-            if low.endswith("y"):
-                forms.add(low[:-1] + "ies")
-            forms.update(GENRE_ALIASES.get(low, ()))
-            alts = "|".join(
-                r"\W+".join(re.escape(w) for w in re.split(r"[\s-]+", f))
-                for f in sorted(forms, key=len, reverse=True)
-                if f
-            )
-            out.append((name, re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", re.IGNORECASE)))
-        return out
+        return [
+            (name, genre_pattern(name.partition(":")[2]))
+            for name in self.names
+            if name.startswith("genre:")
+        ]
 
     def parse(self, text: str) -> list[str]:
         """The facts of this vocabulary that ``text`` names, in vocabulary order.

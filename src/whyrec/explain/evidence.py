@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from whyrec.data.facts import split_tags
+
 #: At most this many preferences and history items are cited.
 MAX_PREFERENCES = 2
 MAX_HISTORY = 2
@@ -39,19 +41,11 @@ MATERIAL_SHARE = 0.1
 #: Bump when the selection rule changes (part of cache keys).
 EVIDENCE_VERSION = "ev-2"
 
-_SPLIT = re.compile(r"\s*[|,;/]\s*")
 
 
 def item_facts(text: str | None) -> list[str]:
     """The facts in an item's text field ("Action|Adventure" → ["Action", "Adventure"])."""
-    if not text:
-        return []
-    out: list[str] = []
-    for part in _SPLIT.split(str(text)):
-        part = " ".join(part.split())
-        if part and part.lower() not in ("unknown", "nan", "none") and part not in out:
-            out.append(part)
-    return out
+    return split_tags(text)
 
 
 def _mentions_fact(text: str, fact: str) -> bool:

@@ -217,22 +217,3 @@ def check_tastes(
         "llm_sentences_kept": written - replaced,
         "kept_share": round((written - replaced) / written, 3) if written else None,
     }
-
-
-def replace_boilerplate_preferences(
-    prefs: dict[int, Any],
-    dataset: Any,
-    encoder: Any = None,
-    *,
-    m: int,
-    window: int,
-    min_users: int = 3,
-    similarity: float = 0.8,
-    cuts: Any = None,
-    baseline: Mapping[str, float] | None = None,
-) -> dict[str, Any]:
-    """The former name of :func:`check_tastes` (same checks)."""
-    return check_tastes(
-        prefs, dataset, encoder, m=m, window=window, min_users=min_users,
-        similarity=similarity, cuts=cuts, baseline=baseline,
-    )  # fmt: skip

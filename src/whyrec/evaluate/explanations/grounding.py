@@ -29,6 +29,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
+from whyrec.data.facts import genre_pattern
 from whyrec.evaluate.explanations.textutil import STOPWORDS, split_tags, stem
 
 _ARTICLE_TAIL = re.compile(
@@ -53,20 +54,6 @@ _QUOTES = (
 )
 _MAX_TITLE_WORDS = 10
 FUZZY_CUTOFF = 88.0
-
-#: Extra surface forms of common genre names (MovieLens, Amazon and Steam style tags).
-GENRE_ALIASES: dict[str, tuple[str, ...]] = {
-    "sci-fi": ("science fiction", "science-fiction", "scifi", "sci fi"),
-    "science fiction": ("sci-fi", "scifi", "sci fi"),
-    "children's": ("children", "childrens", "kids"),
-    "animation": ("animated", "cartoon", "cartoons"),
-    "comedy": ("comedies", "comedic"),
-    "romance": ("romantic", "romances"),
-    "film-noir": ("film noir", "noir"),
-    "documentary": ("documentaries",),
-    "mystery": ("mysteries",),
-    "fantasy": ("fantasies",),
-}
 
 
 def display_title(title: str) -> str:
@@ -358,19 +345,9 @@ class Catalogue:
     # --------------------------------------------------------------- genres
     @cached_property
     def vocabulary(self) -> dict[str, re.Pattern[str]]:
-        """Genre tag → a case-insensitive pattern of its surface forms."""
-        vocab: dict[str, re.Pattern[str]] = {}
-        for tag in sorted(split_tags(self.tags)):
-            forms = {tag, tag + "s", tag.replace("-", " ")}
-            if tag.endswith("y"):
-                forms.add(tag[:-1] + "ies")
-            forms.update(GENRE_ALIASES.get(tag, ()))
-            alts = "|".join(
-                r"\W+".join(re.escape(w) for w in re.split(r"[\s-]+", f))
-                for f in sorted(forms, key=len, reverse=True)
-            )
-            vocab[tag] = re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", re.IGNORECASE)
-        return vocab
+        """Genre tag → a case-insensitive pattern of its surface forms (the same forms the
+        item facts read tastes with: :func:`whyrec.data.facts.genre_pattern`)."""
+        return {tag: genre_pattern(tag) for tag in sorted(split_tags(self.tags))}
 
     def genre_of_word(self, text: str) -> str | None:
         """The genre tag ``text`` is (a surface form of), or None."""
