@@ -18,16 +18,19 @@ One function per boundary, so each boundary applies the same rule everywhere:
   (:func:`whyrec.llm.backends.local.guard_special_tokens`).
 * :func:`quote_title` — a title inside a generated sentence: :func:`safe_title` in
   quotation marks, so it reads as a name, never as part of the sentence.
-* :func:`redact_secrets` — error text (HTTP error bodies, exception messages) before it
-  is stored or printed: configured key values and ``Authorization``/``Bearer`` strings
-  replaced by ``[redacted]``.
+* :func:`redact_secrets` / :func:`redact` / :func:`redact_tree` — any text (error bodies,
+  exception messages, LLM replies and every field of a stored LLM record) before it is
+  stored or printed: the key values this process holds (:func:`register_secret`) and
+  ``Authorization``/``Bearer``/``sk-...`` strings replaced by ``[redacted]``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 #: Longest title shown inside a user-facing sentence.
 TITLE_CAP = 80
@@ -138,6 +141,48 @@ _SECRET_PATTERNS = (
     re.compile(r"""(?i)(\b(?:x-)?api[-_]?key["']?\s*[:=]\s*["']?)[^\s"',;}&]+"""),
     re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
 )
+
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential this process holds (an LLM or encoder API key read from the
+    environment, the service's own API keys), so :func:`redact` replaces it everywhere
+    from now on. Values shorter than 8 characters are ignored (see :func:`redact_secrets`)."""
+    if value and len(value) >= 8:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """Every secret registered so far."""
+    with _SECRETS_LOCK:
+        return tuple(_SECRETS)
+
+
+def redact(text: object) -> str:
+    """``text`` with every registered secret and credential-looking string redacted."""
+    return redact_secrets(str(text), registered_secrets())
+
+
+def redact_tree(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings, numbers) with :func:`redact` applied to
+    every string in it, keys included; other values are returned as they are. Used on every
+    record the LLM layer stores or hands on (a cached reply, a remembered failure)."""
+    secrets = registered_secrets()
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return redact_secrets(v, secrets)
+        if isinstance(v, dict):
+            return {walk(k): walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
 
 
 def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
