@@ -11,15 +11,17 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import AfterValidator
 
 from whyrec import __version__
+from whyrec.data.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 from whyrec.errors import WhyrecError
 from whyrec.safety import echo_text
 from whyrec.serve.guard import MAX_MESSAGE, BodyGuard, error_response, safe_errors
@@ -42,7 +44,18 @@ from whyrec.serve.store import StoreUnavailable
 
 STATIC = FsPath(__file__).parent / "static"
 JSON = "application/json"
-USER = Path(..., min_length=1, max_length=128, description="Source user id.")
+# A user id in a path: the same rule as in bodies and in `whyrec data prepare`
+# (whyrec.data.ids); the route's "{user:path}" lets an id hold "/", sent as %2F or as it is.
+USER = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="Source user id (URL-encoded; '/' may be sent as %2F).",
+        json_schema_extra={"pattern": ID_PATTERN},
+    ),
+    AfterValidator(check_id),
+]
 # The page loads only its own files; nothing inline, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -159,13 +172,13 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     # ------------------------------------------------------------- /v1 API
     @app.get(
-        "/v1/users/{user}/recommendations",
+        "/v1/users/{user:path}/recommendations",
         response_model=RecommendationsOut,
         dependencies=guard,
         tags=["recommendations"],
     )
     async def user_recommendations(
-        user: str = USER,
+        user: USER,
         k: int = k_query,
         explain: bool = Query(False, description="Attach reasons, weights and attribution."),
     ) -> Response:
@@ -188,21 +201,24 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         return Response(out, media_type=JSON)
 
     @app.get(
-        "/v1/users/{user}/preferences",
+        "/v1/users/{user:path}/preferences",
         response_model=PreferencesOut,
         dependencies=guard,
         tags=["users"],
     )
-    async def user_preferences(user: str = USER) -> dict[str, Any]:
+    async def user_preferences(user: USER) -> dict[str, Any]:
         """The user's preferences with LANE's weights (empty for non-LANE models)."""
         history = service.history_of(user)
         return await service.call(service.user_preferences, history)
 
     @app.get(
-        "/v1/users/{user}/history", response_model=HistoryOut, dependencies=guard, tags=["users"]
+        "/v1/users/{user:path}/history",
+        response_model=HistoryOut,
+        dependencies=guard,
+        tags=["users"],
     )
     async def user_history(
-        user: str = USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
+        user: USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
     ) -> dict[str, Any]:
         """The user's most recent items, newest first (training data and posted ones)."""
         history = service.history_of(user)
