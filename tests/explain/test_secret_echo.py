@@ -151,6 +151,7 @@ def _cache_rows(home: Path) -> list[dict[str, Any]]:
         return [json.loads(row[0]) for row in conn.execute("SELECT payload FROM replies")]
 
 
+@pytest.mark.slow  # three whyrec processes, one loading the sentence encoder
 def test_an_echoed_key_reaches_no_file_and_no_output(echo, tiny_dataset, tmp_path):
     tiny_dataset.save(tmp_path / "data")
     from whyrec.data import load_dataset

@@ -128,7 +128,7 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     @app.exception_handler(WhyrecError)
     async def _whyrec(_: Request, exc: WhyrecError) -> JSONResponse:
-        return JSONResponse({"detail": echo_text(str(exc), MAX_MESSAGE)}, status_code=422)
+        return error_response(422, [], str(exc))  # the documented 422 shape (a list)
 
     keys = [k.encode("utf-8") for k in settings.keys()]
     bearer = HTTPBearer(auto_error=False, description="One of the configured API keys.")
@@ -156,7 +156,10 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     k_query = Query(settings.k_default, ge=1, le=settings.k_max, description=f"1..{settings.k_max}")
 
     # ----------------------------------------------------------------- open
-    @app.get("/health", response_model=HealthOut, tags=["service"])
+    # the key is optional here (it only adds detail): say so in the schema ({} = no auth)
+    optional_key = {"security": [{}, {"HTTPBearer": []}]}
+
+    @app.get("/health", response_model=HealthOut, tags=["service"], openapi_extra=optional_key)
     async def health(
         creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> dict[str, Any]:
@@ -292,7 +295,56 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         items = service.resolve_items(body.item_ids, body.titles)
         return await service.call(service.add_interactions, body.user, items)
 
+    _document_errors(app)
     return app
+
+
+#: Error replies every /v1 route may give besides its 200 and 422, and when.
+_ERRORS = {
+    "401": "No or a wrong API key (only when API keys are configured).",
+    "503": "The store cannot be reached now; retry after the Retry-After header's seconds.",
+}
+_BODY_ERRORS = {
+    "413": "The body is larger than max_body_bytes.",
+    "415": "The body is not JSON (Content-Type application/json).",
+}
+_NOT_FOUND = "The user or an item (by id or title) is not known."
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string", "description": "What was wrong."}},
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Add the error replies the guard, the key check, the store and the lookups give to
+    the OpenAPI schema, so it documents every status a route can answer (schemathesis
+    checks the app against it: tests/serve/test_schemathesis.py)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                continue
+            for method, op in operations.items():
+                errors = dict(_ERRORS)
+                if method == "post":
+                    errors.update(_BODY_ERRORS)
+                if "{user}" in path or path in ("/v1/recommendations", "/v1/explanations"):
+                    errors["404"] = _NOT_FOUND
+                responses = op.setdefault("responses", {})
+                for code, text in errors.items():
+                    responses.setdefault(
+                        code,
+                        {"description": text, "content": {JSON: {"schema": _ERROR_BODY}}},
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _wait(wait_s: float | None, settings: ServeSettings) -> float:
