@@ -126,8 +126,8 @@ def chat(
         typer.echo(printable_text(res.text))  # the model's reply: no terminal control codes
     source = "cache hit" if res.cached else f"{res.attempts} attempt(s)"
     typer.echo(
-        f"[{res.backend} · {res.model} · {res.prompt_tokens}+{res.completion_tokens} tokens · "
-        f"{res.latency_s:.2f} s · {source}]",
+        f"[{res.backend} · {printable_text(res.model, 80)} · "
+        f"{res.prompt_tokens}+{res.completion_tokens} tokens · {res.latency_s:.2f} s · {source}]",
         err=True,
     )
 
