@@ -100,3 +100,33 @@ def test_preference_prompt_with_hostile_titles_stays_small():
     msgs = preference_messages([LONG] * 10 + [ROLE, NEWLINES], 3)
     assert len(msgs[1]["content"]) < 12 * (PROMPT_FIELD_CAP + 10) + 500
     assert "</data>" not in msgs[1]["content"].split("\n")[1]
+
+
+# ------------------------------------------------------------- bidi controls
+BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+SPOOF = "Harmless \u202egpj.exe Movie (1999)"  # shows as "Harmless exe.jpg Movie (1999)"
+
+
+def test_bidi_controls_are_neutralised_at_every_boundary():
+    from whyrec.safety import echo_text, safe_title, sentence_text
+
+    for ch in BIDI:
+        title = f"Harmless {ch}gpj.exe Movie (1999)"
+        code = f"\\u{ord(ch):04x}"
+        # terminal, plain echo and HTTP error echoes: visible, so the reader sees it
+        assert code in terminal_text(title) and ch not in _render(terminal_text(title))
+        assert printable_text(title) == f"Harmless {code}gpj.exe Movie (1999)"
+        assert code in echo_text(title) and ch not in echo_text(title)
+        # sentences and prompts: removed (a space, collapsed)
+        sentence = sentence_text(f"Because of {title}.")
+        outs = [safe_title(title), quote_title(title), prompt_value(title), prompt_json([title])]
+        for out in [*outs, sentence]:
+            assert ch not in out and "gpj.exe" in out
+
+
+def test_template_and_fallback_sentences_hold_no_bidi_control():
+    history = [SPOOF, "Another \u2067title\u2069 (2001)"]
+    prefs = fallback_preferences(history, ["Drama \u202eamarD", "Comedy"], m=3)
+    assert prefs and any("gpj.exe" in p for p in prefs)
+    text = json.dumps(prefs, ensure_ascii=False)
+    assert not any(ch in text for ch in BIDI)

@@ -7,8 +7,9 @@ One function per boundary, so each boundary applies the same rule everywhere:
   markup neutralised, capped at ``cap`` characters with an ellipsis.
 * :func:`terminal_text` — any text printed through rich (console output of the CLI):
   rich markup escaped so ``[bold]`` or ``[/INST]`` print literally instead of styling or
-  raising ``MarkupError``; terminal control characters (ESC sequences etc.) shown as
-  visible ``\\xNN`` escapes; newlines and tabs kept; optionally capped.
+  raising ``MarkupError``; terminal control characters (ESC sequences etc.) and
+  bidirectional controls shown as visible ``\\xNN``/``\\uNNNN`` escapes; newlines and tabs
+  kept; optionally capped.
   :func:`printable_text` is the same without the markup escaping, for plain ``echo``.
 * :func:`prompt_value` / :func:`prompt_json` — data placed in an LLM prompt: one line,
   capped per field (:data:`PROMPT_FIELD_CAP`, :data:`PROMPT_TEXT_CAP`), and in the JSON
@@ -18,26 +19,37 @@ One function per boundary, so each boundary applies the same rule everywhere:
   (:func:`whyrec.llm.backends.local.guard_special_tokens`).
 * :func:`quote_title` — a title inside a generated sentence: :func:`safe_title` in
   quotation marks, so it reads as a name, never as part of the sentence.
-* :func:`redact_secrets` — error text (HTTP error bodies, exception messages) before it
-  is stored or printed: configured key values and ``Authorization``/``Bearer`` strings
-  replaced by ``[redacted]``.
+* :func:`redact_secrets` / :func:`redact` / :func:`redact_tree` — any text (error bodies,
+  exception messages, LLM replies and every field of a stored LLM record) before it is
+  stored or printed: the key values this process holds (:func:`register_secret`) and
+  ``Authorization``/``Bearer``/``sk-...`` strings replaced by ``[redacted]``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 #: Longest title shown inside a user-facing sentence.
 TITLE_CAP = 80
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069):
+#: invisible, they reorder the text around them ("Harmless \u202egpj.exe" shows as
+#: "Harmless exe.jpg"). Every rule below treats them as control characters; the web page
+#: applies the same class (``shown`` in ``whyrec/serve/static/app.js``).
+BIDI_CONTROLS = r"\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(rf"[\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]+")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]", re.IGNORECASE)
 _MARKUP = re.compile(r"[<>{}`]")
 
 
-_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+#: What a terminal or the page shows as visible ``\xNN``/``\uNNNN`` text (newline and tab
+#: kept).
+TERMINAL_CONTROL_CHARS = rf"\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}"
+_TERMINAL_CONTROL = re.compile(f"[{TERMINAL_CONTROL_CHARS}]")
 
 
 def _visible_control(match: re.Match[str]) -> str:
@@ -57,6 +69,24 @@ def terminal_text(text: object, cap: int | None = None) -> str:
     from rich.markup import escape
 
     return escape(printable_text(text, cap))
+
+
+_JSON_INVISIBLE = re.compile(rf"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]")
+
+
+def terminal_json(value: object, indent: int | None = 2) -> str:
+    """``value`` as JSON for a terminal: non-ASCII text kept readable, but every character a
+    terminal would act on (C0 controls, as JSON always does, and DEL, C1 controls, line
+    separators and bidirectional controls) written as a ``\\uXXXX`` escape. The JSON
+    decodes to exactly the same data."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _JSON_INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def sentence_text(text: object) -> str:
+    """Model-written prose (a reason, a preference) as one line: control characters,
+    bidirectional controls included, and runs of whitespace collapsed to single spaces."""
+    return " ".join(_CONTROL.sub(" ", str(text)).split())
 
 
 def printable_text(text: object, cap: int | None = None) -> str:
@@ -138,6 +168,48 @@ _SECRET_PATTERNS = (
     re.compile(r"""(?i)(\b(?:x-)?api[-_]?key["']?\s*[:=]\s*["']?)[^\s"',;}&]+"""),
     re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
 )
+
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential this process holds (an LLM or encoder API key read from the
+    environment, the service's own API keys), so :func:`redact` replaces it everywhere
+    from now on. Values shorter than 8 characters are ignored (see :func:`redact_secrets`)."""
+    if value and len(value) >= 8:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """Every secret registered so far."""
+    with _SECRETS_LOCK:
+        return tuple(_SECRETS)
+
+
+def redact(text: object) -> str:
+    """``text`` with every registered secret and credential-looking string redacted."""
+    return redact_secrets(str(text), registered_secrets())
+
+
+def redact_tree(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings, numbers) with :func:`redact` applied to
+    every string in it, keys included; other values are returned as they are. Used on every
+    record the LLM layer stores or hands on (a cached reply, a remembered failure)."""
+    secrets = registered_secrets()
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return redact_secrets(v, secrets)
+        if isinstance(v, dict):
+            return {walk(k): walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
 
 
 def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:

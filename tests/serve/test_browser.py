@@ -209,3 +209,85 @@ def test_page_keeps_polling_while_the_llm_writes(
         page.close()
     finally:
         llm.close()
+
+
+LONG_TITLE = "W" * 5000  # one unbroken word: once made the page 55,091 px wide
+SPOOF_TITLE = "Harmless \u202egpj.exe Movie (1999)"  # once shown as "Harmless exe.jpg ..."
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A real LANE run whose catalogue holds a 5,000-character title and a title with a
+    right-to-left override, watched by every user (so history, recommendations and the
+    heatmap all show them)."""
+    import numpy as np
+    import pandas as pd
+
+    from whyrec.data import RawData, build_dataset
+    from whyrec.embed import encoder_from_config
+    from whyrec.explain.pipeline import extract_preferences, train_lane
+
+    from .conftest import ENCODER
+
+    rng = np.random.default_rng(3)
+    titles = [LONG_TITLE, SPOOF_TITLE] + [f"Film {k} \u2067(isolate)\u2069" for k in range(2, 16)]
+    rows = []
+    for u in range(12):
+        seen = [0, 1] + [int(k) for k in rng.permutation(np.arange(2, 16))[:5]]
+        rows += [(f"u{u}", f"i{k}", t) for t, k in enumerate(seen)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(16)], "title": titles,
+                          "genres": ["Drama \u202eamarD"] * 16})  # fmt: skip
+    ds = build_dataset(RawData(inter, items), name="hostile-page")
+    root = tmp_path_factory.mktemp("hostile_page")
+    ds.save(root / "data")
+    pset = extract_preferences(
+        ds, client=None, encoder=encoder_from_config(ENCODER), llm_users=0,
+        store=root / "prefs.sqlite", progress=False,
+    )  # fmt: skip
+    train_lane(
+        ds, pset, out=root / "lane", progress=False, dim=16, max_len=8, epochs=1,
+        encoder=ENCODER, batch_size=16, seed=0,
+    )  # fmt: skip
+    return root / "lane"
+
+
+def test_hostile_titles_keep_the_page_narrow_and_in_order(
+    hostile_run, make_settings, live_server, browser
+):
+    from whyrec.serve import create_app
+
+    srv = live_server(create_app(make_settings(hostile_run)))
+    page = browser.new_page(viewport={"width": 1200, "height": 1300})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(srv.url + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page.fill("#user-input", "u0")
+    page.click("#show")
+    page.wait_for_selector("#recs li.rec .reason", timeout=30_000)
+    page.wait_for_selector("#history li", timeout=30_000)
+    # "why this item?" on the long title: its reason and heading show it too
+    page.fill("#why-input", SPOOF_TITLE)
+    page.click("#why-button")
+    page.wait_for_selector("#why .reason", timeout=30_000)
+
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1200, f"page is {width} px wide"
+    widest = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('body *')].map(e => e.scrollWidth))"
+    )
+    assert widest <= 1200, f"an element is {widest} px wide"
+
+    text = page.inner_text("body")
+    bidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    assert not any(ch in text for ch in bidi)
+    history = page.inner_text("#history")
+    assert "Harmless \\u202egpj.exe Movie (1999)" in history  # visible, in its place
+    assert "W" * 299 + "…" in history  # cut with "…"
+    assert "W" * 301 not in text
+    assert "\\u202egpj.exe" in page.inner_text("#why")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page-hostile-titles.png"), full_page=True)
+    assert not errors, errors
+    page.close()

@@ -141,7 +141,9 @@ def explain(
     else:
         results = pipeline.recommend_and_explain(u, k=k, use_llm=not no_llm)
     if fmt == "json":
-        typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        from whyrec.safety import terminal_json
+
+        typer.echo(terminal_json([r.to_dict() for r in results]))
     else:
         print_explanations(results)
     if not no_llm and results and all(r.llm_outage for r in results):

@@ -82,7 +82,7 @@ def chat(
     """Send one message and print the reply (a quick check that the LLM works)."""
     from whyrec.llm.client import LLMClient
     from whyrec.llm.errors import LLMError, LLMOutputError
-    from whyrec.safety import printable_text
+    from whyrec.safety import printable_text, terminal_json
 
     schema_obj = None
     if schema is not None:
@@ -121,13 +121,13 @@ def chat(
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     if schema_obj is not None:
-        typer.echo(json.dumps(res.parsed, indent=2, ensure_ascii=False))
+        typer.echo(terminal_json(res.parsed))
     else:
         typer.echo(printable_text(res.text))  # the model's reply: no terminal control codes
     source = "cache hit" if res.cached else f"{res.attempts} attempt(s)"
     typer.echo(
-        f"[{res.backend} · {res.model} · {res.prompt_tokens}+{res.completion_tokens} tokens · "
-        f"{res.latency_s:.2f} s · {source}]",
+        f"[{res.backend} · {printable_text(res.model, 80)} · "
+        f"{res.prompt_tokens}+{res.completion_tokens} tokens · {res.latency_s:.2f} s · {source}]",
         err=True,
     )
 

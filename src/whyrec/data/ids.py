@@ -1,4 +1,4 @@
-"""The one rule for source ids at the data boundary.
+"""The one rule for user and item ids, at the data boundary and in the HTTP API.
 
 A user or item id is a non-empty string or an integer, nothing else:
 
@@ -6,6 +6,13 @@ A user or item id is a non-empty string or an integer, nothing else:
   pandas writes it (``NaN``, ``nan``, ``None``, ``NULL``, ``N/A``, ``<NA>``, ... — see
   :data:`MISSING_SPELLINGS`), is not an id (``"NaN"`` and ``"nan"`` would otherwise become
   two users);
+* a string id has at most :data:`MAX_ID_LENGTH` (128) characters and no control
+  character (C0 and C1 controls, DEL — a NUL made ``3\x00`` a user apart from ``3``),
+  line or paragraph separator, bidirectional control (U+200E/F, U+202A–U+202E,
+  U+2066–U+2069: they reorder what a terminal or page shows) or lone surrogate; it is not
+  ``.`` or ``..`` (no URL can name those). Any other character is allowed, ``/``
+  included: the service's ``/v1/users/{user}/...`` routes take an id with ``/`` written
+  as ``%2F`` (or as it is);
 * integers (Python or NumPy, not booleans) are ids and are kept as their decimal text,
   negative ones included: ``-5`` is the id ``"-5"`` (an integer id is an id; nothing in
   whyrec gives ids an order or a sign);
@@ -14,10 +21,12 @@ A user or item id is a non-empty string or an integer, nothing else:
 
 A bad id is a :class:`~whyrec.errors.DataError` naming the row and the value, unless the
 caller asked to drop such rows; then the count goes into the manifest's loading notes.
+The HTTP API applies :func:`check_id` to every user id it is given (422 otherwise).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -54,15 +63,56 @@ MISSING_SPELLINGS = frozenset(
 )
 
 
+#: Longest id in characters (after stripping), in files and in the HTTP API alike.
+MAX_ID_LENGTH = 128
+
+#: Characters no id may hold (see the module doc), as regex escapes that Python's ``re``,
+#: JSON Schema (ECMA-262) and pydantic's regex engine all read the same way.
+FORBIDDEN_ID_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN = re.compile(rf"[{FORBIDDEN_ID_CHARS}\ud800-\udfff]")
+#: A JSON-Schema pattern for the characters of an id: the API documents the rule with it
+#: (lone surrogates never get that far: the body guard refuses them).
+ID_PATTERN = f"^[^{FORBIDDEN_ID_CHARS}]+$"
+
+
+def text_id_problem(text: str) -> str | None:
+    """Why the (already stripped) string ``text`` is not a valid id, or None."""
+    if text == "":
+        return "empty id"
+    if text in MISSING_SPELLINGS:
+        return f"empty id ({text!r} spells a missing value)"
+    if len(text) > MAX_ID_LENGTH:
+        return f"id of {len(text):,} characters; at most {MAX_ID_LENGTH}"
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        return (
+            f"id {_shown(text)} holds the control character U+{ord(bad.group()):04X} at "
+            f"position {bad.start() + 1}; ids may not hold control, line-separator or "
+            "bidirectional-control characters"
+        )
+    if text in (".", ".."):
+        return f"{text!r} is not an id (no URL can name it)"
+    return None
+
+
+def check_id(value: str) -> str:
+    """``value`` stripped, or a ValueError saying why it is not an id (the API's rule)."""
+    text = value.strip()
+    problem = text_id_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _shown(text: str) -> str:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return repr(shown).encode("ascii", "backslashreplace").decode("ascii")
+
+
 def id_problem(value: Any) -> str | None:
     """Why ``value`` is not a valid id, or None when it is one."""
     if isinstance(value, str):
-        text = value.strip()
-        if text == "":
-            return "empty id"
-        if text in MISSING_SPELLINGS:
-            return f"empty id ({text!r} spells a missing value)"
-        return None
+        return text_id_problem(value.strip())
     if isinstance(value, bool | np.bool_):
         return f"a boolean ({value!r}) is not an id"
     if isinstance(value, Integral):
@@ -100,7 +150,12 @@ def clean_ids(
         kind = ptypes.infer_dtype(obj, skipna=False)
         if kind == "string":
             text = obj.str.strip()
-            bad = text.isin(MISSING_SPELLINGS).to_numpy()
+            bad = text.isin(MISSING_SPELLINGS | {".", ".."}).to_numpy(copy=True)
+            bad |= np.fromiter(map(len, text), dtype=np.int64, count=n) > MAX_ID_LENGTH
+            # one search over all ids at once (joining cannot make a forbidden character);
+            # only when it finds one are the ids searched one by one
+            if _FORBIDDEN.search("".join(text)) is not None:
+                bad |= np.fromiter((_FORBIDDEN.search(v) is not None for v in text), bool, n)
             if not bad.any():
                 return text, np.ones(n, bool)
         elif kind == "integer":

@@ -86,6 +86,10 @@ class OpenAIEncoder(TextEncoder):
                     f"{self.base_url or 'OpenAI'}) is not set"
                 )
             key = "not-needed"
+        else:
+            from whyrec.safety import register_secret
+
+            register_secret(key)  # redacted from every error text and stored record
         return OpenAI(
             api_key=key,
             base_url=self.base_url,

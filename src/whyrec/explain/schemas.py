@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
 from whyrec.llm.parse import ReplyModel
+from whyrec.safety import sentence_text
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
@@ -23,8 +24,9 @@ def _norm(text: str) -> str:
 
 
 def clean_preference(text: str) -> str:
-    """Whitespace collapsed, list numbering ("1.", "-") removed."""
-    return _ENUM.sub("", " ".join(str(text).split()))
+    """One line (control and bidirectional-control characters and runs of whitespace
+    collapsed), list numbering ("1.", "-") removed."""
+    return _ENUM.sub("", sentence_text(text))
 
 
 def preference_problem(text: str) -> str | None:
@@ -254,8 +256,9 @@ def explanation_schema(m: int) -> type[BaseModel]:
 
 
 def trim_to_sentence(text: str) -> str:
-    """Cut a reply that a length cap stopped mid-sentence back to its last full sentence."""
-    text = " ".join(str(text).split())
+    """Cut a reply that a length cap stopped mid-sentence back to its last full sentence
+    (one line: control and bidirectional-control characters collapsed too)."""
+    text = sentence_text(text)
     if not text or (text[-1] in ".!?" and not unfinished(text)):
         return text
     ends = [m.end() for m in _CLAUSE_END.finditer(text)]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whyrec.llm.errors import LLMError
+from whyrec.llm.errors import LLMError, redact_tree
 from whyrec.sqlite import connect_wal
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,13 @@ class ReplyCache:
     def put(
         self, key: str, payload: dict[str, Any], *, backend: str, model: str, stage: str
     ) -> None:
-        """Store ``payload`` under ``key`` (last writer wins; the values are equivalent)."""
-        blob = json.dumps(payload, ensure_ascii=False)
+        """Store ``payload`` under ``key`` (last writer wins; the values are equivalent).
+
+        Every string in the payload (reply text, parsed JSON, a failure's message, problems
+        and raw value) passes :func:`whyrec.safety.redact_tree` first: no credential the
+        process holds is ever written to the cache file.
+        """
+        blob = json.dumps(redact_tree(payload), ensure_ascii=False)
         try:
             self._connect().execute(
                 "INSERT OR REPLACE INTO replies (key, created, backend, model, stage, payload) "

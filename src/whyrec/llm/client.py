@@ -11,6 +11,7 @@ unless ``retry_failed``), and (5) books tokens, latency and cost per stage. Outa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
@@ -25,12 +26,15 @@ from pydantic import BaseModel
 
 from whyrec.llm.accounting import Accounting
 from whyrec.llm.backends import Backend, Message, make_backend
+from whyrec.llm.backends.base import RawReply
 from whyrec.llm.cache import ReplyCache, cache_key, is_failure
 from whyrec.llm.errors import (
     LLMError,
     LLMOutputError,
     LLMTransientError,
     LLMUnavailableError,
+    redact,
+    redact_tree,
 )
 from whyrec.llm.parse import Schema, parse_reply, partial_reask_message, reask_message
 from whyrec.llm.settings import LLMSettings
@@ -314,6 +318,7 @@ class LLMClient:
         payload = self.cache.get(key, failures=failures) if self.cache is not None else None
         if payload is None:
             return None
+        payload = redact_tree(payload)  # entries written before replies were redacted
         if is_failure(payload):
             self.usage.record(
                 stage,
@@ -483,7 +488,7 @@ class LLMClient:
                 continue
             spent["prompt"] += reply.prompt_tokens
             spent["completion"] += reply.completion_tokens
-            return reply
+            return _redacted(reply)
         assert last is not None
         raise LLMUnavailableError(
             f"{self.backend.name} model {self.backend.model!r}: gave up after {tries} "
@@ -606,6 +611,17 @@ class LLMClient:
             else (f"${price.input:g} in / ${price.output:g} out" if price else "unknown")
         )
         return out
+
+
+def _redacted(reply: RawReply) -> RawReply:
+    """A backend's reply with every secret this process holds redacted (an endpoint may
+    echo the key in a reply, not only in an error body): everything after this point, the
+    parsed JSON, the cache, the stores and the terminal, only sees the redacted text."""
+    text, model = redact(reply.text), redact(reply.model)
+    finish = redact(reply.finish_reason) if reply.finish_reason is not None else None
+    if (text, model, finish) == (reply.text, reply.model, reply.finish_reason):
+        return reply
+    return dataclasses.replace(reply, text=text, model=model, finish_reason=finish)
 
 
 def _as_request(item: LLMRequest | Mapping[str, Any] | str) -> LLMRequest:

@@ -3,36 +3,19 @@
 Callers decide what to do by type: a transport problem (server down, rate limited)
 is worth waiting for, an invalid reply is worth a fallback, a bad request is a bug.
 
-Every message (and the reply text and problems of :class:`LLMOutputError`) passes
-through :func:`whyrec.safety.redact_secrets` when the error is made, with every API key
-value the backends have read (:func:`register_secret`), so no store, report or log line
-downstream ever holds a credential an error body echoed back.
+Every message (and the reply text, problems and parsed ``raw`` value of
+:class:`LLMOutputError`) passes through :func:`whyrec.safety.redact` when the error is
+made, with every API key value the process holds (:func:`register_secret`), so no store,
+report or log line downstream ever holds a credential an error body echoed back.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from whyrec.errors import ConfigError, WhyrecError
-from whyrec.safety import redact_secrets
-
-_SECRETS: set[str] = set()
-_SECRETS_LOCK = threading.Lock()
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a credential value (an API key read from the environment) to redact."""
-    if value and len(value) >= 8:
-        with _SECRETS_LOCK:
-            _SECRETS.add(value)
-
-
-def redact(text: Any) -> str:
-    """``text`` with every registered secret and credential-looking string redacted."""
-    with _SECRETS_LOCK:
-        secrets = tuple(_SECRETS)
-    return redact_secrets(str(text), secrets)
+from whyrec.safety import redact, redact_tree
+from whyrec.safety import register_secret as register_secret  # the backends' entry point
 
 
 class LLMError(WhyrecError):
@@ -105,7 +88,7 @@ class LLMOutputError(LLMError):
         self.text = redact(text) if text else text
         self.problems = [redact(p) for p in problems]
         self.attempts = attempts
-        self.raw = raw
+        self.raw = redact_tree(raw)
         self.cached = cached
 
 

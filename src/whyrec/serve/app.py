@@ -11,15 +11,17 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import AfterValidator
 
 from whyrec import __version__
+from whyrec.data.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 from whyrec.errors import WhyrecError
 from whyrec.safety import echo_text
 from whyrec.serve.guard import MAX_MESSAGE, BodyGuard, error_response, safe_errors
@@ -43,7 +45,18 @@ from whyrec.serve.store import StoreUnavailable
 
 STATIC = FsPath(__file__).parent / "static"
 JSON = "application/json"
-USER = Path(..., min_length=1, max_length=128, description="Source user id.")
+# A user id in a path: the same rule as in bodies and in `whyrec data prepare`
+# (whyrec.data.ids); the route's "{user:path}" lets an id hold "/", sent as %2F or as it is.
+USER = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="Source user id (URL-encoded; '/' may be sent as %2F).",
+        json_schema_extra={"pattern": ID_PATTERN},
+    ),
+    AfterValidator(check_id),
+]
 # The page loads only its own files; nothing inline, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -118,7 +131,7 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     @app.exception_handler(WhyrecError)
     async def _whyrec(_: Request, exc: WhyrecError) -> JSONResponse:
-        return JSONResponse({"detail": echo_text(str(exc), MAX_MESSAGE)}, status_code=422)
+        return error_response(422, [], str(exc))  # the documented 422 shape (a list)
 
     keys = [k.encode("utf-8") for k in settings.keys()]
     bearer = HTTPBearer(auto_error=False, description="One of the configured API keys.")
@@ -146,7 +159,10 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     k_query = Query(settings.k_default, ge=1, le=settings.k_max, description=f"1..{settings.k_max}")
 
     # ----------------------------------------------------------------- open
-    @app.get("/health", response_model=HealthOut, tags=["service"])
+    # the key is optional here (it only adds detail): say so in the schema ({} = no auth)
+    optional_key = {"security": [{}, {"HTTPBearer": []}]}
+
+    @app.get("/health", response_model=HealthOut, tags=["service"], openapi_extra=optional_key)
     async def health(
         creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> dict[str, Any]:
@@ -181,13 +197,13 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     # ------------------------------------------------------------- /v1 API
     @app.get(
-        "/v1/users/{user}/recommendations",
+        "/v1/users/{user:path}/recommendations",
         response_model=RecommendationsOut,
         dependencies=guard,
         tags=["recommendations"],
     )
     async def user_recommendations(
-        user: str = USER,
+        user: USER,
         k: int = k_query,
         explain: bool = Query(False, description="Attach reasons, weights and attribution."),
     ) -> Response:
@@ -210,22 +226,25 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         return Response(out, media_type=JSON)
 
     @app.get(
-        "/v1/users/{user}/preferences",
+        "/v1/users/{user:path}/preferences",
         response_model=PreferencesOut,
         dependencies=guard,
         tags=["users"],
     )
-    async def user_preferences(user: str = USER) -> dict[str, Any]:
+    async def user_preferences(user: USER) -> dict[str, Any]:
         """The user's preferences with LANE's weights (empty for non-LANE models)."""
         stale = not await service.fresh()
         history = service.history_of(user)
         return {**await service.call(service.user_preferences, history), "stale": stale}
 
     @app.get(
-        "/v1/users/{user}/history", response_model=HistoryOut, dependencies=guard, tags=["users"]
+        "/v1/users/{user:path}/history",
+        response_model=HistoryOut,
+        dependencies=guard,
+        tags=["users"],
     )
     async def user_history(
-        user: str = USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
+        user: USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
     ) -> dict[str, Any]:
         """The user's most recent items, newest first (training data and posted ones)."""
         stale = not await service.fresh()
@@ -303,7 +322,56 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         items = service.resolve_items(body.item_ids, body.titles)
         return await service.store_call(service.add_interactions, body.user, items)
 
+    _document_errors(app)
     return app
+
+
+#: Error replies every /v1 route may give besides its 200 and 422, and when.
+_ERRORS = {
+    "401": "No or a wrong API key (only when API keys are configured).",
+    "503": "The store cannot be reached now; retry after the Retry-After header's seconds.",
+}
+_BODY_ERRORS = {
+    "413": "The body is larger than max_body_bytes.",
+    "415": "The body is not JSON (Content-Type application/json).",
+}
+_NOT_FOUND = "The user or an item (by id or title) is not known."
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string", "description": "What was wrong."}},
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Add the error replies the guard, the key check, the store and the lookups give to
+    the OpenAPI schema, so it documents every status a route can answer (schemathesis
+    checks the app against it: tests/serve/test_schemathesis.py)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                continue
+            for method, op in operations.items():
+                errors = dict(_ERRORS)
+                if method == "post":
+                    errors.update(_BODY_ERRORS)
+                if "{user}" in path or path in ("/v1/recommendations", "/v1/explanations"):
+                    errors["404"] = _NOT_FOUND
+                responses = op.setdefault("responses", {})
+                for code, text in errors.items():
+                    responses.setdefault(
+                        code,
+                        {"description": text, "content": {JSON: {"schema": _ERROR_BODY}}},
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _wait(wait_s: float | None, settings: ServeSettings) -> float:

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from whyrec.data.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 
 #: Hard cap on list lengths in a body; the configured ``max_history`` is usually lower.
 HARD_MAX_ITEMS = 10_000
 
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+#: A user id, by the same rule as ``whyrec data prepare`` (:mod:`whyrec.data.ids`):
+#: stripped, not blank nor a missing-value spelling such as "NaN", at most 128 characters,
+#: no control or bidirectional-control characters; "/" is allowed.
 UserId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f/]+$")
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(check_id),  # says which character, where
+    Field(json_schema_extra={"pattern": ID_PATTERN}),
 ]
 
 

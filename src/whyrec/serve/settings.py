@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from whyrec.config import ConfigFileSource, read_config_section
 from whyrec.errors import ConfigError
+from whyrec.safety import register_secret
 
 CONFIG_ENV = "WHYREC_SERVE_CONFIG"
 ENV_PREFIX = "WHYREC_SERVE_"
@@ -210,7 +211,10 @@ class ServeSettings(BaseSettings):
         if self.api_keys_file is not None:
             for line in Path(self.api_keys_file).read_text(encoding="utf-8").splitlines():
                 out.append(line.split("#", 1)[0].strip())
-        return [k for k in dict.fromkeys(out) if k]
+        keys = [k for k in dict.fromkeys(out) if k]
+        for key in keys:  # the service's bearer tokens: redacted wherever text is redacted
+            register_secret(key)
+        return keys
 
     @property
     def auth_enabled(self) -> bool:

@@ -25,6 +25,14 @@ from whyrec.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 _SNIPPET = 80
+#: Longest line any loader reads, in bytes after decompression (a line of a JSON-lines or
+#: Python-literal file, or a physical line of a CSV/TSV file). Longer is a DataError naming
+#: the file, the line and this cap, raised after reading at most this many bytes of the
+#: line: a 1 MB gzip holding 1 GB of zeros once took 2.4 GB of memory before its error.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Largest whole document read at once (a JSON array file, a gzipped Parquet file), in
+#: bytes after decompression.
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 
 
 def check_file(path: str | Path, role: str = "input") -> Path:
@@ -52,6 +60,92 @@ def open_binary(path: str | Path) -> IO[bytes]:
     return open(path, "rb")
 
 
+def line_too_long(path: str | Path, line: int, cap: int) -> DataError:
+    """The error for a line longer than ``cap`` bytes."""
+    return DataError(
+        f"line longer than the {cap:,}-byte cap for one line (after decompression); "
+        "expected one record per line: is this the right file and format?",
+        path=path,
+        line=line,
+    )
+
+
+def read_capped(fh: IO[bytes], path: str | Path, cap: int | None = None) -> bytes:
+    """All of ``fh`` (a whole JSON document, a gzipped Parquet file), or a DataError once
+    more than ``cap`` (default :data:`MAX_DOCUMENT_BYTES`) bytes come out of it: at most
+    ``cap + 1`` bytes are ever held."""
+    cap = MAX_DOCUMENT_BYTES if cap is None else cap
+    data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise DataError(
+            f"more than {cap:,} bytes after decompression, the cap for a file read whole; "
+            "use JSON lines (one record per line) or an uncompressed Parquet file",
+            path=path,
+        )
+    return data
+
+
+def _bounded_lines(fh: IO[bytes], path: Path, cap: int) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, raw_line)`` with no line read past ``cap`` bytes (newline aside)."""
+    lineno = 0
+    while True:
+        raw = fh.readline(cap + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > cap and raw[cap:] != b"\n":
+            raise line_too_long(path, lineno, cap)
+        yield lineno, raw
+
+
+class LineCapReader(io.RawIOBase):
+    """A binary stream passing ``inner`` through unchanged, but raising the
+    :func:`line_too_long` error as soon as a physical line exceeds ``cap`` bytes.
+
+    pandas reads CSV/TSV through it, so a file without line breaks costs ``cap`` bytes of
+    memory, not its decompressed size. Reads are at most ``cap`` bytes, so a line that
+    fits in one read is short enough; longer ones span reads and are counted across them.
+    """
+
+    def __init__(self, inner: IO[bytes], path: str | Path, cap: int) -> None:
+        self.inner = inner
+        self.path = path
+        self.cap = cap
+        self.run = 0  # bytes since the last newline
+        self.newlines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.inner.read(min(len(view), self.cap))
+        n = len(data)
+        first = data.find(b"\n")
+        if first < 0:
+            self.run += n
+        else:
+            self.run += first
+            if self.run <= self.cap:
+                self.newlines += data.count(b"\n")
+                self.run = n - data.rfind(b"\n") - 1
+        if self.run > self.cap:
+            raise line_too_long(self.path, self.newlines + 1, self.cap)
+        view[:n] = data
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def open_capped(path: str | Path, cap: int | None = None) -> IO[bytes]:
+    """:func:`open_binary` (gzip transparently) behind a :class:`LineCapReader` (default
+    cap :data:`MAX_LINE_BYTES`)."""
+    cap = MAX_LINE_BYTES if cap is None else cap
+    return io.BufferedReader(LineCapReader(open_binary(path), path, cap))
+
+
 def _ascii_compatible(encoding: str) -> bool:
     try:
         return "\n{".encode(encoding) == b"\n{"
@@ -59,13 +153,18 @@ def _ascii_compatible(encoding: str) -> bool:
         raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from None
 
 
-def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+def iter_lines(
+    path: str | Path, encoding: str = "utf-8", *, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line, numbers 1-based.
 
     Lines are decoded one at a time, so an undecodable byte is reported at its exact
-    line together with the encoding that was expected.
+    line together with the encoding that was expected. No line is read past
+    ``max_line_bytes`` (characters for UTF-16/32 files): a longer one is a DataError
+    naming the file, the line and the cap (default :data:`MAX_LINE_BYTES`).
     """
     path = Path(path)
+    max_line_bytes = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -76,7 +175,7 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
     try:
         with open_binary(path) as fh:
             if _ascii_compatible(encoding):
-                for lineno, raw in enumerate(fh, start=1):
+                for lineno, raw in _bounded_lines(fh, path, max_line_bytes):
                     try:
                         text = raw.decode(encoding)
                     except UnicodeDecodeError as e:
@@ -94,7 +193,10 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
             else:  # UTF-16/32: decode the stream, lines cannot be split on raw bytes
                 reader = io.TextIOWrapper(fh, encoding=encoding, newline=None)
                 try:
-                    for lineno, text in enumerate(reader, start=1):
+                    while text := reader.readline(max_line_bytes + 1):
+                        lineno += 1
+                        if len(text) > max_line_bytes and text[max_line_bytes:] != "\n":
+                            raise line_too_long(path, lineno, max_line_bytes)
                         if lineno == 1 and text.startswith("\ufeff"):
                             text = text[1:]
                         if text.strip():

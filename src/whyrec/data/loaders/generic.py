@@ -24,6 +24,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from whyrec.data.ids import clean_ids
+from whyrec.data.loaders import _lines
 from whyrec.data.loaders._lines import (
     attach_catalogue,
     check_file,
@@ -33,6 +34,8 @@ from whyrec.data.loaders._lines import (
     iter_records,
     join_text,
     open_binary,
+    open_capped,
+    read_capped,
     snippet,
 )
 from whyrec.data.raw import RawData, describe_source
@@ -52,7 +55,6 @@ _SUFFIXES = {
 _UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # seconds between 1900-01-01 and 2200-01-01: anything outside is a unit or data error
 _MIN_SECONDS, _MAX_SECONDS = -2_208_988_800, 7_258_118_400
-_EPOCH = pd.Timestamp(0, tz="UTC")
 _CHUNK_ROWS = 500_000
 
 
@@ -293,12 +295,17 @@ def _read_delimited(
     options: dict[str, Any] = {
         "sep": sep,
         "encoding": pd_encoding,
-        "compression": "gzip" if is_gzip(path) else None,
         "engine": "python" if len(sep) > 1 else "c",
         "header": None if names else 0,
         "names": list(names) if names else None,
     }
-    header = _pandas_read(path, encoding, lambda: pd.read_csv(path, nrows=0, **options))
+
+    def read_header() -> pd.DataFrame:
+        # every read goes through the line cap (gzip decompressed on the way)
+        with open_capped(path) as fh:
+            return pd.read_csv(fh, nrows=0, **options)
+
+    header = _pandas_read(path, encoding, read_header)
     available = [str(c) for c in header.columns]
     _check_columns(path, columns, available, params)
     wanted = list(dict.fromkeys(columns))
@@ -310,8 +317,11 @@ def _read_delimited(
     def read_all() -> pd.DataFrame:
         # No usecols: with it pandas silently accepts rows with too many fields. Chunks
         # keep memory bounded while every field of every row is still tokenised.
-        chunks = pd.read_csv(path, dtype=dtypes, na_filter=False, chunksize=_CHUNK_ROWS, **options)
-        parts = [chunk[wanted] for chunk in chunks]
+        with open_capped(path) as fh:
+            chunks = pd.read_csv(
+                fh, dtype=dtypes, na_filter=False, chunksize=_CHUNK_ROWS, **options
+            )
+            parts = [chunk[wanted] for chunk in chunks]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=wanted)
 
     frame = _pandas_read(path, encoding, read_all)
@@ -363,6 +373,9 @@ def _delimited_line(
         if len(sep) > 1:  # pandas' python engine: no quoting across lines, blank lines skipped
             rows = ((n, line) for n, line in enumerate(fh, start=1) if line.strip())
         else:
+            # a field may be as long as a line may be (the default limit, 128 KiB, made
+            # locating a row with a long id end in a csv.Error)
+            csv.field_size_limit(max(csv.field_size_limit(), _lines.MAX_LINE_BYTES))
             reader = csv.reader(fh, delimiter=sep)
             rows = _csv_starts(reader)
         row = -1 if has_header else 0
@@ -386,7 +399,10 @@ def _read_parquet(path: Path, columns: list[str], params: dict[str, str]) -> _Ta
     import pyarrow.parquet as pq
 
     try:
-        source: Any = io.BytesIO(gzip.open(path).read()) if is_gzip(path) else path
+        source: Any = path
+        if is_gzip(path):
+            with gzip.open(path) as fh:
+                source = io.BytesIO(read_capped(fh, path))
         parquet = pq.ParquetFile(source)
         available = list(parquet.schema_arrow.names)
         _check_columns(path, columns, available, params)
@@ -471,7 +487,7 @@ def _read_json_array(
 ) -> _Table:
     try:
         with open_binary(path) as fh:
-            data = json.loads(fh.read().decode(encoding).lstrip("\ufeff"))
+            data = json.loads(read_capped(fh, path).decode(encoding).lstrip("\ufeff"))
     except UnicodeDecodeError as e:
         raise DataError(
             f"cannot decode byte at offset {e.start} as {encoding}; pass encoding=...", path=path
@@ -623,7 +639,11 @@ def _datetime_seconds(
     if bad.any():
         i = int(bad.argmax())
         raise table.error(i, column, f"expected {expected}, got {_shown(shown.iloc[i])}")
-    seconds = ((parsed - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(dtype="int64")
+    # In microseconds first: pandas parses year 1 or 9999 at a coarser unit, and the
+    # nanoseconds a subtraction from a nanosecond epoch needs cannot hold them (that
+    # overflow ended `data prepare` in an OutOfBoundsDatetime traceback).
+    micros = pd.DatetimeIndex(parsed).as_unit("us").asi8
+    seconds = micros // 1_000_000
     _check_range(table, column, seconds, shown, "time")
     return seconds
 
@@ -634,12 +654,14 @@ def _check_range(
     bad = (seconds < _MIN_SECONDS) | (seconds > _MAX_SECONDS)
     if bad.any():
         i = int(bad.argmax())
-        raise table.error(
-            i,
-            column,
-            f"{_shown(shown.iloc[i])} read as {what} falls outside 1900-2200; set "
-            "time_format to the right unit (s, ms, us, ns) or layout",
-        )
+        if what == "time":  # a date as written: the unit cannot be the problem
+            message = f"{_shown(shown.iloc[i])} is outside the years 1900-2200 whyrec accepts"
+        else:
+            message = (
+                f"{_shown(shown.iloc[i])} read as {what} falls outside 1900-2200; set "
+                "time_format to the right unit (s, ms, us, ns) or layout"
+            )
+        raise table.error(i, column, message)
 
 
 def _shown(value: Any) -> str:

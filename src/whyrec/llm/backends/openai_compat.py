@@ -36,6 +36,21 @@ MODES = ("json_schema", "json_object", "prompt")
 _RETRY_STATUS = {408, 409, 425, 429}
 # Endpoints that run on this machine rarely check keys; the client still needs one.
 _PLACEHOLDER_KEY = "no-key-needed"
+#: whyrec's own variable for the endpoint's key; when set it wins over ``api_key_env``.
+KEY_ENV = "WHYREC_LLM_API_KEY"
+
+
+def api_key_from_env(api_key_env: str) -> tuple[str | None, str]:
+    """The API key and the variable it came from: ``$WHYREC_LLM_API_KEY`` when set, else
+    the variable named by ``api_key_env`` (``OPENAI_API_KEY`` by default). Every value
+    found is registered for redaction, so neither can reach a store or a terminal."""
+    found: tuple[str | None, str] = (None, api_key_env)
+    for name in (api_key_env, KEY_ENV):
+        value = os.environ.get(name)
+        if value:
+            register_secret(value)
+            found = (value, name)
+    return found
 
 
 def _retry_after(response: Any) -> float | None:
@@ -61,6 +76,8 @@ class OpenAIBackend:
         self.model = settings.model
         self.base_url = settings.base_url
         self.api_key_env = settings.api_key_env
+        # the variable the key is read from (named in a refused call's hint)
+        self.key_source = api_key_from_env(self.api_key_env)[1]
         self.timeout = settings.timeout
         self._client: openai.OpenAI | None = None
         self._client_lock = threading.Lock()
@@ -75,16 +92,15 @@ class OpenAIBackend:
         ``estimate``) without a key; the key is read from the environment only here."""
         with self._client_lock:
             if self._client is None:
-                key = os.environ.get(self.api_key_env)
+                key, self.key_source = api_key_from_env(self.api_key_env)
                 if not key:
                     if self.base_url is None:
                         raise LLMConfigError(
-                            f"environment variable {self.api_key_env} is not set; backend "
+                            f"neither {KEY_ENV} nor {self.api_key_env} is set; backend "
                             "'openai' without base_url calls api.openai.com and needs the key "
                             "(or set api_key_env to the name of the variable that holds it)"
                         )
                     key = _PLACEHOLDER_KEY
-                register_secret(key)  # redacted from every error text from now on
                 self._client = self._openai.OpenAI(
                     api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0
                 )
@@ -179,7 +195,7 @@ class OpenAIBackend:
                 ) from exc
             hint = ""
             if status in (401, 403):
-                hint = f" (check the key in ${self.api_key_env})"
+                hint = f" (check the key in ${self.key_source})"
             elif status == 404:
                 hint = f" (check base_url and that model {self.model!r} exists there)"
             raise LLMRequestError(f"{where}: HTTP {status}: {detail}{hint}", status=status) from exc
@@ -231,11 +247,14 @@ class OpenAIBackend:
         return {"base_url": self.base_url, "structured_output": self._configured_mode}
 
     def describe(self) -> dict[str, Any]:
-        """Facts for ``whyrec llm info``; says whether the key variable is set, never its value."""
+        """Facts for ``whyrec llm info``; says whether a key is set and in which variable,
+        never its value."""
+        key, source = api_key_from_env(self.api_key_env)
         return {
             "base_url": self.base_url or "https://api.openai.com/v1",
             "api_key_env": self.api_key_env,
-            "api_key_set": bool(os.environ.get(self.api_key_env)),
+            "api_key_set": bool(key),
+            "api_key_from": source if key else None,
             "structured_output": self._configured_mode,
             "timeout_s": self.timeout,
         }

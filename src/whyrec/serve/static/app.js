@@ -12,11 +12,32 @@ const POLL_MS = Math.max(50, Number(new URLSearchParams(location.search).get("po
 const POLL_MAX_MS = Math.max(POLL_MS, 15000);
 const STILL_WRITING_MS = 20000;
 
+// Untrusted text as the page shows it, by whyrec.safety's terminal rule
+// (TERMINAL_CONTROL_CHARS): control characters other than newline and tab, line
+// separators and the bidirectional controls U+202A-U+202E and U+2066-U+2069 become
+// visible \xNN / \uNNNN text, so a title cannot reorder what it shows ("Harmless
+// \u202egpj.exe" stays readable as written); with ``cap`` the text is cut with "…".
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const TITLE_CAP = 300;
+
+function shown(value, cap = 0) {
+  let s = String(value ?? "");
+  if (cap && s.length > cap) s = s.slice(0, cap - 1).trimEnd() + "…";
+  return s.replace(CONTROL, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? "\\x" + code.toString(16).padStart(2, "0")
+      : "\\u" + code.toString(16).padStart(4, "0");
+  });
+}
+
+// ``text`` and ``title`` pass through shown(); ``value`` (a form value sent back to the
+// server) is kept as the data has it.
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
+    else if (k === "text") node.textContent = shown(v);
+    else if (k === "title") node.setAttribute(k, shown(v));
     else node.setAttribute(k, v);
   }
   for (const c of children) node.append(c);
@@ -25,7 +46,7 @@ function el(tag, attrs = {}, ...children) {
 
 function setStatus(text, isError = false) {
   const s = $("status");
-  s.textContent = text;
+  s.textContent = shown(text);
   s.classList.toggle("error", isError);
 }
 
@@ -161,7 +182,7 @@ function renderHistory(data) {
   list.replaceChildren();
   $("history-count").textContent = `(${data.history_length} items)`;
   for (const it of data.items) {
-    const li = el("li", {}, el("span", { class: "title", text: it.title }));
+    const li = el("li", {}, el("span", { class: "title", text: shown(it.title, TITLE_CAP), title: it.title }));
     if (it.text) li.append(el("span", { class: "muted small", text: " · " + it.text }));
     if (it.source === "api") li.append(el("span", { class: "badge new", text: "new" }));
     list.append(li);
@@ -176,7 +197,7 @@ function renderPreferences(data) {
     box.append(el("p", { class: "muted", text: data.note || "no preferences for this model" }));
     return;
   }
-  $("prefs-source").textContent = `(${data.source}${data.pending ? ", LLM version pending" : ""})`;
+  $("prefs-source").textContent = shown(`(${data.source}${data.pending ? ", LLM version pending" : ""})`);
   const max = Math.max(...data.preferences.map((p) => p.weight), 1e-9);
   for (const j of data.order) {
     const p = data.preferences[j];
@@ -207,7 +228,7 @@ function reasonBlock(exp) {
   }
   for (const item of cited.history) {
     const h = exp.history_effects.find((x) => x.item === item);
-    if (h) parts.push(`${h.title} (score −${h.score_drop.toFixed(3)} without it)`);
+    if (h) parts.push(`${shown(h.title, TITLE_CAP)} (score −${h.score_drop.toFixed(3)} without it)`);
   }
   if (cited.facts.length) parts.push("shared: " + cited.facts.join(", "));
   if (parts.length) {
@@ -227,7 +248,7 @@ function renderRecommendations(data) {
   for (const it of data.items) {
     const li = el("li", { class: "rec", "data-item": it.item_id },
       el("div", { class: "rec-head" },
-        el("span", { class: "title", text: it.title }),
+        el("span", { class: "title", text: shown(it.title, TITLE_CAP), title: it.title }),
         el("span", { class: "muted small", text: ` score ${it.score.toFixed(3)}` })));
     if (it.explanation) {
       li.append(reasonBlock(it.explanation));
@@ -258,7 +279,7 @@ function renderHeatmap(data) {
   let maxAbs = 1e-9;
   for (const r of rows) for (const e of r.explanation.preference_effects) maxAbs = Math.max(maxAbs, Math.abs(e.score_drop));
   for (const r of rows) {
-    const tr = el("tr", {}, el("th", { class: "row-title", text: r.title }));
+    const tr = el("tr", {}, el("th", { class: "row-title", text: shown(r.title, TITLE_CAP), title: r.title }));
     const citedPrefs = (r.explanation.cited || { preferences: [] }).preferences;
     for (const e of r.explanation.preference_effects) {
       const v = e.score_drop / maxAbs;
@@ -319,7 +340,7 @@ async function explainItem(title, again = false) {
     const exp = await api("/v1/explanations", { method: "POST", body });
     if (state.user !== user) return;
     box.replaceChildren(
-      el("h3", {}, el("span", { class: "title", text: exp.title }),
+      el("h3", {}, el("span", { class: "title", text: shown(exp.title, TITLE_CAP), title: exp.title }),
         el("span", { class: "muted small", text: ` — the model ranks it #${exp.rank}` })),
       reasonBlock(exp));
     whyPoller.update(exp.pending ? 1 : 0, () => explainItem(title, true));
@@ -373,7 +394,7 @@ async function init() {
     state.auth = h.auth;
     $("auth").hidden = !h.auth;
     const llm = h.llm.enabled ? `LLM ${h.llm.model || "?"} (${h.llm.state})` : "LLM off: template reasons";
-    $("model-info").textContent = `${h.model.name} · ${h.model.users} users · ${h.model.items} items · ${llm}`;
+    $("model-info").textContent = shown(`${h.model.name} · ${h.model.users} users · ${h.model.items} items · ${llm}`);
   } catch (e) {
     $("model-info").textContent = "server not reachable";
   }
