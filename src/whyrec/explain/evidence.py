@@ -42,7 +42,6 @@ MATERIAL_SHARE = 0.1
 EVIDENCE_VERSION = "ev-2"
 
 
-
 def item_facts(text: str | None) -> list[str]:
     """The facts in an item's text field ("Action|Adventure" → ["Action", "Adventure"])."""
     return split_tags(text)
