@@ -186,10 +186,12 @@ def test_the_sync_reads_again_what_it_missed_while_down(
         other.add_interactions("u8", ["i20", "i21", "i22"])
     finally:
         other.close()
+    # read again, and (once the breaker has closed) no longer marked stale
     r = wait_until(
         lambda: (
             j
             if (j := c.get("/v1/users/u8/recommendations").json())["new_interactions"] == 3
+            and j["stale"] is False
             else None
         ),
         timeout=30,

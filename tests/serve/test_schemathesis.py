@@ -104,7 +104,7 @@ def test_every_route_with_the_key(api_schema):
 
 def test_every_route_without_the_key(api_schema):
     """Without the key every /v1 route answers 401 (and nothing else), /health its
-    public view; never a 5xx or a traceback."""
+    public view, /ready its state; never a 5xx or a traceback."""
 
     def check(case):
         response = case.call()
@@ -116,6 +116,8 @@ def test_every_route_without_the_key(api_schema):
                 assert response.json() == {"detail": "Not Found"}
             else:
                 assert response.status_code in allowed, (response.status_code, response.text)
+        elif case.path == "/ready":  # readiness never needs a key; this store is local
+            assert response.status_code == 200 and response.json()["ready"] is True
         else:  # /health: the public view, never the paths
             assert response.status_code == 200 and response.json()["detail"] is False
             assert "run" not in response.json()["model"]
