@@ -267,7 +267,7 @@ class ExplanationPipeline:
 
     @functools.cached_property
     def verifier(self) -> ClaimVerifier:
-        from whyrec.evaluate.explanations.grounding import Catalogue
+        from whyrec.explain.grounding import Catalogue
 
         titles = [str(t) for t in self.model.item_titles]
         return ClaimVerifier(Catalogue(titles, self.item_texts), boilerplate=self.boilerplate)

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.evaluate.explanations.grounding import Catalogue, quoted_spans
-from whyrec.evaluate.explanations.textutil import content_words, sentences, words
+from whyrec.explain.grounding import Catalogue, quoted_spans
+from whyrec.explain.textutil import content_words, sentences, words
 from whyrec.explain.evidence import ItemEvidence
 from whyrec.explain.schemas import unfinished
 

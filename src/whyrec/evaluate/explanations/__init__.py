@@ -16,7 +16,7 @@ from whyrec.evaluate.explanations.faithfulness import (
     likelihood_agreement,
     preference_faithfulness,
 )
-from whyrec.evaluate.explanations.grounding import Catalogue, Grounding, TitleMention
+from whyrec.explain.grounding import Catalogue, Grounding, TitleMention
 from whyrec.evaluate.explanations.harness import (
     SYSTEMS,
     evaluate_explanations,

@@ -29,7 +29,7 @@ import numpy as np
 from whyrec.errors import ConfigError
 from whyrec.evaluate.explanations.cases import ExplanationCase
 from whyrec.evaluate.explanations.counterfactual import score_counterfactual
-from whyrec.evaluate.explanations.grounding import Catalogue
+from whyrec.explain.grounding import Catalogue
 from whyrec.evaluate.explanations.judges import (
     JudgeContext,
     PairwiseJudge,
@@ -207,7 +207,7 @@ def score_claims(model: Any, cases: Sequence[ExplanationCase], catalogue: Catalo
 def score_boilerplate(cases: Sequence[ExplanationCase], encoder: Any = None) -> dict[str, Any]:
     """Per system: the share of each text's sentences that the same system wrote (nearly)
     alike for 3+ users (``case.metrics["boilerplate_sentences"]``); returns counts."""
-    from whyrec.evaluate.explanations.textutil import sentences
+    from whyrec.explain.textutil import sentences
     from whyrec.explain.verify import BoilerplateDetector
 
     out: dict[str, Any] = {}

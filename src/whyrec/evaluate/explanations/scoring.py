@@ -19,7 +19,7 @@ from whyrec.evaluate.explanations.faithfulness import (
     likelihood_agreement,
     preference_faithfulness,
 )
-from whyrec.evaluate.explanations.grounding import Catalogue
+from whyrec.explain.grounding import Catalogue
 from whyrec.evaluate.explanations.stats import spearman, summarize
 from whyrec.evaluate.explanations.text import (
     BertScoreStyle,
