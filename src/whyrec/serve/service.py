@@ -38,7 +38,8 @@ from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
 from whyrec.serve.replicas import for_store
 from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, open_store
+from whyrec.serve.store import LRU
+from whyrec.serve.stores import open_store
 
 
 class RecService:

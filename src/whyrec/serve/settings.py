@@ -20,10 +20,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from whyrec.config import ConfigFileSource, read_config_section
 from whyrec.errors import ConfigError
+from whyrec.serve.store_url import display_url, is_postgres_url
 
 CONFIG_ENV = "WHYREC_SERVE_CONFIG"
 ENV_PREFIX = "WHYREC_SERVE_"
-PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_loopback(host: str) -> bool:
@@ -160,7 +160,7 @@ class ServeSettings(BaseSettings):
         """``store=postgresql://…`` (the CLI's --store, $WHYREC_SERVE_STORE) is the URL."""
         if isinstance(data, dict):
             value = data.get("store")
-            if isinstance(value, str) and value.strip().lower().startswith(PG_SCHEMES):
+            if is_postgres_url(value):
                 if data.get("store_url") is not None:
                     raise ValueError("give the store once: a SQLite path or store_url, not both")
                 data = {**data, "store_url": value.strip()}
@@ -173,7 +173,7 @@ class ServeSettings(BaseSettings):
             if self.store is not None:
                 raise ValueError("give the store once: a SQLite path or store_url, not both")
             url = self.store_url.get_secret_value().strip()
-            if not url.lower().startswith(PG_SCHEMES):
+            if not is_postgres_url(url):
                 raise ValueError(  # the value itself is not repeated: it may hold a password
                     "store_url must be a URL starting with postgresql:// (or postgres://)"
                 )
@@ -213,8 +213,6 @@ class ServeSettings(BaseSettings):
     def store_display(self) -> str:
         """Where the store is, for logs: the SQLite path or the URL without its password."""
         if self.store_url is not None:
-            from whyrec.serve.store_pg import display_url
-
             return display_url(self.store_url.get_secret_value())
         return str(self.store_path())
 

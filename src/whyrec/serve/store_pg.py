@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from whyrec.errors import ConfigError, DataError
-from whyrec.safety import REDACTED, redact_secrets
+from whyrec.safety import redact_secrets
+from whyrec.serve.store_url import display_url, is_postgres_url, password_of
 from whyrec.serve.store import (
     SQL_GET_FORMAT,
     SQL_SET_FORMAT,
@@ -31,7 +32,6 @@ from whyrec.serve.store import (
 
 log = logging.getLogger("whyrec.serve")
 
-SCHEMES = ("postgresql://", "postgres://")
 #: First key of every advisory lock whyrec takes (the second is 0 for the schema, or a
 #: hash of the user id for its interactions).
 LOCK_SPACE = 7411
@@ -50,45 +50,6 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS llm_claims ("
     " key TEXT PRIMARY KEY, owner TEXT NOT NULL, until DOUBLE PRECISION NOT NULL)",
 )
-
-
-def is_postgres_url(value: object) -> bool:
-    """``value`` is a ``postgresql://`` (or ``postgres://``) URL."""
-    return isinstance(value, str) and value.strip().lower().startswith(SCHEMES)
-
-
-def _parts(url: str) -> dict[str, str]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
-    except Exception as exc:
-        # the parser's message may repeat the URL: keep the password out of it
-        raise ConfigError(
-            f"store_url: not a PostgreSQL URL ({redact_secrets(str(exc), _password_of(url))}); "
-            "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-        ) from None
-
-
-def _password_of(url: str) -> list[str]:
-    """The URL's password (for redaction), found without a full parse."""
-    head = url.split("://", 1)[-1].split("/", 1)[0]
-    if "@" in head:
-        userinfo = head.rsplit("@", 1)[0]
-        if ":" in userinfo:
-            return [userinfo.split(":", 1)[1]]
-    return []
-
-
-def display_url(url: str) -> str:
-    """The URL without its password (``[redacted]`` in its place) or other parameters."""
-    p = _parts(url)
-    user = p.get("user", "")
-    if "password" in p:
-        user += ":" + REDACTED
-    host = p.get("host", "")
-    port = f":{p['port']}" if "port" in p else ""
-    return f"postgresql://{user + '@' if user else ''}{host}{port}/{p.get('dbname', '')}"
 
 
 def _no_nul(field: str, value: Any) -> None:
@@ -118,7 +79,7 @@ class PostgresStore(Store):
                 "pip install 'whyrec[postgres]'"
             ) from None
         self._psycopg = psycopg
-        self._secrets = _password_of(url)
+        self._secrets = password_of(url)
         self._display = display_url(url)
         self.timeout = float(timeout)
         # One connection first: its error says why (refused, authentication, no database)
