@@ -18,14 +18,10 @@ def make_backend(settings: LLMSettings) -> Backend:
         from whyrec.llm.backends.pool import WorkerPoolBackend
 
         return WorkerPoolBackend(settings)
-    if settings.backend == "local" and settings.n_parallel > 1:
-        from whyrec.llm.backends.batched import BatchedLocalBackend
-
-        return BatchedLocalBackend(settings)
     if settings.backend == "local":
-        from whyrec.llm.backends.local import LocalBackend
+        from whyrec.llm.backends.batched import in_process_backend
 
-        return LocalBackend(settings)
+        return in_process_backend(settings)
     from whyrec.llm.backends.openai_compat import OpenAIBackend
 
     return OpenAIBackend(settings)
