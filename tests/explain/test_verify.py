@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from whyrec.explain.grounding import Catalogue
 from whyrec.explain.evidence import ItemEvidence, item_facts
+from whyrec.explain.grounding import Catalogue
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
 
 TITLES = [

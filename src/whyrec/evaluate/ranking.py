@@ -22,8 +22,8 @@ import numpy as np
 
 from whyrec.data.dataset import Dataset
 from whyrec.errors import ConfigError, DataError, ModelError
-from whyrec.metrics import DEFAULT_KS, mask_history, rank_of_target, summarize
 from whyrec.evaluate.report import EvaluationReport, EvaluationResult
+from whyrec.metrics import DEFAULT_KS, mask_history, rank_of_target, summarize
 
 
 class Scorer(TypingProtocol):

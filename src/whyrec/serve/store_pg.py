@@ -20,7 +20,6 @@ from typing import Any
 
 from whyrec.errors import ConfigError, DataError
 from whyrec.safety import redact_secrets
-from whyrec.serve.store_url import display_url, is_postgres_url, password_of
 from whyrec.serve.store import (
     SQL_GET_FORMAT,
     SQL_SET_FORMAT,
@@ -29,6 +28,7 @@ from whyrec.serve.store import (
     Store,
     StoreUnavailable,
 )
+from whyrec.serve.store_url import display_url, is_postgres_url, password_of
 
 log = logging.getLogger("whyrec.serve")
 

@@ -29,7 +29,6 @@ import numpy as np
 from whyrec.errors import ConfigError
 from whyrec.evaluate.explanations.cases import ExplanationCase
 from whyrec.evaluate.explanations.counterfactual import score_counterfactual
-from whyrec.explain.grounding import Catalogue
 from whyrec.evaluate.explanations.judges import (
     JudgeContext,
     PairwiseJudge,
@@ -43,6 +42,7 @@ from whyrec.evaluate.explanations.scoring import (
     pooled_length_correlation,
     summarize_systems,
 )
+from whyrec.explain.grounding import Catalogue
 
 SYSTEMS = ("lane", "baseline", "template")
 POSITIONS = ("top", "low")
