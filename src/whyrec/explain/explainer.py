@@ -274,7 +274,7 @@ class ExplanationPipeline:
 
     @property
     def is_lane(self) -> bool:
-        return getattr(self.model, "name", "") == "lane"
+        return self.model.has_preferences
 
     # ---------------------------------------------------------------- subject
     def subject(

@@ -53,7 +53,6 @@ class RecService:
         run = Path(settings.run).expanduser()
         self.manifest = read_manifest(run)
         self.model = load_model(run)
-        self.is_lane = self.model.name == "lane"
         self.started = time.time()
         ident = f"{self.model.name}|{self.manifest.get('created')}|{self.model.dataset_info}"
         self.model_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -249,7 +248,7 @@ class RecService:
             "users": self.n_users,
             "items": self.n_items,
             "dataset": (self.model.dataset_info or {}).get("name"),
-            "explanations": "lane" if self.is_lane else "baseline",
+            "explanations": "lane" if self.model.has_preferences else "baseline",
         }
         store = self.store.info(detail)
         llm = self.llm.status()

@@ -92,7 +92,7 @@ def counterfactual_metrics(
     out: dict[str, float | None] = {"cf_cited": float(len(prefs) + len(positions))}
     if not prefs and not positions:
         return out
-    m = len(case.preferences) if getattr(model, "name", "") == "lane" else 0
+    m = len(case.preferences) if model.has_preferences else 0
     hist = list(case.history)
     start = max(0, len(hist) - window)
     other_p = [j for j in range(m) if j not in prefs]

@@ -366,7 +366,7 @@ def evaluate_explanations(
     """
     from whyrec.explain.explainer import ExplanationPipeline, fact_label_of
 
-    if getattr(model, "name", "") != "lane":
+    if not getattr(model, "has_preferences", False):  # any object may be passed in
         raise ConfigError(
             f"evaluate-explanations needs a LANE model, got {getattr(model, 'name', model)!r}"
         )
