@@ -359,7 +359,7 @@ def run_local(
     """
     settings = getattr(client, "settings", None)
     default = max(getattr(settings, "concurrency", 1) or 1, getattr(settings, "calls_to_fill", 1))
-    limit = getattr(client.backend, "max_concurrency", None)
+    limit = client.backend.max_concurrency
     workers = opts.concurrency or default
     if limit:
         workers = min(workers, limit)

@@ -215,7 +215,7 @@ def estimate(
         return
     if result.cost_usd is None:
         cost = f"unknown: no price for {result.model!r}; add it under 'prices' in the settings"
-    elif settings.backend == "local":
+    elif settings.is_local:
         cost = "$0 (local model)"
     else:
         cost = f"${result.cost_usd:,.2f}"

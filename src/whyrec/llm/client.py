@@ -148,9 +148,9 @@ class LLMClient:
             self.cache = None
         else:
             self.cache = ReplyCache(self.settings.resolved_cache_path())
-        local = self.backend.name == "local"
+        paid = self.backend.costs_money
         self.usage = Accounting(
-            price=None if local else self.settings.price_for(self.backend.model), free=local
+            price=self.settings.price_for(self.backend.model) if paid else None, free=not paid
         )
         self._sleep: Callable[[float], None] = time.sleep
         self._rng = random.Random()
@@ -530,7 +530,7 @@ class LLMClient:
         workers = max(1, concurrency or default)
         # a backend that serialises calls (one in-process model) gains nothing from
         # threads, and in-order calls let it reuse the evaluated prompt prefix
-        workers = min(workers, getattr(self.backend, "max_concurrency", None) or workers)
+        workers = min(workers, self.backend.max_concurrency or workers)
         outcomes: list[LLMOutcome | None] = [None] * len(reqs)
         bar = None
         if progress:
@@ -599,10 +599,11 @@ class LLMClient:
                 cache_negative_hits=st.negative_hits,
                 retry_failed=self.settings.retry_failed,
             )
-        price = None if self.backend.name == "local" else self.settings.price_for(self.model)
+        paid = self.backend.costs_money
+        price = self.settings.price_for(self.model) if paid else None
         out["price_per_1m_tokens"] = (
-            "free (local)"
-            if self.backend.name == "local"
+            ("free (local)" if self.backend.is_local else "free")
+            if not paid
             else (f"${price.input:g} in / ${price.output:g} out" if price else "unknown")
         )
         return out

@@ -188,7 +188,7 @@ class LLMSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _backend_needs(self) -> LLMSettings:
-        if self.backend == "openai" and not self.model:
+        if not self.is_local and not self.model:
             raise ValueError(
                 "backend 'openai' needs 'model' (the endpoint's model name); set "
                 f"{ENV_PREFIX}MODEL or 'model' in the config file"
@@ -198,7 +198,13 @@ class LLMSettings(BaseSettings):
     @property
     def calls_to_fill(self) -> int:
         """Calls the local backend decodes at once (``n_parallel`` in each worker)."""
-        return self.n_parallel * self.workers if self.backend == "local" else 1
+        return self.n_parallel * self.workers if self.is_local else 1
+
+    @property
+    def is_local(self) -> bool:
+        """The backend runs the model in this process (``local``), not behind an API:
+        the one place the backend's name is read (``make_backend`` builds from it)."""
+        return self.backend == "local"
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LLMSettings:

@@ -505,6 +505,10 @@ class BatchedLocalBackend:
     """
 
     name = "local"
+    is_local = True
+    costs_money = False
+    #: no cap of its own: the client keeps ``calls_to_fill`` calls in flight to batch them
+    max_concurrency: int | None = None
 
     def __init__(
         self,

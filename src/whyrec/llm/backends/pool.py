@@ -95,6 +95,8 @@ class WorkerPoolBackend:
     """The embedded GGUF model in ``workers`` processes, calls spread over them."""
 
     name = "local"
+    is_local = True
+    costs_money = False
 
     def __init__(self, settings: LLMSettings) -> None:
         self.workers = int(settings.workers)
