@@ -161,7 +161,7 @@ class LLMGate:
             "enabled": self.enabled,
             "state": self.state(),
             "model": self.model,
-            "backend": getattr(getattr(self.client, "backend", None), "name", None),
+            "backend": self.client.backend.name if self.client is not None else None,
             "workers": self.workers,
             "pending_jobs": pending,
             "completed": self.completed,
