@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -326,18 +326,10 @@ def call_llm(client: Any, item: WorkItem, *, retry_failed: bool = False) -> list
     records = []
     for j, request in enumerate(item.requests):
         req = as_llm_request(request, tag=(item.key, j))
+        if retry_failed:
+            req = replace(req, retry_failed=True)
         try:
-            res = client.complete(
-                req.messages,
-                schema=req.schema,
-                max_tokens=req.max_tokens,
-                temperature=req.temperature,
-                seed=req.seed,
-                stage=req.stage,
-                prompt_version=req.prompt_version,
-                tag=req.tag,
-                **({"retry_failed": True} if retry_failed else {}),
-            )
+            res = req.send(client)
         except Exception as exc:  # recorded per item, never fatal to the job
             records.append(outcome_record(LLMFailure(error=exc, stage=req.stage, tag=req.tag)))
         else:

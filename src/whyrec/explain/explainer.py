@@ -52,6 +52,8 @@ from whyrec.explain.schemas import (
 )
 from whyrec.explain.templates import completion_sentences, template_reason
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
+from whyrec.llm.client import CompletionClient, LLMRequest
+from whyrec.models.protocols import ExplainableModel
 
 #: Token budget of one evidence sentence (sentences mode).
 SENTENCE_TOKENS = 60
@@ -210,8 +212,8 @@ class ExplanationPipeline:
 
     def __init__(
         self,
-        model: Any,
-        client: Any = None,
+        model: ExplainableModel,
+        client: CompletionClient | None = None,
         *,
         extractor: PreferenceExtractor | None = None,
         encoder: Any = None,
@@ -626,7 +628,7 @@ def _is_outage(outcome: Any) -> bool:
     return error is not None and is_outage(error)
 
 
-def ask(client: Any, request: Any) -> Any:
+def ask(client: CompletionClient, request: LLMRequest) -> Any:
     """One planned request answered by ``client``: its result, or the exception it raised
     (typed LLM errors and anything else become part of the outcome, never a crash)."""
     try:
