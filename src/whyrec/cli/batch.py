@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +54,52 @@ _ADDR = typer.Option(
 _CFG = typer.Option(None, "--llm-config", help="LLM config file.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 
+#: The options every job command takes, in --help order: (parameter, type, option).
+_JOB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("backend", str, _BACKEND),
+    ("retry_failed", bool, _RETRY),
+    ("concurrency", int | None, _CONC),
+    ("n_parallel", int | None, _PAR),
+    ("workers", int | None, _WORKERS),
+    ("weights", str | None, _WEIGHTS),
+    ("shard_size", int, _SHARD),
+    ("qps", float | None, _QPS),
+    ("actors", int, _ACTORS),
+    ("cpus_per_actor", float | None, _CPUS),
+    ("ray_address", str | None, _ADDR),
+    ("llm_config", Path | None, _CFG),
+    ("progress", bool, _PROGRESS),
+)
+#: Of those, the ones that are LLM settings rather than batch options.
+_SETTINGS_OPTIONS = ("n_parallel", "workers", "weights")
 
-def _run(
-    job_factory: Any, users: str, out: Path, settings_overrides: dict[str, Any], **o: Any
-) -> None:
+
+def _job_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the options of :data:`_JOB_OPTIONS` (declared once here, shown in
+    its --help after its own), handed to it together as the keyword ``job``: a dict."""
+    own = [
+        p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "job"
+    ]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, kind, option in _JOB_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        job = {name: kwargs.pop(name) for name, _, _ in _JOB_OPTIONS}
+        command(**kwargs, job=job)
+
+    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+    return wrapper
+
+
+def _run(job_factory: Any, users: str, out: Path, o: dict[str, Any]) -> None:
     from whyrec.batch import BatchOptions, run_batch
     from whyrec.llm import LLMClient, LLMSettings
 
-    settings = LLMSettings.load(o.pop("llm_config"), **settings_overrides)
+    settings = LLMSettings.load(o["llm_config"], **{k: o[k] for k in _SETTINGS_OPTIONS})
     opts = BatchOptions(
         backend=o["backend"],
         retry_failed=o["retry_failed"],
@@ -86,6 +127,7 @@ def _run(
 
 
 @app.command()
+@_job_command
 def preferences(
     run: str = typer.Argument(..., help="Dataset name or directory, or a model directory."),
     users: str = _USERS,
@@ -96,19 +138,8 @@ def preferences(
     mode: str = typer.Option(
         "auto", help="Prompt mode: json, aspects (one call per aspect) or auto (by model size)."
     ),
-    backend: str = _BACKEND,
-    retry_failed: bool = _RETRY,
-    concurrency: int | None = _CONC,
-    n_parallel: int | None = _PAR,
-    workers: int | None = _WORKERS,
-    weights: str | None = _WEIGHTS,
-    shard_size: int = _SHARD,
-    qps: float | None = _QPS,
-    actors: int = _ACTORS,
-    cpus_per_actor: float | None = _CPUS,
-    ray_address: str | None = _ADDR,
-    llm_config: Path | None = _CFG,
-    progress: bool = _PROGRESS,
+    *,
+    job: dict[str, Any],
 ) -> None:
     """m LANE preferences per user (grounded fallback when the reply never validates)."""
     from whyrec.batch import PreferenceJob
@@ -117,14 +148,14 @@ def preferences(
         lambda client: PreferenceJob(
             run, client=client, m=m, window=window, max_tokens=max_tokens, mode=mode
         ),
-        users, out, {"n_parallel": n_parallel, "workers": workers, "weights": weights},
-        backend=backend, retry_failed=retry_failed, concurrency=concurrency,
-        shard_size=shard_size, qps=qps, actors=actors, cpus_per_actor=cpus_per_actor,
-        ray_address=ray_address, llm_config=llm_config, progress=progress,
-    )  # fmt: skip
+        users,
+        out,
+        job,
+    )
 
 
 @app.command()
+@_job_command
 def explanations(
     run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
     users: str = _USERS,
@@ -134,19 +165,8 @@ def explanations(
         None, help="Completion budget per call (default: the explainer's)."
     ),
     history_window: int = typer.Option(15, help="Recent history titles shown to the LLM."),
-    backend: str = _BACKEND,
-    retry_failed: bool = _RETRY,
-    concurrency: int | None = _CONC,
-    n_parallel: int | None = _PAR,
-    workers: int | None = _WORKERS,
-    weights: str | None = _WEIGHTS,
-    shard_size: int = _SHARD,
-    qps: float | None = _QPS,
-    actors: int = _ACTORS,
-    cpus_per_actor: float | None = _CPUS,
-    ray_address: str | None = _ADDR,
-    llm_config: Path | None = _CFG,
-    progress: bool = _PROGRESS,
+    *,
+    job: dict[str, Any],
 ) -> None:
     """LANE's four-step explanation of each user's top-k recommendations."""
     from whyrec.batch import ExplanationJob
@@ -155,11 +175,10 @@ def explanations(
         lambda client: ExplanationJob(
             run, client=client, k=k, max_tokens=max_tokens, history_window=history_window
         ),
-        users, out, {"n_parallel": n_parallel, "workers": workers, "weights": weights},
-        backend=backend, retry_failed=retry_failed, concurrency=concurrency,
-        shard_size=shard_size, qps=qps, actors=actors, cpus_per_actor=cpus_per_actor,
-        ray_address=ray_address, llm_config=llm_config, progress=progress,
-    )  # fmt: skip
+        users,
+        out,
+        job,
+    )
 
 
 @app.command()
