@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import ConfigFileSource, read_config_section
+from whyrec.config import FileSettings, read_config_section
 from whyrec.llm.errors import LLMConfigError
 from whyrec.paths import cache_dir
 
@@ -63,12 +63,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 WeightsFormat = Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(FileSettings):
     """Everything the LLM client needs; every field is also ``WHYREC_LLM_<FIELD>``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
     )
+    config_env: ClassVar[str] = CONFIG_ENV
+    config_reader = staticmethod(read_config_file)
 
     backend: Literal["local", "openai"] = Field(
         "local", description="'local' runs a GGUF file in-process; 'openai' calls an endpoint."
@@ -162,19 +164,6 @@ class LLMSettings(BaseSettings):
     config_file: Path | None = Field(
         None, description="Where file values came from ($WHYREC_LLM_CONFIG)."
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
-        path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
-        return (init_settings, env_settings, ConfigFileSource(settings_cls, path, read_config_file))
 
     @field_validator("api_key_env")
     @classmethod

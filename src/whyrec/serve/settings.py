@@ -13,12 +13,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import ConfigFileSource, read_config_section
+from whyrec.config import FileSettings, read_config_section
 from whyrec.errors import ConfigError
 from whyrec.serve.store_url import display_url, is_postgres_url
 
@@ -41,12 +41,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return read_config_section(path, "serve")
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(FileSettings):
     """Everything ``whyrec serve`` needs; every field is also ``WHYREC_SERVE_<FIELD>``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
     )
+    config_env: ClassVar[str] = CONFIG_ENV
+    config_reader = staticmethod(read_config_file)
 
     run: Path = Field(..., description="Model directory written by 'whyrec train'.")
     host: str = Field("127.0.0.1", description="Address to bind (non-loopback needs API keys).")
@@ -133,19 +135,6 @@ class ServeSettings(BaseSettings):
     pref_window: int = Field(200, ge=1, description="History titles for new users' preferences.")
     access_log: bool = Field(True, description="uvicorn access log.")
     config_file: Path | None = Field(None, description="Where file values came from.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
-        path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
-        return (init_settings, env_settings, ConfigFileSource(settings_cls, path, read_config_file))
 
     @field_validator("api_keys", mode="before")
     @classmethod
