@@ -53,6 +53,7 @@ from whyrec.explain.schemas import (
 from whyrec.explain.templates import completion_sentences, template_reason
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
 from whyrec.llm.client import CompletionClient, LLMRequest
+from whyrec.llm.errors import problems_of
 from whyrec.models.protocols import ExplainableModel
 
 #: Token budget of one evidence sentence (sentences mode).
@@ -614,7 +615,7 @@ class ExplanationPipeline:
                 prompt_version=r.prompt_version,
             )  # fmt: skip
         except Exception as exc:
-            return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
+            return None, problems_of(exc)
         return trim_to_sentence(res.parsed.explanation), []
 
 
