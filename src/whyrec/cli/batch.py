@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from whyrec.cli.options import OptionSpec, option_group
 
 app = typer.Typer(
     help="Resumable batch jobs: LANE preferences or explanations for many users, written as "
@@ -54,8 +53,8 @@ _ADDR = typer.Option(
 _CFG = typer.Option(None, "--llm-config", help="LLM config file.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 
-#: The options every job command takes, in --help order: (parameter, type, option).
-_JOB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+#: The options every job command takes, in --help order.
+_JOB_OPTIONS: tuple[OptionSpec, ...] = (
     ("backend", str, _BACKEND),
     ("retry_failed", bool, _RETRY),
     ("concurrency", int | None, _CONC),
@@ -72,27 +71,6 @@ _JOB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 #: Of those, the ones that are LLM settings rather than batch options.
 _SETTINGS_OPTIONS = ("n_parallel", "workers", "weights")
-
-
-def _job_command(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` the options of :data:`_JOB_OPTIONS` (declared once here, shown in
-    its --help after its own), handed to it together as the keyword ``job``: a dict."""
-    own = [
-        p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "job"
-    ]
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-        for name, kind, option in _JOB_OPTIONS
-    ]
-
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        job = {name: kwargs.pop(name) for name, _, _ in _JOB_OPTIONS}
-        command(**kwargs, job=job)
-
-    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
-    return wrapper
 
 
 def _run(job_factory: Any, users: str, out: Path, o: dict[str, Any]) -> None:
@@ -127,7 +105,7 @@ def _run(job_factory: Any, users: str, out: Path, o: dict[str, Any]) -> None:
 
 
 @app.command()
-@_job_command
+@option_group(_JOB_OPTIONS, into="job")
 def preferences(
     run: str = typer.Argument(..., help="Dataset name or directory, or a model directory."),
     users: str = _USERS,
@@ -155,7 +133,7 @@ def preferences(
 
 
 @app.command()
-@_job_command
+@option_group(_JOB_OPTIONS, into="job")
 def explanations(
     run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
     users: str = _USERS,
