@@ -46,10 +46,8 @@ class ExplainableModel(Protocol):
         *,
         history: Sequence[int] | np.ndarray | None = None,
         k: int = 10,
-        exclude_seen: bool = True,
-        exclude: Sequence[int] | None = None,
     ) -> Recommendations:
-        """Top-``k`` items for a known user (internal index) or a history."""
+        """Top-``k`` unseen items for a known user (internal index) or a history."""
         ...
 
     def attribution(
