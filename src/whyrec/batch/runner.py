@@ -47,6 +47,12 @@ class BatchOptions:
     cpus_per_actor: float | None = None
     ray_batch_size: int = 8
 
+    @property
+    def on_ray(self) -> bool:
+        """The LLM stage runs on Ray actors, each with its own client (else: on threads
+        over the caller's client in this process)."""
+        return self.backend == "ray"
+
     def check(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(
@@ -150,7 +156,7 @@ def _run(
     items = _prepare(job, todo_users, todo, sink)
     try:
         if todo:
-            if opts.backend == "ray":
+            if opts.on_ray:
                 from whyrec.batch.ray_backend import run_ray
 
                 if settings is None:

@@ -91,7 +91,7 @@ def _run(job_factory: Any, users: str, out: Path, o: dict[str, Any]) -> None:
     )
     opts.check()
     # with ray the driver only needs the model's name; nothing is loaded here
-    client = LLMClient(settings, cache=None if opts.backend == "local" else False)
+    client = LLMClient(settings, cache=False if opts.on_ray else None)
     try:
         job = job_factory(client)
         report = run_batch(job, out, users, client=client, settings=settings, options=opts)
