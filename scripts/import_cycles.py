@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 
@@ -106,13 +105,14 @@ def package_graph(graph: dict[str, set[str]], depth: int) -> dict[str, set[str]]
     def squash(m: str) -> str:
         return ".".join(m.split(".")[:depth])
 
-    out: dict[str, set[str]] = defaultdict(set)
+    # the sub-packages at this depth (a module such as whyrec.errors is not one)
+    packages = {squash(m) for m in graph if len(m.split(".")) > depth}
+    out: dict[str, set[str]] = {p: set() for p in packages}
     for a, bs in graph.items():
-        out[squash(a)]
         for b in bs:
-            if squash(a) != squash(b) and len(b.split(".")) >= depth:
+            if squash(a) in packages and squash(b) in packages and squash(a) != squash(b):
                 out[squash(a)].add(squash(b))
-    return dict(out)
+    return out
 
 
 def main() -> int:
