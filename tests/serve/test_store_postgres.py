@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -234,7 +235,7 @@ class GatedLLM:
     """An LLM client whose every call waits until released, then fails (no reply)."""
 
     model = "gated-test-model"
-    backend = "openai"
+    backend = SimpleNamespace(name="openai", is_local=False, costs_money=True, max_concurrency=None)
 
     def __init__(self) -> None:
         self.release = threading.Event()

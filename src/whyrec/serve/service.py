@@ -38,7 +38,8 @@ from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
 from whyrec.serve.replicas import ReplicaSync, SharedCatalog, for_store
 from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, open_store
+from whyrec.serve.store import LRU
+from whyrec.serve.stores import open_store
 
 
 class RecService:
@@ -52,7 +53,6 @@ class RecService:
         run = Path(settings.run).expanduser()
         self.manifest = read_manifest(run)
         self.model = load_model(run)
-        self.is_lane = self.model.name == "lane"
         self.started = time.time()
         ident = f"{self.model.name}|{self.manifest.get('created')}|{self.model.dataset_info}"
         self.model_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -313,7 +313,7 @@ class RecService:
             "users": self.n_users,
             "items": self.n_items,
             "dataset": (self.model.dataset_info or {}).get("name"),
-            "explanations": "lane" if self.is_lane else "baseline",
+            "explanations": "lane" if self.model.has_preferences else "baseline",
         }
         store = self.store.info(detail)
         store.update(self.store_state())
