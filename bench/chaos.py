@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, write_result
-from serve_load import start_server, wait_ready
+from serve_load import cpu_seconds, start_server, wait_ready
 
 SCRIPT = ROOT / "scripts" / "ensure_postgres.sh"
 STEADY_ROUTES = ("recommendations", "cached_explanations")
@@ -269,6 +269,23 @@ def cluster(cmd: str, *args: str) -> str:
     return out.stdout
 
 
+def db_cpu_seconds(cdir: str) -> float:
+    """CPU time so far of the cluster's server and its live backends (Linux /proc)."""
+    try:
+        root = int(Path(cdir, "data", "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    total = cpu_seconds(root)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == root:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
 def free_port() -> int:
     import socket
 
@@ -338,6 +355,8 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     rec = Recorder()
     repeat_p99: dict[tuple[str, str], list[float | None]] = {}  # per alternation round
+    steady_cpu: dict[str, list[float]] = {}  # phase: server CPU s, requests, database CPU s
+    steady_sync: dict[str, dict[str, int]] = {}  # phase: the replica's read counters
     writes = Writes()
     rows: list[dict[str, Any]] = []
     marks: dict[str, Any] = {}
@@ -372,13 +391,24 @@ def main() -> None:
             for _, p in steady_procs.values():
                 warm(f"http://127.0.0.1:{p}", explained + explained + plain)
             for _ in range(args.repeats):
-                for phase, (_, p) in steady_procs.items():
+                for phase, (pr, p) in steady_procs.items():
                     rec.phase = phase
-                    before = {r: len(rec.lat.get((phase, r), ())) for r in STEADY_ROUTES}
+                    keys = [(phase, r) for r in STEADY_ROUTES]
+                    keys += [(phase, f"warmup:{r}") for r in STEADY_ROUTES]
+                    before = {k: len(rec.lat.get(k, ())) for k in keys}
+                    cpu0, db0 = cpu_seconds(pr.pid), db_cpu_seconds(cdir)
                     asyncio.run(steady(rec, p, plain, explained, args.clients, args.duration))
+                    cpu = steady_cpu.setdefault(phase, [0.0, 0, 0.0])
+                    cpu[0] += cpu_seconds(pr.pid) - cpu0
+                    cpu[1] += sum(len(rec.lat[k]) - before[k] for k in keys)
+                    cpu[2] += db_cpu_seconds(cdir) - db0
                     for r in STEADY_ROUTES:
-                        batch = rec.lat[(phase, r)][before[r] :]
+                        batch = rec.lat[(phase, r)][before[(phase, r)] :]
                         repeat_p99.setdefault((phase, r), []).append(pct(batch, 0.99))
+            for phase, (_, p) in steady_procs.items():
+                store = get_json(f"http://127.0.0.1:{p}/health").get("store", {})
+                keep = ("sync_rounds", "reads_at_once", "reads_waited")
+                steady_sync[phase] = {k: store[k] for k in keep if k in store}
             for phase in ("sqlite", "pg_strict"):
                 if phase in steady_procs:
                     steady_procs[phase][0].terminate()
@@ -491,6 +521,13 @@ def main() -> None:
         "pg_up_vs_sqlite_p99": ratios,
         "pg_strict_vs_sqlite_p99": strict_ratios,
         "repeats": args.repeats,
+        "steady_server_cpu_ms_per_request": {
+            phase: round(1000 * c / max(n, 1), 3) for phase, (c, n, _) in steady_cpu.items()
+        },
+        "steady_db_cpu_ms_per_request": {
+            phase: round(1000 * d / max(n, 1), 4) for phase, (_, n, d) in steady_cpu.items()
+        },
+        "steady_sync": steady_sync,
         "per_round_p99_ratio": per_round,
         "per_round_p99_ratio_median": {
             phase: {r: statistics.median(v) if v else None for r, v in routes.items()}
@@ -669,6 +706,20 @@ def markdown(p: dict[str, Any]) -> str:
             if p.get("pg_strict_vs_sqlite_p99")
             else []
         ),
+        "- CPU per request in the steady phases (from /proc, warm-up included), the "
+        "replica's / the database's (all its processes, while that phase ran): "
+        + ", ".join(
+            f"{ph} {v} / {p.get('steady_db_cpu_ms_per_request', {}).get(ph)} ms"
+            for ph, v in p.get("steady_server_cpu_ms_per_request", {}).items()
+        )
+        + "; reads answered from memory at once / after a round trip to the database: "
+        + ", ".join(
+            f"{ph} {v.get('reads_at_once')} / {v.get('reads_waited')} "
+            f"({v.get('sync_rounds')} rounds)"
+            for ph, v in p.get("steady_sync", {}).items()
+            if v
+        )
+        + ".",
         f"- Read-your-writes across replicas: after each acknowledged write its writer read "
         f"its history on the other replica with the write's token: {p['ryw_reads']} reads "
         f"answered, {p['ryw_violations']} without the write ({ok('read_your_writes')}).",

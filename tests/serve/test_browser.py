@@ -123,9 +123,7 @@ def test_page_reads_its_own_writes_on_another_replica(
     first = page.query_selector("#recs li.rec")
     title = first.query_selector(".title").inner_text()
     first.query_selector(".add-history").click()
-    page.wait_for_function(
-        "document.getElementById('status').textContent.startsWith('added')", timeout=30_000
-    )
+    page.locator("#status", has_text="added ").wait_for(timeout=30_000)
     newest = page.query_selector("#history li")
     assert title in newest.inner_text() and newest.query_selector(".badge.new") is not None
     assert len(sent) > n and all(t and t.isdigit() for t in sent[n:]), sent
