@@ -85,6 +85,13 @@ class ServeSettings(FileSettings):
         description="With PostgreSQL: how often an idle replica checks the database, and how "
         "soon it tries again while the database is unreachable.",
     )
+    read_consistency: Literal["session", "strict"] = Field(
+        "session",
+        description="With PostgreSQL: 'session' answers reads from memory at once (kept "
+        "current by LISTEN/NOTIFY) and waits for the database only for a read whose "
+        "consistency token (X-Whyrec-After) names a write this replica has not seen yet; "
+        "'strict' makes every read wait for one round trip to the database first.",
+    )
     store_threads: int = Field(
         4, ge=1, le=256, description="Threads for store writes (never on the event loop)."
     )
