@@ -6,9 +6,15 @@ Phases (one row per phase and route in ``bench/results/chaos.json``):
 * ``sqlite`` — one replica on a SQLite store, ``--clients`` (50) closed-loop keep-alive
   clients: recommendations, then recommendations with cached explanations;
 * ``pg_up`` — the same load on one replica whose store is a throwaway PostgreSQL cluster
-  (``scripts/ensure_postgres.sh start``), measured in the same run (the 1.3x target); then
-  the chaos load on two replicas: ``--chaos-clients`` (20) clients, readers asking for
-  recommendations and writers posting interactions, spread over both replicas;
+  (``scripts/ensure_postgres.sh start``), measured in the same run (the 1.3x target; reads
+  carry no consistency token, as a client that wrote nothing); then the chaos load on two
+  replicas: ``--chaos-clients`` (20) clients, readers asking for recommendations and
+  writers posting interactions, spread over both replicas; after each acknowledged write
+  its writer reads its own history on the *other* replica with the write's consistency
+  token (route ``ryw_read``) and checks that the write is there;
+* ``pg_strict`` — the steady load once more on a replica with ``read_consistency =
+  "strict"`` (every read waits for a round trip to the database: the behaviour before
+  consistency tokens), for comparison in the same run (``--no-strict`` skips it);
 * ``pg_down`` — the database stopped (``pg_ctl -m fast stop``) under the chaos load:
   recommendation latency from the last-known state, how fast writes get their 503, how
   soon ``/health`` says ``degraded`` (polled every 50 ms on both replicas);
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,9 +48,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, write_result
-from serve_load import start_server, wait_ready
+from serve_load import cpu_seconds, start_server, wait_ready
 
 SCRIPT = ROOT / "scripts" / "ensure_postgres.sh"
+STEADY_ROUTES = ("recommendations", "cached_explanations")
 TARGETS = {
     "down_rec_p99_ms": 100.0,
     "down_write_503_s": 1.0,
@@ -147,6 +155,8 @@ class Writes:
         self.acked: dict[str, list[tuple[int, str]]] = {}
         self.refused = 0
         self.retry_after_missing = 0
+        self.ryw_reads = 0
+        self.ryw_violations = 0  # a read with the write's token that did not show it
 
 
 async def writer(
@@ -176,8 +186,23 @@ async def writer(
             code, status, headers, data = "error", 0, {}, b""
         rec.add("write", time.perf_counter() - t0, code)
         if status == 200:
-            seq = json.loads(data)["sequence"][0]
-            writes.acked.setdefault(user, []).append((int(seq), item))
+            reply = json.loads(data)
+            writes.acked.setdefault(user, []).append((int(reply["sequence"][0]), item))
+            # read your own write on the other replica, with its consistency token
+            other = conns[j % len(conns)]
+            path = f"/v1/users/{user}/history?limit=1&after={reply['token']}"
+            t1 = time.perf_counter()
+            try:
+                rstatus, _, rdata = await asyncio.wait_for(other.request("GET", path), 60)
+                rcode = str(rstatus)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+                other.close()
+                rcode, rstatus, rdata = "error", 0, b""
+            rec.add("ryw_read", time.perf_counter() - t1, rcode, b'"stale":true' in rdata)
+            if rstatus == 200:
+                writes.ryw_reads += 1
+                if json.loads(rdata)["items"][0]["item_id"] != item:
+                    writes.ryw_violations += 1
         elif status == 503:
             writes.refused += 1
             if headers.get("retry-after") is None:
@@ -244,6 +269,23 @@ def cluster(cmd: str, *args: str) -> str:
     return out.stdout
 
 
+def db_cpu_seconds(cdir: str) -> float:
+    """CPU time so far of the cluster's server and its live backends (Linux /proc)."""
+    try:
+        root = int(Path(cdir, "data", "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    total = cpu_seconds(root)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == root:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
 def free_port() -> int:
     import socket
 
@@ -290,10 +332,14 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=4, help="of the chaos clients, writers")
     ap.add_argument("--duration", type=float, default=6.0, help="measured seconds per phase")
     ap.add_argument("--down", type=float, default=8.0, help="seconds the database is down")
+    ap.add_argument("--no-strict", action="store_true", help="skip the pg_strict comparison phase")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="alternation rounds of the steady phases"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke test: short, nothing written")
     args = ap.parse_args()
     if args.quick:
-        args.users, args.duration, args.down = 10, 2.0, 3.0
+        args.users, args.duration, args.down, args.repeats = 10, 2.0, 3.0, 1
     if not (args.run / "manifest.json").is_file():
         raise SystemExit(f"{args.run} is not a trained run (manifest.json missing)")
     manifest = json.loads((args.run / "manifest.json").read_text())
@@ -308,15 +354,21 @@ def main() -> None:
     url, cdir = info["url"], info["dir"]
     procs: list[subprocess.Popen] = []
     rec = Recorder()
+    repeat_p99: dict[tuple[str, str], list[float | None]] = {}  # per alternation round
+    steady_cpu: dict[str, list[float]] = {}  # phase: server CPU s, requests, database CPU s
+    steady_sync: dict[str, dict[str, int]] = {}  # phase: the replica's read counters
     writes = Writes()
     rows: list[dict[str, Any]] = []
     marks: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="whyrec-chaos-") as tmp:
 
-            def serve(store_url: str | None, name: str) -> tuple[subprocess.Popen, int]:
+            def serve(
+                store_url: str | None, name: str, strict: bool = False
+            ) -> tuple[subprocess.Popen, int]:
                 port = free_port()
                 log = Path(tmp) / f"{name}.log"
+                os.environ["WHYREC_SERVE_READ_CONSISTENCY"] = "strict" if strict else "session"
                 proc = start_server(
                     args.run, Path(tmp) / f"{name}.sqlite", port, server_cpu, None, log, store_url
                 )
@@ -324,23 +376,44 @@ def main() -> None:
                 wait_ready(proc, f"http://127.0.0.1:{port}", log)
                 return proc, port
 
-            # ---- sqlite, then one replica on PostgreSQL: the same load, the same run
+            # ---- sqlite, one replica on PostgreSQL (and one in strict mode): the same
+            # load, the same run, in alternation (--repeats rounds), so that a machine whose
+            # load drifts weighs on every store alike
             proc, port = serve(None, "sqlite")
             base = f"http://127.0.0.1:{port}"
             users = [u["user"] for u in get_json(f"{base}/v1/users?limit={args.users}")["users"]]
             items = [i["item_id"] for i in get_json(f"{base}/v1/items?q=the&limit=50")["items"]]
             plain = [f"/v1/users/{u}/recommendations?k={args.k}" for u in users]
             explained = [p + "&explain=true" for p in plain]
-            warm(base, explained + explained + plain)
-            rec.phase = "sqlite"
-            asyncio.run(steady(rec, port, plain, explained, args.clients, args.duration))
-            proc.terminate()
-            proc.wait(timeout=30)
-
-            proc_a, port_a = serve(url, "replica-a")
-            warm(f"http://127.0.0.1:{port_a}", explained + explained + plain)
-            rec.phase = "pg_up"
-            asyncio.run(steady(rec, port_a, plain, explained, args.clients, args.duration))
+            steady_procs = {"sqlite": (proc, port), "pg_up": serve(url, "replica-a")}
+            if not args.no_strict:  # the same load on a replica that rounds every read
+                steady_procs["pg_strict"] = serve(url, "replica-strict", strict=True)
+            for _, p in steady_procs.values():
+                warm(f"http://127.0.0.1:{p}", explained + explained + plain)
+            for _ in range(args.repeats):
+                for phase, (pr, p) in steady_procs.items():
+                    rec.phase = phase
+                    keys = [(phase, r) for r in STEADY_ROUTES]
+                    keys += [(phase, f"warmup:{r}") for r in STEADY_ROUTES]
+                    before = {k: len(rec.lat.get(k, ())) for k in keys}
+                    cpu0, db0 = cpu_seconds(pr.pid), db_cpu_seconds(cdir)
+                    asyncio.run(steady(rec, p, plain, explained, args.clients, args.duration))
+                    cpu = steady_cpu.setdefault(phase, [0.0, 0, 0.0])
+                    cpu[0] += cpu_seconds(pr.pid) - cpu0
+                    cpu[1] += sum(len(rec.lat[k]) - before[k] for k in keys)
+                    cpu[2] += db_cpu_seconds(cdir) - db0
+                    for r in STEADY_ROUTES:
+                        batch = rec.lat[(phase, r)][before[(phase, r)] :]
+                        repeat_p99.setdefault((phase, r), []).append(pct(batch, 0.99))
+            for phase, (_, p) in steady_procs.items():
+                store = get_json(f"http://127.0.0.1:{p}/health").get("store", {})
+                keep = ("sync_rounds", "reads_at_once", "reads_waited")
+                steady_sync[phase] = {k: store[k] for k in keep if k in store}
+            for phase in ("sqlite", "pg_strict"):
+                if phase in steady_procs:
+                    steady_procs[phase][0].terminate()
+                    steady_procs[phase][0].wait(timeout=30)
+            port_a = steady_procs["pg_up"][1]
             proc_b, port_b = serve(url, "replica-b")
             warm(f"http://127.0.0.1:{port_b}", explained + plain)
             ports = [port_a, port_b]
@@ -349,7 +422,10 @@ def main() -> None:
             for user, acked in writes.acked.items():
                 want = [i for _, i in sorted(acked)]
                 for port in ports:
-                    hist = get_json(f"http://127.0.0.1:{port}/v1/users/{user}/history?limit=1000")
+                    token = max(s for s, _ in acked)
+                    hist = get_json(
+                        f"http://127.0.0.1:{port}/v1/users/{user}/history?limit=1000&after={token}"
+                    )
                     got = [x["item_id"] for x in reversed(hist["items"])]
                     marks.setdefault("missing_on_replica", 0)
                     marks["missing_on_replica"] += len(want) - sum(
@@ -397,13 +473,36 @@ def main() -> None:
                 "health": marks.get("health", {}).get(phase),
             }
         )
-    order = {"sqlite": 0, "pg_up": 1, "pg_down": 2, "pg_back": 3}
+    order = {"sqlite": 0, "pg_up": 1, "pg_strict": 2, "pg_down": 3, "pg_back": 4}
     rows.sort(key=lambda r: (order[r["phase"]], r["replicas"], r["route"]))
     by = {(r["phase"], r["route"], r["replicas"]): r for r in rows}
     ratios = {
         route: round(by[("pg_up", route, 1)]["p99_ms"] / by[("sqlite", route, 1)]["p99_ms"], 2)
         for route in ("recommendations", "cached_explanations")
     }
+    per_round = {
+        phase: {
+            route: [
+                round(x / y, 2)
+                for x, y in zip(
+                    repeat_p99.get((phase, route), []), repeat_p99[("sqlite", route)], strict=True
+                )
+                if x and y
+            ]
+            for route in STEADY_ROUTES
+        }
+        for phase in ("pg_up", "pg_strict")
+        if (phase, "recommendations") in repeat_p99
+    }
+    if ("pg_strict", "recommendations", 1) in by:
+        strict_ratios = {
+            route: round(
+                by[("pg_strict", route, 1)]["p99_ms"] / by[("sqlite", route, 1)]["p99_ms"], 2
+            )
+            for route in ("recommendations", "cached_explanations")
+        }
+    else:
+        strict_ratios = None
     down_rec = by[("pg_down", "chaos_recommendations", 2)]
     down_w = by[("pg_down", "write", 2)]
     payload = {
@@ -420,6 +519,22 @@ def main() -> None:
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "rows": rows,
         "pg_up_vs_sqlite_p99": ratios,
+        "pg_strict_vs_sqlite_p99": strict_ratios,
+        "repeats": args.repeats,
+        "steady_server_cpu_ms_per_request": {
+            phase: round(1000 * c / max(n, 1), 3) for phase, (c, n, _) in steady_cpu.items()
+        },
+        "steady_db_cpu_ms_per_request": {
+            phase: round(1000 * d / max(n, 1), 4) for phase, (_, n, d) in steady_cpu.items()
+        },
+        "steady_sync": steady_sync,
+        "per_round_p99_ratio": per_round,
+        "per_round_p99_ratio_median": {
+            phase: {r: statistics.median(v) if v else None for r, v in routes.items()}
+            for phase, routes in per_round.items()
+        },
+        "ryw_reads": writes.ryw_reads,
+        "ryw_violations": writes.ryw_violations,
         "degraded_after_s": marks.get("degraded_after_s"),
         "not_ready_after_s": marks.get("not_ready_after_s"),
         "recovered_after_s": marks.get("recovered_after_s"),
@@ -440,6 +555,7 @@ def main() -> None:
         "degraded_within_s": (payload["degraded_after_s"] or 1e9) <= TARGETS["degraded_within_s"],
         "recovery_within_s": (payload["recovered_after_s"] or 1e9) <= TARGETS["recovery_within_s"],
         "lost": payload["lost"] == 0 and payload["missing_on_replica"] == 0,
+        "read_your_writes": payload["ryw_violations"] == 0 and payload["ryw_reads"] > 0,
     }
     print(json.dumps({k: v for k, v in payload.items() if k != "rows"}, indent=1))
     if args.quick:
@@ -479,6 +595,7 @@ async def chaos(
         rec.phase = phase
         rec.shape("chaos_recommendations", n_readers, 2)
         rec.shape("write", args.writers, 2)
+        rec.shape("ryw_read", args.writers, 2)
     rec.phase = "pg_up"
     await asyncio.sleep(args.duration)
     marks["health"]["pg_up"] = watch.during(t_up, time.monotonic())
@@ -513,6 +630,15 @@ async def chaos(
     return marks
 
 
+def fmt_ratios(p: dict[str, Any], phase: str) -> str:
+    med = (p.get("per_round_p99_ratio_median") or {}).get(phase) or {}
+    rounds = (p.get("per_round_p99_ratio") or {}).get(phase) or {}
+    return ", ".join(
+        f"{route.replace('_', ' ')} {med.get(route)}x (rounds: {rounds.get(route)})"
+        for route in STEADY_ROUTES
+    )
+
+
 def markdown(p: dict[str, Any]) -> str:
     t = p["targets"]
     met = p["targets_met"]
@@ -525,8 +651,12 @@ def markdown(p: dict[str, Any]) -> str:
         "",
         f"`bench/chaos.py` on {p['model']} ({p['dataset']}), requests cycling over "
         f"{p['users_cycled']} users, k = {p['k']}, LLM off, {p['duration_s']:g} s measured "
-        f"per steady phase. `sqlite` and the first `pg_up` rows: one replica, the same "
-        f"closed-loop keep-alive load, in the same run. Then two replicas on one PostgreSQL "
+        f"per steady phase and round. The `sqlite`, `pg_up` and `pg_strict` rows with one "
+        f"replica: the same closed-loop keep-alive load on a replica of each kind, all three "
+        f"running, measured in alternation ({p.get('repeats', 1)} rounds; p50/p99 pooled "
+        f"over the rounds), reads without a consistency token. `pg_strict`: "
+        f'`read_consistency = "strict"`, every read waits for a round trip to the database '
+        f"(the behaviour before consistency tokens). Then two replicas on one PostgreSQL "
         f"(a throwaway cluster on the same machine) under the chaos load — readers asking for "
         f"recommendations (round robin over both replicas) and writers posting interactions "
         f"(alternating replicas, one every 20 ms each) — while the database is stopped "
@@ -563,7 +693,36 @@ def markdown(p: dict[str, Any]) -> str:
         "",
         f"- PostgreSQL up, one replica, p99 over SQLite's: recommendations "
         f"{r['recommendations']}x, cached explanations {r['cached_explanations']}x "
-        f"(target <= {t['pg_up_ratio']}x: {ok('pg_up_ratio')}).",
+        f"(target <= {t['pg_up_ratio']}x: {ok('pg_up_ratio')}); median of the per-round "
+        f"ratios: {fmt_ratios(p, 'pg_up')}.",
+        *(
+            [
+                f'- The same with `read_consistency = "strict"` (a round trip to the '
+                f"database before every read, the behaviour before consistency tokens): "
+                f"recommendations {p['pg_strict_vs_sqlite_p99']['recommendations']}x, cached "
+                f"explanations {p['pg_strict_vs_sqlite_p99']['cached_explanations']}x "
+                f"(median of the per-round ratios: {fmt_ratios(p, 'pg_strict')})."
+            ]
+            if p.get("pg_strict_vs_sqlite_p99")
+            else []
+        ),
+        "- CPU per request in the steady phases (from /proc, warm-up included), the "
+        "replica's / the database's (all its processes, while that phase ran): "
+        + ", ".join(
+            f"{ph} {v} / {p.get('steady_db_cpu_ms_per_request', {}).get(ph)} ms"
+            for ph, v in p.get("steady_server_cpu_ms_per_request", {}).items()
+        )
+        + "; reads answered from memory at once / after a round trip to the database: "
+        + ", ".join(
+            f"{ph} {v.get('reads_at_once')} / {v.get('reads_waited')} "
+            f"({v.get('sync_rounds')} rounds)"
+            for ph, v in p.get("steady_sync", {}).items()
+            if v
+        )
+        + ".",
+        f"- Read-your-writes across replicas: after each acknowledged write its writer read "
+        f"its history on the other replica with the write's token: {p['ryw_reads']} reads "
+        f"answered, {p['ryw_violations']} without the write ({ok('read_your_writes')}).",
         f"- PostgreSQL down: recommendations p99 <= {t['down_rec_p99_ms']:.0f} ms "
         f"{ok('down_rec_p99_ms')}, all 200: {ok('down_rec_all_200')}; writes answered 503 "
         f"(with Retry-After: {p['refused_without_retry_after']} without) within "

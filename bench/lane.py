@@ -78,7 +78,7 @@ class LastK:
 
 def ndcg_hr(ranks: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Per-user NDCG@k and HR@k from 0-based ranks."""
-    from whyrec.evaluate.metrics import ndcg_gains
+    from whyrec.metrics import ndcg_gains
 
     return ndcg_gains(ranks, k), (ranks < k).astype(float)
 

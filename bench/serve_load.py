@@ -250,8 +250,9 @@ def main() -> None:
     ap.add_argument(
         "--store-url",
         default=None,
-        help="serve from this PostgreSQL database (replica mode: each batch of requests "
-        "waits for one shared check of the database); results go to serve_load_postgres",
+        help="serve from this PostgreSQL database (replica mode: reads without a consistency "
+        "token come from memory kept current by LISTEN/NOTIFY; WHYREC_SERVE_READ_CONSISTENCY="
+        "strict makes every read wait for a round trip); results go to serve_load_postgres",
     )
     ap.add_argument("--quick", action="store_true", help="smoke test: short, nothing written")
     args = ap.parse_args()
@@ -355,6 +356,9 @@ def main() -> None:
         "results": results,
         "server_health": {"llm": final_health["llm"]["state"], "model": final_health["model"]},
         "store": final_health.get("store", {}).get("backend", "sqlite"),
+        "read_consistency": os.environ.get("WHYREC_SERVE_READ_CONSISTENCY", "session")
+        if args.store_url
+        else None,
     }
     top = {name: rows[-1] for name, rows in results.items()}
     payload["target_met_at_max_clients"] = all(
@@ -382,9 +386,15 @@ def markdown(p: dict[str, Any]) -> str:
             [
                 "The same load with the store on a local PostgreSQL server (a throwaway "
                 "cluster from `scripts/ensure_postgres.sh start`, on the same 2 cores as server "
-                "and client): replica mode, so each batch of requests waits for one shared "
-                "check of the database (LISTEN/NOTIFY keeps users' posted interactions in "
-                "memory), and only final explanation records are memory hits.",
+                "and client): replica mode, LISTEN/NOTIFY keeping users' posted interactions "
+                "in memory, only final explanation records memory hits; "
+                + (
+                    'with `read_consistency = "strict"` each batch of requests waits for one '
+                    "shared round trip to the database."
+                    if p.get("read_consistency") == "strict"
+                    else 'with `read_consistency = "session"` (the default) reads without a '
+                    "consistency token, as here, are answered from memory at once."
+                ),
                 "",
             ]
             if on_pg

@@ -23,6 +23,12 @@ echo "[test] ruff"
 .venv/bin/ruff check src tests bench || exit 1
 .venv/bin/ruff format --check src tests bench || exit 1
 
+# the layers and contracts of pyproject.toml [tool.importlinter] (docs/architecture.md),
+# and no import loop between any two files (a package and its own modules included)
+echo "[test] import contracts"
+.venv/bin/lint-imports --no-cache || exit 1
+.venv/bin/python scripts/import_cycles.py || exit 1
+
 echo "[test] pytest"
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -1,13 +1,15 @@
 """Settings files shared by every component: a TOML/JSON file with an optional section
-per component (``[llm]``, ``[serve]``), read into pydantic-settings as one source."""
+per component (``[llm]``, ``[serve]``), read into pydantic-settings as one source, and
+:class:`FileSettings`, the base of every settings class that reads one."""
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -57,3 +59,29 @@ class ConfigFileSource(PydanticBaseSettingsSource):
         data = self.reader(self.path)
         data.setdefault("config_file", str(self.path))
         return data
+
+
+class FileSettings(BaseSettings):
+    """Settings from, highest precedence first: values given in code (``config_file``
+    among them), ``<PREFIX><FIELD>`` environment variables, then the settings file named
+    by ``config_file`` or by the ``config_env`` environment variable, read by
+    ``config_reader``. Subclasses set both class variables."""
+
+    #: the environment variable that names the settings file, e.g. ``WHYREC_LLM_CONFIG``
+    config_env: ClassVar[str] = ""
+    #: reads the subclass's section of a settings file (errors name the file)
+    config_reader: ClassVar[Callable[[str | Path], dict[str, Any]]]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init_kwargs.get("config_file") or os.environ.get(cls.config_env) or None
+        file_source = ConfigFileSource(settings_cls, path, cls.config_reader)
+        return (init_settings, env_settings, file_source)

@@ -104,6 +104,10 @@ class ScriptedBackend:
     """Replies from a list (strings or callables of the messages); records every call."""
 
     name = "fake"
+    # a stand-in for an API endpoint: remote, priced (an unknown model has no price)
+    is_local = False
+    costs_money = True
+    max_concurrency = None
 
     def __init__(self, replies=(), default=None, model="scripted-judge-1"):
         self.model = model

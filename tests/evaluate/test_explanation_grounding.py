@@ -3,7 +3,7 @@
 import pytest
 
 from whyrec.evaluate.explanations import Catalogue, ExplanationScorer
-from whyrec.evaluate.explanations.grounding import display_title, title_key
+from whyrec.explain.grounding import display_title, title_key
 
 from .explanation_helpers import FAITHFUL, HALLUCINATING, TITLES, case, catalogue
 

@@ -13,7 +13,7 @@ from whyrec.evaluate.explanations import (
     unique_sentence_ratio,
 )
 from whyrec.evaluate.explanations.text import corpus_text_metrics, sentence_usr
-from whyrec.evaluate.explanations.textutil import sentences
+from whyrec.explain.textutil import sentences
 
 from .explanation_helpers import minilm
 

@@ -19,6 +19,10 @@ from whyrec.llm.settings import LLMSettings
 
 class ScriptedBackend:
     name = "fake"
+    # a stand-in for an API endpoint: remote, priced (an unknown model has no price)
+    is_local = False
+    costs_money = True
+    max_concurrency = None
 
     def __init__(self, replies):
         self.model = "scripted-1"

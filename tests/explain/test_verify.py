@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from whyrec.evaluate.explanations.grounding import Catalogue
 from whyrec.explain.evidence import ItemEvidence, item_facts
+from whyrec.explain.grounding import Catalogue
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
 
 TITLES = [
@@ -184,7 +184,7 @@ ALIKE = [
 
 
 def test_a_quoted_taste_is_matched_whole_and_the_longer_match_wins():
-    from whyrec.evaluate.explanations.grounding import quoted_spans
+    from whyrec.explain.grounding import quoted_spans
 
     text = f"A taste of yours raises its score: {ALIKE[0]} In your history, Heat (1995)."
     spans = quoted_spans(text, ALIKE)

@@ -41,6 +41,10 @@ class FakeBackend:
     """
 
     name = "fake"
+    # a stand-in for an API endpoint: remote, priced (an unknown model has no price)
+    is_local = False
+    costs_money = True
+    max_concurrency = None
 
     def __init__(self, script: list[str | Exception] | None = None, default: str = "ok") -> None:
         self.model = "fake-1"

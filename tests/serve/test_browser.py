@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .pg_fixtures import pg_server, pg_url  # noqa: F401
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -79,6 +81,53 @@ def test_page_shows_recommendations_and_reasons(runs, make_settings, live_server
     shot = ARTIFACTS / "serve-page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+    assert not errors, errors
+    page.close()
+
+
+def test_page_reads_its_own_writes_on_another_replica(
+    runs,
+    make_settings,
+    live_server,
+    browser,
+    pg_url,  # noqa: F811
+):
+    """The page adds an item to the user's history on replica A; its reads are sent to
+    replica B (rerouted by the test, as a load balancer may): they carry the write's
+    consistency token, and B's answer shows the write."""
+    import re
+
+    from whyrec.serve import create_app
+
+    settings = make_settings(runs["sasrec"], store=None, store_url=pg_url, precompute=False)
+    a = live_server(create_app(settings))
+    b = live_server(create_app(settings))
+    page = browser.new_page(viewport={"width": 1200, "height": 1300})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sent: list[str | None] = []
+
+    def to_b(route):  # user-state reads go to the other replica, headers and all
+        sent.append(route.request.all_headers().get("x-whyrec-after"))
+        route.fulfill(response=route.fetch(url=route.request.url.replace(a.url, b.url)))
+
+    page.route(re.compile(r".*/v1/users/[^/?]+/(history|recommendations|preferences).*"), to_b)
+    page.goto(a.url + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page.fill("#user-input", "u3")
+    page.click("#show")
+    page.wait_for_selector("#recs li.rec .add-history", timeout=30_000)
+    assert len(page.query_selector_all("#history li .badge.new")) == 0
+    assert sent and not any(sent)  # no write yet: no token
+    n = len(sent)
+    first = page.query_selector("#recs li.rec")
+    title = first.query_selector(".title").inner_text()
+    first.query_selector(".add-history").click()
+    page.locator("#status", has_text="added ").wait_for(timeout=30_000)
+    newest = page.query_selector("#history li")
+    assert title in newest.inner_text() and newest.query_selector(".badge.new") is not None
+    assert len(sent) > n and all(t and t.isdigit() for t in sent[n:]), sent
+    assert "(10 items)" in page.inner_text("#history-count")  # 9 from training + 1
     assert not errors, errors
     page.close()
 

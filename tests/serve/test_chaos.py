@@ -38,6 +38,7 @@ class Load:
         self.stop = threading.Event()
         self.log: list[dict[str, Any]] = []
         self.acked: dict[str, list[str]] = defaultdict(list)
+        self.tokens: dict[str, str] = {}  # each writer's last consistency token
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
 
@@ -76,6 +77,7 @@ class Load:
                 if r.status_code == 200:
                     with self.lock:
                         self.acked[user].append(item)
+                        self.tokens[user] = r.json()["token"]
                 j += 1
                 time.sleep(0.03)
         finally:
@@ -203,7 +205,9 @@ def test_two_replicas_degrade_while_postgres_is_stopped_and_lose_no_write(
                 assert stored == items, user
                 for url in urls:
                     h = httpx.get(
-                        f"{url}/v1/users/{user}/history", params={"limit": 1000}, timeout=60
+                        f"{url}/v1/users/{user}/history",
+                        params={"limit": 1000, "after": load.tokens[user]},
+                        timeout=60,
                     ).json()
                     assert [x["item_id"] for x in reversed(h["items"])] == items
     finally:

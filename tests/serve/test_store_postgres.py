@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -208,14 +209,19 @@ def test_two_apps_on_one_database_share_writes_and_explanations(
     assert before["new_interactions"] == 0
     r = a.post("/v1/interactions", json={"user": "u5", "item_ids": ["i30", "i31"]})
     assert r.status_code == 200 and r.json()["new_interactions"] == 2
-    # B answers from the new history at once (its cached response is not reused)
-    after = b.get("/v1/users/u5/recommendations", params={"k": 3}).json()
+    token = r.json()["token"]
+    assert r.headers["x-whyrec-token"] == token == str(max(r.json()["sequence"]))
+    # with the write's token B answers from the new history (its cached response is not
+    # reused), as a header or a query parameter
+    after = b.get(
+        "/v1/users/u5/recommendations", params={"k": 3}, headers={"X-Whyrec-After": token}
+    ).json()
     assert after["new_interactions"] == 2 and after["history_length"] == 11
-    hist = b.get("/v1/users/u5/history", params={"limit": 2}).json()
+    hist = b.get("/v1/users/u5/history", params={"limit": 2, "after": token}).json()
     assert [x["item_id"] for x in hist["items"]] == ["i31", "i30"]
     # a user only A has seen exists on B too
-    a.post("/v1/interactions", json={"user": "fresh", "item_ids": ["i1"]})
-    users = b.get("/v1/users", params={"limit": 100}).json()
+    token = a.post("/v1/interactions", json={"user": "fresh", "item_ids": ["i1"]}).json()["token"]
+    users = b.get("/v1/users", params={"limit": 100, "after": token}).json()
     assert any(u["user"] == "fresh" and u["new_interactions"] == 1 for u in users["users"])
     # B's reply to a write counts what A acknowledged before it
     r = b.post("/v1/interactions", json={"user": "u5", "item_ids": ["i32"]})
@@ -234,7 +240,7 @@ class GatedLLM:
     """An LLM client whose every call waits until released, then fails (no reply)."""
 
     model = "gated-test-model"
-    backend = "openai"
+    backend = SimpleNamespace(name="openai", is_local=False, costs_money=True, max_concurrency=None)
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -406,7 +412,10 @@ def test_two_serve_processes_share_one_database_and_a_sigkill_loses_nothing(
                 r = writer.post("/v1/interactions", json={"user": "killed", "item_ids": [item]})
                 assert r.status_code == 200
                 acked.append(item)
-                seen = reader.get("/v1/users/killed/history", params={"limit": 100}).json()
+                after = {"X-Whyrec-After": r.json()["token"]}  # read-your-writes
+                seen = reader.get(
+                    "/v1/users/killed/history", params={"limit": 100}, headers=after
+                ).json()
                 assert seen["history_length"] == len(acked)  # a new user: posted items only
             # a burst on A, then A is killed the moment the last write is acknowledged
             for j in range(10):
@@ -417,7 +426,8 @@ def test_two_serve_processes_share_one_database_and_a_sigkill_loses_nothing(
             os.kill(procs[0].pid, signal.SIGKILL)  # no shutdown hook runs
             procs[0].wait(timeout=10)
             assert procs[0].returncode == -signal.SIGKILL
-            hist = b.get("/v1/users/killed/history", params={"limit": 100}).json()
+            after = {"X-Whyrec-After": r.json()["token"]}
+            hist = b.get("/v1/users/killed/history", params={"limit": 100}, headers=after).json()
             assert [x["item_id"] for x in reversed(hist["items"])] == acked
             again = b.post("/v1/explanations", json={"user": "u6", "item_id": "i35"}).json()
             assert again["reason"] == ex_a["reason"]

@@ -220,8 +220,7 @@ def recommender_knowledge(
     model: Any, dataset: Dataset, users: Sequence[int], *, k: int = 10
 ) -> dict[str, Any]:
     """The same Recall@k / NDCG@k for a whyrec recommender: full ranking, history excluded."""
-    from whyrec.evaluate.metrics import hit_rate_at_k, ndcg_at_k, rank_of_target
-    from whyrec.evaluate.ranking import mask_history
+    from whyrec.metrics import hit_rate_at_k, mask_history, ndcg_at_k, rank_of_target
 
     us, hists, targets = dataset.histories_for("test")
     keep = np.isin(us, np.asarray(list(users)))

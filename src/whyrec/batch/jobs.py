@@ -580,7 +580,7 @@ class ExplanationJob:
             raise ConfigError(f"-k must be at least 1, got {k}")
         self.run = str(run)
         self.model = load_model(run)
-        if self.model.name != "lane":
+        if not self.model.has_preferences:
             raise ConfigError(
                 f"{run} holds a {self.model.name!r} model; batch explanations need a LANE "
                 "model directory (whyrec train --model lane)"

@@ -199,7 +199,7 @@ def run_ray(
     if not ray.is_initialized():
         env = {}
         key_env = getattr(settings, "api_key_env", None)
-        if settings.backend == "openai" and key_env and os.environ.get(key_env):
+        if not settings.is_local and key_env and os.environ.get(key_env):
             env[key_env] = os.environ[key_env]  # the endpoint's key, for remote workers
         runtime_env = {"env_vars": env} if env else None
         try:
@@ -242,7 +242,7 @@ def run_ray(
         rows = [{"key": it.key, "requests": json.dumps(it.requests)} for it in items]
         cpus = opts.cpus_per_actor
         if cpus is None:
-            cpus = float(settings.n_threads) if settings.backend == "local" else 1.0
+            cpus = float(settings.n_threads) if settings.is_local else 1.0
         if hasattr(ctx, "wait_for_min_actors_s"):
             # all actors up before work is handed out, so the first one to start does not
             # take every batch; only when the cluster can hold them all

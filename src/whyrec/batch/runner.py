@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,12 @@ class BatchOptions:
     actors: int = 1
     cpus_per_actor: float | None = None
     ray_batch_size: int = 8
+
+    @property
+    def on_ray(self) -> bool:
+        """The LLM stage runs on Ray actors, each with its own client (else: on threads
+        over the caller's client in this process)."""
+        return self.backend == "ray"
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -150,7 +156,7 @@ def _run(
     items = _prepare(job, todo_users, todo, sink)
     try:
         if todo:
-            if opts.backend == "ray":
+            if opts.on_ray:
                 from whyrec.batch.ray_backend import run_ray
 
                 if settings is None:
@@ -326,18 +332,10 @@ def call_llm(client: Any, item: WorkItem, *, retry_failed: bool = False) -> list
     records = []
     for j, request in enumerate(item.requests):
         req = as_llm_request(request, tag=(item.key, j))
+        if retry_failed:
+            req = replace(req, retry_failed=True)
         try:
-            res = client.complete(
-                req.messages,
-                schema=req.schema,
-                max_tokens=req.max_tokens,
-                temperature=req.temperature,
-                seed=req.seed,
-                stage=req.stage,
-                prompt_version=req.prompt_version,
-                tag=req.tag,
-                **({"retry_failed": True} if retry_failed else {}),
-            )
+            res = req.send(client)
         except Exception as exc:  # recorded per item, never fatal to the job
             records.append(outcome_record(LLMFailure(error=exc, stage=req.stage, tag=req.tag)))
         else:
@@ -359,7 +357,7 @@ def run_local(
     """
     settings = getattr(client, "settings", None)
     default = max(getattr(settings, "concurrency", 1) or 1, getattr(settings, "calls_to_fill", 1))
-    limit = getattr(client.backend, "max_concurrency", None)
+    limit = client.backend.max_concurrency
     workers = opts.concurrency or default
     if limit:
         workers = min(workers, limit)

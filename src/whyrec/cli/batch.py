@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from whyrec.cli.options import OptionSpec, option_group
+
 app = typer.Typer(
     help="Resumable batch jobs: LANE preferences or explanations for many users, written as "
     "Parquet shards plus a manifest. Kill and rerun at will; nothing is computed twice.",
@@ -51,14 +53,31 @@ _ADDR = typer.Option(
 _CFG = typer.Option(None, "--llm-config", help="LLM config file.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 
+#: The options every job command takes, in --help order.
+_JOB_OPTIONS: tuple[OptionSpec, ...] = (
+    ("backend", str, _BACKEND),
+    ("retry_failed", bool, _RETRY),
+    ("concurrency", int | None, _CONC),
+    ("n_parallel", int | None, _PAR),
+    ("workers", int | None, _WORKERS),
+    ("weights", str | None, _WEIGHTS),
+    ("shard_size", int, _SHARD),
+    ("qps", float | None, _QPS),
+    ("actors", int, _ACTORS),
+    ("cpus_per_actor", float | None, _CPUS),
+    ("ray_address", str | None, _ADDR),
+    ("llm_config", Path | None, _CFG),
+    ("progress", bool, _PROGRESS),
+)
+#: Of those, the ones that are LLM settings rather than batch options.
+_SETTINGS_OPTIONS = ("n_parallel", "workers", "weights")
 
-def _run(
-    job_factory: Any, users: str, out: Path, settings_overrides: dict[str, Any], **o: Any
-) -> None:
+
+def _run(job_factory: Any, users: str, out: Path, o: dict[str, Any]) -> None:
     from whyrec.batch import BatchOptions, run_batch
     from whyrec.llm import LLMClient, LLMSettings
 
-    settings = LLMSettings.load(o.pop("llm_config"), **settings_overrides)
+    settings = LLMSettings.load(o["llm_config"], **{k: o[k] for k in _SETTINGS_OPTIONS})
     opts = BatchOptions(
         backend=o["backend"],
         retry_failed=o["retry_failed"],
@@ -72,7 +91,7 @@ def _run(
     )
     opts.check()
     # with ray the driver only needs the model's name; nothing is loaded here
-    client = LLMClient(settings, cache=None if opts.backend == "local" else False)
+    client = LLMClient(settings, cache=False if opts.on_ray else None)
     try:
         job = job_factory(client)
         report = run_batch(job, out, users, client=client, settings=settings, options=opts)
@@ -86,6 +105,7 @@ def _run(
 
 
 @app.command()
+@option_group(_JOB_OPTIONS, into="job")
 def preferences(
     run: str = typer.Argument(..., help="Dataset name or directory, or a model directory."),
     users: str = _USERS,
@@ -96,19 +116,8 @@ def preferences(
     mode: str = typer.Option(
         "auto", help="Prompt mode: json, aspects (one call per aspect) or auto (by model size)."
     ),
-    backend: str = _BACKEND,
-    retry_failed: bool = _RETRY,
-    concurrency: int | None = _CONC,
-    n_parallel: int | None = _PAR,
-    workers: int | None = _WORKERS,
-    weights: str | None = _WEIGHTS,
-    shard_size: int = _SHARD,
-    qps: float | None = _QPS,
-    actors: int = _ACTORS,
-    cpus_per_actor: float | None = _CPUS,
-    ray_address: str | None = _ADDR,
-    llm_config: Path | None = _CFG,
-    progress: bool = _PROGRESS,
+    *,
+    job: dict[str, Any],
 ) -> None:
     """m LANE preferences per user (grounded fallback when the reply never validates)."""
     from whyrec.batch import PreferenceJob
@@ -117,14 +126,14 @@ def preferences(
         lambda client: PreferenceJob(
             run, client=client, m=m, window=window, max_tokens=max_tokens, mode=mode
         ),
-        users, out, {"n_parallel": n_parallel, "workers": workers, "weights": weights},
-        backend=backend, retry_failed=retry_failed, concurrency=concurrency,
-        shard_size=shard_size, qps=qps, actors=actors, cpus_per_actor=cpus_per_actor,
-        ray_address=ray_address, llm_config=llm_config, progress=progress,
-    )  # fmt: skip
+        users,
+        out,
+        job,
+    )
 
 
 @app.command()
+@option_group(_JOB_OPTIONS, into="job")
 def explanations(
     run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
     users: str = _USERS,
@@ -134,19 +143,8 @@ def explanations(
         None, help="Completion budget per call (default: the explainer's)."
     ),
     history_window: int = typer.Option(15, help="Recent history titles shown to the LLM."),
-    backend: str = _BACKEND,
-    retry_failed: bool = _RETRY,
-    concurrency: int | None = _CONC,
-    n_parallel: int | None = _PAR,
-    workers: int | None = _WORKERS,
-    weights: str | None = _WEIGHTS,
-    shard_size: int = _SHARD,
-    qps: float | None = _QPS,
-    actors: int = _ACTORS,
-    cpus_per_actor: float | None = _CPUS,
-    ray_address: str | None = _ADDR,
-    llm_config: Path | None = _CFG,
-    progress: bool = _PROGRESS,
+    *,
+    job: dict[str, Any],
 ) -> None:
     """LANE's four-step explanation of each user's top-k recommendations."""
     from whyrec.batch import ExplanationJob
@@ -155,11 +153,10 @@ def explanations(
         lambda client: ExplanationJob(
             run, client=client, k=k, max_tokens=max_tokens, history_window=history_window
         ),
-        users, out, {"n_parallel": n_parallel, "workers": workers, "weights": weights},
-        backend=backend, retry_failed=retry_failed, concurrency=concurrency,
-        shard_size=shard_size, qps=qps, actors=actors, cpus_per_actor=cpus_per_actor,
-        ray_address=ray_address, llm_config=llm_config, progress=progress,
-    )  # fmt: skip
+        users,
+        out,
+        job,
+    )
 
 
 @app.command()

@@ -53,7 +53,7 @@ def demo(
     from whyrec.explain.report import html_report, weights_heatmap, write_png
     from whyrec.io import atomic_write, write_json
     from whyrec.llm import LLMClient
-    from whyrec.models import create_model, load_model
+    from whyrec.models import create_model, load_model, model_class
 
     console = Console()
     t_start = time.perf_counter()
@@ -93,7 +93,7 @@ def demo(
         path = out / "models" / name
         try:
             rec = load_model(path, ds)
-            if name == "lane" and (
+            if rec.has_preferences and (
                 rec.preference_texts != pset.texts
                 or (rec.preference_cuts is None) != (pset.cuts is None)
                 or (pset.cuts is not None and list(rec.preference_cuts) != list(pset.cuts))
@@ -101,7 +101,7 @@ def demo(
                 raise ValueError("preferences changed")
             console.print(f"{name}: reusing {path}")
         except Exception:
-            if name == "lane":
+            if model_class(name).has_preferences:  # trained on the extracted preferences
                 rec = train_lane(ds, pset, out=path, progress=True, **cfg)
             else:
                 rec = create_model(name, **cfg)

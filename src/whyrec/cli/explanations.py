@@ -101,7 +101,7 @@ def evaluate_explanations(
     manifest = read_manifest(run)
     ds = _load_data(data, manifest)
     model = load_model(run, ds)
-    if model.name != "lane":
+    if not model.has_preferences:
         raise ConfigError(f"{run} holds a {model.name!r} model; evaluate-explanations needs LANE")
     needs_llm = any(s in ("lane", "baseline") for s in sys_list)
     client = LLMClient.from_settings(llm_config) if needs_llm else None

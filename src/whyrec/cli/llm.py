@@ -16,6 +16,8 @@ from typing import Any
 
 import typer
 
+from whyrec.cli.options import OptionSpec, option_group
+
 app = typer.Typer(
     help="The LLM layer: quick chat, active settings, dry-run cost estimates, a local endpoint.",
     no_args_is_help=True,
@@ -38,16 +40,25 @@ class Backend(StrEnum):
     openai = "openai"
 
 
-def _settings(
-    config: Path | None, backend: Backend | None, model: str | None, base_url: str | None, **kw: Any
-) -> Any:
+#: The settings file and the overrides that chat, info and estimate take.
+_LLM_OPTIONS: tuple[OptionSpec, ...] = (
+    ("config", Path | None, typer.Option(None, "--config", "-c", help=_CONFIG_HELP)),
+    ("backend", Backend | None, typer.Option(None, "--backend", help="Override the backend.")),
+    ("model", str | None, typer.Option(None, "--model", help="Override the model name.")),
+    ("base_url", str | None, typer.Option(None, "--base-url", help="Override the endpoint URL.")),
+)
+
+
+def _settings(llm: dict[str, Any], **kw: Any) -> Any:
+    """LLM settings from the file and overrides of :data:`_LLM_OPTIONS` (and ``kw``)."""
     from whyrec.llm.settings import LLMSettings
 
+    backend = llm.get("backend")
     return LLMSettings.load(
-        config,
+        llm.get("config"),
         backend=backend.value if backend else None,
-        model=model,
-        base_url=base_url,
+        model=llm.get("model"),
+        base_url=llm.get("base_url"),
         **kw,
     )
 
@@ -63,6 +74,7 @@ def _duration(seconds: float) -> str:
 
 
 @app.command()
+@option_group(_LLM_OPTIONS, into="llm")
 def chat(
     prompt: str = typer.Argument(..., help="The user message."),
     system: str | None = typer.Option(None, "--system", "-s", help="A system message."),
@@ -74,10 +86,8 @@ def chat(
     seed: int | None = typer.Option(None, "--seed"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the reply cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    backend: Backend | None = typer.Option(None, "--backend", help="Override the backend."),
-    model: str | None = typer.Option(None, "--model", help="Override the model name."),
-    base_url: str | None = typer.Option(None, "--base-url", help="Override the endpoint URL."),
+    *,
+    llm: dict[str, Any],
 ) -> None:
     """Send one message and print the reply (a quick check that the LLM works)."""
     from whyrec.llm.client import LLMClient
@@ -98,7 +108,7 @@ def chat(
             )
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
-    settings = _settings(config, backend, model, base_url, cache=False if no_cache else None)
+    settings = _settings(llm, cache=False if no_cache else None)
     with LLMClient(settings) as client:
         try:
             res = client.complete(
@@ -133,17 +143,16 @@ def chat(
 
 
 @app.command()
+@option_group(_LLM_OPTIONS, into="llm")
 def info(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    backend: Backend | None = typer.Option(None, "--backend", help="Override the backend."),
-    model: str | None = typer.Option(None, "--model", help="Override the model name."),
-    base_url: str | None = typer.Option(None, "--base-url", help="Override the endpoint URL."),
+    *,
+    llm: dict[str, Any],
 ) -> None:
     """Show the active backend, model, model file, endpoint and cache (loads no model)."""
     from whyrec.llm.client import LLMClient
 
-    settings = _settings(config, backend, model, base_url)
+    settings = _settings(llm)
     with LLMClient(settings) as client:
         data = client.info()
     if as_json:
@@ -157,6 +166,7 @@ def info(
 
 
 @app.command()
+@option_group(_LLM_OPTIONS, into="llm")
 def estimate(
     stage: Stage = typer.Option(..., "--stage", help="Which stage to estimate."),
     users: int = typer.Option(..., "--users", min=0, help="Number of users."),
@@ -178,17 +188,15 @@ def estimate(
         False, "--calibrate", help="Measure speed with two short real calls first (not free!)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    backend: Backend | None = typer.Option(None, "--backend", help="Override the backend."),
-    model: str | None = typer.Option(None, "--model", help="Override the model name."),
-    base_url: str | None = typer.Option(None, "--base-url", help="Override the endpoint URL."),
+    *,
+    llm: dict[str, Any],
 ) -> None:
     """Dry-run estimate of tokens, cost and time for a stage over N users."""
     from dataclasses import replace
 
     from whyrec.llm import estimate as est
 
-    settings = _settings(config, backend, model, base_url)
+    settings = _settings(llm)
     profile = est.STAGE_PROFILES[stage.value]
     if history_items is not None:
         profile = replace(profile, history_items=history_items)
@@ -215,7 +223,7 @@ def estimate(
         return
     if result.cost_usd is None:
         cost = f"unknown: no price for {result.model!r}; add it under 'prices' in the settings"
-    elif settings.backend == "local":
+    elif settings.is_local:
         cost = "$0 (local model)"
     else:
         cost = f"${result.cost_usd:,.2f}"
@@ -245,7 +253,7 @@ def clear_cache(
     """Delete every cached reply (or only the remembered failures)."""
     from whyrec.llm.cache import ReplyCache
 
-    settings = _settings(config, None, None, None)
+    settings = _settings({"config": config})
     cache = ReplyCache(settings.resolved_cache_path())
     n = cache.clear(failures_only=failures_only)
     cache.close()
@@ -275,7 +283,7 @@ def serve(
 
     from whyrec.llm.backends.local import packaged_model_path
 
-    settings = _settings(config, None, None, None)
+    settings = _settings({"config": config})
     if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("llama_cpp") is None:
         raise typer.BadParameter("needs llama-cpp-python[server]: pip install 'whyrec[local]'")
     path = model_path or settings.model_path or packaged_model_path()

@@ -152,7 +152,7 @@ def train(
 
     rec = create_model(model, **config)
     ds = _load_data(data)
-    if rec.name == "lane":
+    if rec.has_preferences:
         # LANE needs every user's preferences first (LLM sample + grounded fallback)
         from whyrec.embed import encoder_from_config
         from whyrec.explain.pipeline import extract_preferences

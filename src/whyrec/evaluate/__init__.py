@@ -1,24 +1,24 @@
 """Ranking evaluation: full-catalogue and sampled protocols, HR/NDCG/MRR, tables and JSON."""
 
-from whyrec.evaluate.metrics import (
-    DEFAULT_KS,
-    hit_rate_at_k,
-    mrr,
-    ndcg_at_k,
-    rank_of_target,
-    summarize,
-)
 from whyrec.evaluate.ranking import (
     RankingProtocol,
     compute_ranks,
     evaluate,
     full_ranking,
-    mask_history,
     parse_protocols,
     sample_negatives,
     sampled_ranking,
 )
 from whyrec.evaluate.report import EvaluationReport, EvaluationResult
+from whyrec.metrics import (
+    DEFAULT_KS,
+    hit_rate_at_k,
+    mask_history,
+    mrr,
+    ndcg_at_k,
+    rank_of_target,
+    summarize,
+)
 
 __all__ = [
     "DEFAULT_KS",

@@ -22,8 +22,8 @@ import numpy as np
 
 from whyrec.data.dataset import Dataset
 from whyrec.errors import ConfigError, DataError, ModelError
-from whyrec.evaluate.metrics import DEFAULT_KS, rank_of_target, summarize
 from whyrec.evaluate.report import EvaluationReport, EvaluationResult
+from whyrec.metrics import DEFAULT_KS, mask_history, rank_of_target, summarize
 
 
 class Scorer(TypingProtocol):
@@ -111,16 +111,6 @@ def sample_negatives(
     return picks + shift
 
 
-def mask_history(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray) -> None:
-    """Set history items to ``-inf`` in place, keeping each row's target score."""
-    rows = np.arange(len(targets))
-    keep = scores[rows, targets].copy()
-    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-    if lens.sum():
-        scores[np.repeat(rows, lens), np.concatenate(histories).astype(np.int64)] = -np.inf
-    scores[rows, targets] = keep
-
-
 def compute_ranks(
     model: Scorer,
     users: np.ndarray,
@@ -137,7 +127,7 @@ def compute_ranks(
     Users are scored, masked and ranked ``batch_size`` at a time, so peak memory is
     about ``batch_size x n_items`` scores whatever the number of users.
     ``interacted[user]`` (sorted unique items over all splits) is needed for the
-    sampled protocol. See :mod:`whyrec.evaluate.metrics` for how ties are ranked.
+    sampled protocol. See :mod:`whyrec.metrics` for how ties are ranked.
     """
     if any(p.kind == "sampled" for p in protocols) and interacted is None:
         raise ConfigError("the sampled protocol needs each user's interacted items")

@@ -53,6 +53,9 @@ from whyrec.explain.schemas import (
 )
 from whyrec.explain.templates import completion_sentences, strength, template_reason
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
+from whyrec.llm.client import CompletionClient, LLMRequest
+from whyrec.llm.errors import problems_of
+from whyrec.models.protocols import ExplainableModel
 
 #: Token budget of one evidence sentence (sentences mode).
 SENTENCE_TOKENS = 60
@@ -211,8 +214,8 @@ class ExplanationPipeline:
 
     def __init__(
         self,
-        model: Any,
-        client: Any = None,
+        model: ExplainableModel,
+        client: CompletionClient | None = None,
         *,
         extractor: PreferenceExtractor | None = None,
         encoder: Any = None,
@@ -268,14 +271,14 @@ class ExplanationPipeline:
 
     @functools.cached_property
     def verifier(self) -> ClaimVerifier:
-        from whyrec.evaluate.explanations.grounding import Catalogue
+        from whyrec.explain.grounding import Catalogue
 
         titles = [str(t) for t in self.model.item_titles]
         return ClaimVerifier(Catalogue(titles, self.item_texts), boilerplate=self.boilerplate)
 
     @property
     def is_lane(self) -> bool:
-        return getattr(self.model, "name", "") == "lane"
+        return self.model.has_preferences
 
     @functools.cached_property
     def item_facts(self) -> ItemFacts:
@@ -625,13 +628,9 @@ class ExplanationPipeline:
             hist = np.asarray(history)
         r = self.baseline_request(Subject(user, None, hist, [], "none"), int(item))
         try:
-            res = self.client.complete(
-                r.messages, schema=r.schema, max_tokens=r.max_tokens,
-                temperature=r.temperature, seed=r.seed, stage=r.stage,
-                prompt_version=r.prompt_version,
-            )  # fmt: skip
+            res = r.send(self.client)
         except Exception as exc:
-            return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
+            return None, problems_of(exc)
         return trim_to_sentence(res.parsed.explanation), []
 
 
@@ -645,15 +644,11 @@ def _is_outage(outcome: Any) -> bool:
     return error is not None and is_outage(error)
 
 
-def ask(client: Any, request: Any) -> Any:
+def ask(client: CompletionClient, request: LLMRequest) -> Any:
     """One planned request answered by ``client``: its result, or the exception it raised
     (typed LLM errors and anything else become part of the outcome, never a crash)."""
     try:
-        return client.complete(
-            request.messages, schema=request.schema, max_tokens=request.max_tokens,
-            temperature=request.temperature, seed=request.seed, stage=request.stage,
-            prompt_version=request.prompt_version,
-        )  # fmt: skip
+        return request.send(client)
     except Exception as exc:
         return exc
 

@@ -249,7 +249,7 @@ class PreferenceExtractor:
             return mode
         backend = getattr(self.client, "backend", None)
         path = getattr(backend, "model_path", None)
-        if getattr(backend, "name", "") == "local" and path is not None:
+        if backend is not None and backend.is_local and path is not None:
             try:
                 small = Path(path).stat().st_size < SMALL_MODEL_BYTES
             except OSError:

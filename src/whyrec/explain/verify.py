@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.evaluate.explanations.grounding import Catalogue, quoted_spans
-from whyrec.evaluate.explanations.textutil import content_words, sentences, words
 from whyrec.explain.evidence import ItemEvidence
+from whyrec.explain.grounding import Catalogue, quoted_spans
 from whyrec.explain.schemas import unfinished
+from whyrec.explain.textutil import content_words, sentences, words
 
 #: A sentence leans on a preference when it uses this share of its content words.
 PREFERENCE_COVERAGE = 0.5

@@ -14,6 +14,7 @@ See docs/llm.md for settings, backends, cache, retries and cost estimates.
 from whyrec.llm.accounting import Accounting, StageUsage
 from whyrec.llm.cache import ReplyCache
 from whyrec.llm.client import (
+    CompletionClient,
     LLMClient,
     LLMFailure,
     LLMOutcome,
@@ -36,6 +37,7 @@ from whyrec.llm.settings import LLMSettings, Price
 __all__ = [
     "STAGE_PROFILES",
     "Accounting",
+    "CompletionClient",
     "Estimate",
     "LLMClient",
     "LLMConfigError",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -61,6 +61,51 @@ class LLMRequest:
     use_cache: bool | None = None
     tag: Any = None
     retry_failed: bool | None = None
+
+    def send(self, client: CompletionClient) -> LLMResult:
+        """Ask ``client`` (an :class:`LLMClient` or a wrapper of one) for this request: the
+        one place a request's fields become the arguments of ``complete``. The optional
+        fields left at ``None`` (``use_cache``, ``tag``, ``retry_failed``) are not passed,
+        so the client's own defaults and settings decide them."""
+        optional = {"use_cache": self.use_cache, "tag": self.tag, "retry_failed": self.retry_failed}
+        return client.complete(
+            self.messages,
+            schema=self.schema,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            stage=self.stage,
+            prompt_version=self.prompt_version,
+            **{k: v for k, v in optional.items() if v is not None},
+        )
+
+
+class CompletionClient(Protocol):
+    """What the layers above ask of the LLM: :class:`LLMClient`, or anything that wraps
+    one (the service's recording client, a batch job's replayed outcomes).
+    :class:`whyrec.explain.explainer.ExplanationPipeline` is annotated with it."""
+
+    @property
+    def model(self) -> str:
+        """The model that answers (part of every record and cache key)."""
+        ...
+
+    def complete(
+        self,
+        messages: MessagesLike,
+        *,
+        schema: SchemaLike | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stage: str = "default",
+        prompt_version: str = "0",
+        use_cache: bool | None = None,
+        tag: Any = None,
+        retry_failed: bool | None = None,
+    ) -> LLMResult:
+        """One call; see :meth:`LLMClient.complete`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -152,9 +197,9 @@ class LLMClient:
             self.cache = None
         else:
             self.cache = ReplyCache(self.settings.resolved_cache_path())
-        local = self.backend.name == "local"
+        paid = self.backend.costs_money
         self.usage = Accounting(
-            price=None if local else self.settings.price_for(self.backend.model), free=local
+            price=self.settings.price_for(self.backend.model) if paid else None, free=not paid
         )
         self._sleep: Callable[[float], None] = time.sleep
         self._rng = random.Random()
@@ -535,7 +580,7 @@ class LLMClient:
         workers = max(1, concurrency or default)
         # a backend that serialises calls (one in-process model) gains nothing from
         # threads, and in-order calls let it reuse the evaluated prompt prefix
-        workers = min(workers, getattr(self.backend, "max_concurrency", None) or workers)
+        workers = min(workers, self.backend.max_concurrency or workers)
         outcomes: list[LLMOutcome | None] = [None] * len(reqs)
         bar = None
         if progress:
@@ -551,18 +596,7 @@ class LLMClient:
                     bar.update(1)
                 return
             try:
-                outcomes[i] = self.complete(
-                    req.messages,
-                    schema=req.schema,
-                    max_tokens=req.max_tokens,
-                    temperature=req.temperature,
-                    seed=req.seed,
-                    stage=req.stage,
-                    prompt_version=req.prompt_version,
-                    use_cache=req.use_cache,
-                    tag=req.tag,
-                    retry_failed=req.retry_failed,
-                )
+                outcomes[i] = req.send(self)
             except Exception as exc:  # one bad item must not sink the batch
                 outcomes[i] = LLMFailure(error=exc, stage=req.stage, tag=req.tag)
             if bar is not None:
@@ -604,10 +638,11 @@ class LLMClient:
                 cache_negative_hits=st.negative_hits,
                 retry_failed=self.settings.retry_failed,
             )
-        price = None if self.backend.name == "local" else self.settings.price_for(self.model)
+        paid = self.backend.costs_money
+        price = self.settings.price_for(self.model) if paid else None
         out["price_per_1m_tokens"] = (
-            "free (local)"
-            if self.backend.name == "local"
+            ("free (local)" if self.backend.is_local else "free")
+            if not paid
             else (f"${price.input:g} in / ${price.output:g} out" if price else "unknown")
         )
         return out

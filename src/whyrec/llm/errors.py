@@ -100,3 +100,9 @@ def is_outage(error: BaseException) -> bool:
     Outcomes of an outage are worth asking again on the next run; they are never cached.
     """
     return not isinstance(error, LLMOutputError)
+
+
+def problems_of(error: BaseException) -> list[str]:
+    """Why a call failed, as messages: an :class:`LLMOutputError`'s validation problems,
+    else the exception's type and message."""
+    return list(getattr(error, "problems", []) or [f"{type(error).__name__}: {error}"])

@@ -126,7 +126,7 @@ def default_model_name(settings: LLMSettings) -> str:
     """The model a client built from ``settings`` would use, without loading anything."""
     if settings.model:
         return settings.model
-    if settings.backend == "local":
+    if settings.is_local:
         from whyrec.llm.backends.local import packaged_model_path
 
         path = settings.model_path or packaged_model_path()
@@ -174,7 +174,7 @@ def estimate_stage(
     c_total = round(effective_calls * c_call)
 
     model = default_model_name(settings)
-    local = settings.backend == "local"
+    local = settings.is_local
     price = Price(input=0, output=0) if local else settings.price_for(model)
     if throughput is None:
         if settings.prefill_tokens_per_second or settings.decode_tokens_per_second:

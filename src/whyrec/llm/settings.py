@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import ConfigFileSource, read_config_section
+from whyrec.config import FileSettings, read_config_section
 from whyrec.llm.errors import LLMConfigError
 from whyrec.paths import cache_dir
 
@@ -63,12 +63,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 WeightsFormat = Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(FileSettings):
     """Everything the LLM client needs; every field is also ``WHYREC_LLM_<FIELD>``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
     )
+    config_env: ClassVar[str] = CONFIG_ENV
+    config_reader = staticmethod(read_config_file)
 
     backend: Literal["local", "openai"] = Field(
         "local", description="'local' runs a GGUF file in-process; 'openai' calls an endpoint."
@@ -163,19 +165,6 @@ class LLMSettings(BaseSettings):
         None, description="Where file values came from ($WHYREC_LLM_CONFIG)."
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
-        path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
-        return (init_settings, env_settings, ConfigFileSource(settings_cls, path, read_config_file))
-
     @field_validator("api_key_env")
     @classmethod
     def _env_name_only(cls, value: str) -> str:
@@ -188,7 +177,7 @@ class LLMSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _backend_needs(self) -> LLMSettings:
-        if self.backend == "openai" and not self.model:
+        if not self.is_local and not self.model:
             raise ValueError(
                 "backend 'openai' needs 'model' (the endpoint's model name); set "
                 f"{ENV_PREFIX}MODEL or 'model' in the config file"
@@ -198,7 +187,13 @@ class LLMSettings(BaseSettings):
     @property
     def calls_to_fill(self) -> int:
         """Calls the local backend decodes at once (``n_parallel`` in each worker)."""
-        return self.n_parallel * self.workers if self.backend == "local" else 1
+        return self.n_parallel * self.workers if self.is_local else 1
+
+    @property
+    def is_local(self) -> bool:
+        """The backend runs the model in this process (``local``), not behind an API:
+        the one place the backend's name is read (``make_backend`` builds from it)."""
+        return self.backend == "local"
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LLMSettings:

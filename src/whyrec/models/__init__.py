@@ -31,6 +31,7 @@ from whyrec.models.base import Recommendations, Recommender, read_manifest
 from whyrec.models.bpr import BPRMF
 from whyrec.models.gru4rec import GRU4Rec
 from whyrec.models.popularity import Popularity
+from whyrec.models.protocols import ExplainableModel
 from whyrec.models.sasrec import SASRec, SASRecText
 from whyrec.models.sequential import SequenceTask, SequentialConfig, SequentialRecommender
 from whyrec.models.training import EpochInfo, LoopSettings, run_training
@@ -44,6 +45,7 @@ __all__ = [
     "BPRMF",
     "MODELS",
     "EpochInfo",
+    "ExplainableModel",
     "GRU4Rec",
     "GRU4RecBackbone",
     "IdItemEmbedding",

@@ -74,6 +74,15 @@ class Recommender(ABC):
 
     name: ClassVar[str] = "recommender"
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    #: What the model offers besides scores. Callers ask these, never :attr:`name`.
+    #: ``has_preferences``: the model conditions on per-user preference sentences (LANE):
+    #: it keeps ``preference_texts``/``preference_sources`` per user, takes preference
+    #: vectors for new histories, and its :meth:`attribution` covers the preferences too.
+    has_preferences: ClassVar[bool] = False
+    #: ``has_attribution``: its scores depend on the history, so :meth:`counterfactual`
+    #: (scores with history items removed) and :meth:`attribution` (the drops it causes)
+    #: are evidence about *this* user; False for a model that scores everyone alike.
+    has_attribution: ClassVar[bool] = True
 
     def __init__(self, **config: Any) -> None:
         fields = {f.name for f in dataclasses.fields(self.config_class)}

@@ -14,8 +14,7 @@ from torch import nn
 
 from whyrec.data.dataset import Dataset
 from whyrec.errors import ModelError
-from whyrec.evaluate.metrics import ndcg_at_k, rank_of_target
-from whyrec.evaluate.ranking import mask_history
+from whyrec.metrics import mask_history, ndcg_at_k, rank_of_target
 from whyrec.models.base import ModelConfig, Recommender
 from whyrec.models.training import LoopSettings, configure_threads, run_training
 

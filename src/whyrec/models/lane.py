@@ -366,6 +366,7 @@ class Lane(SASRecText):
     """LANE: semantic-title sequence model + alignment with per-user preferences."""
 
     name = "lane"
+    has_preferences = True
     config_class = LaneConfig
     config: LaneConfig
 

@@ -17,6 +17,7 @@ class Popularity(Recommender):
 
     name = "popularity"
     config_class = ModelConfig
+    has_attribution = False  # the same scores whatever the history
 
     def _fit(self, dataset: Dataset, **_: Any) -> None:
         train = dataset.interactions.loc[dataset.interactions["split"] == "train", "item_idx"]

@@ -18,8 +18,7 @@ import torch
 
 from whyrec.data.dataset import Dataset
 from whyrec.errors import ConfigError, ModelError
-from whyrec.evaluate.metrics import ndcg_at_k, rank_of_target
-from whyrec.evaluate.ranking import mask_history
+from whyrec.metrics import mask_history, ndcg_at_k, rank_of_target
 from whyrec.models.backbones import SequentialModule
 from whyrec.models.base import ModelConfig, Recommender
 from whyrec.models.defaults import loss_choice

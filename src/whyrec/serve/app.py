@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -57,6 +57,9 @@ USER = Annotated[
     ),
     AfterValidator(check_id),
 ]
+# Consistency tokens (the 'token' of write replies): up to 16, comma-separated.
+TOKENS = r"^[0-9]{1,18}(,[0-9]{1,18}){0,15}$"
+TOKEN_HEADER = "X-Whyrec-Token"
 # The page loads only its own files; nothing inline, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -156,6 +159,21 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
             )
 
     guard = [Depends(require_key)] if keys else []
+
+    def read_after(
+        after: str | None = Query(
+            None,
+            pattern=TOKENS,
+            description="Consistency tokens of your writes (their replies' 'token'), "
+            "comma-separated: the answer includes those writes on any replica.",
+        ),
+        x_whyrec_after: str | None = Header(
+            None, pattern=TOKENS, description="The same as the 'after' query parameter."
+        ),
+    ) -> tuple[int, ...]:
+        return tuple(int(t) for v in (after, x_whyrec_after) if v for t in v.split(","))
+
+    after_dep = Depends(read_after)
     k_query = Query(settings.k_default, ge=1, le=settings.k_max, description=f"1..{settings.k_max}")
 
     # ----------------------------------------------------------------- open
@@ -206,9 +224,10 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         user: USER,
         k: int = k_query,
         explain: bool = Query(False, description="Attach reasons, weights and attribution."),
+        after: tuple[int, ...] = after_dep,
     ) -> Response:
         """Top-k for a user (from training data or created through /v1/interactions)."""
-        body = await service.user_recommendations(user, k, explain)
+        body = await service.user_recommendations(user, k, explain, after)
         return Response(body, media_type=JSON)
 
     @app.post(
@@ -231,9 +250,9 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         dependencies=guard,
         tags=["users"],
     )
-    async def user_preferences(user: USER) -> dict[str, Any]:
+    async def user_preferences(user: USER, after: tuple[int, ...] = after_dep) -> dict[str, Any]:
         """The user's preferences with LANE's weights (empty for non-LANE models)."""
-        stale = not await service.fresh()
+        stale = not await service.fresh(after)
         history = service.history_of(user)
         return {**await service.call(service.user_preferences, history), "stale": stale}
 
@@ -244,10 +263,12 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         tags=["users"],
     )
     async def user_history(
-        user: USER, limit: int = Query(20, ge=1, le=1000, description="Most recent N.")
+        user: USER,
+        limit: int = Query(20, ge=1, le=1000, description="Most recent N."),
+        after: tuple[int, ...] = after_dep,
     ) -> dict[str, Any]:
         """The user's most recent items, newest first (training data and posted ones)."""
-        stale = not await service.fresh()
+        stale = not await service.fresh(after)
         history = service.history_of(user)
         n = len(history.items)
         first_api = n - history.version
@@ -267,10 +288,12 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     @app.get("/v1/users", response_model=UsersOut, dependencies=guard, tags=["users"])
     async def users(
-        offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000)
+        offset: int = Query(0, ge=0),
+        limit: int = Query(50, ge=1, le=1000),
+        after: tuple[int, ...] = after_dep,
     ) -> dict[str, Any]:
         """User ids the service knows: the model's, then those created through the API."""
-        stale = not await service.fresh()
+        stale = not await service.fresh(after)
         rows, total = service.user_ids(offset, limit)
         return {"total": total, "offset": offset, "stale": stale, "users": rows}
 
@@ -288,11 +311,11 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         dependencies=guard,
         tags=["explanations"],
     )
-    async def explanations(body: ExplainBody) -> dict[str, Any]:
+    async def explanations(body: ExplainBody, after: tuple[int, ...] = after_dep) -> dict[str, Any]:
         """Explain one item for a user or a history — also one another recommender chose."""
         stale = False
         if body.user is not None:
-            stale = not await service.fresh()
+            stale = not await service.fresh(after)
             history = service.history_of(body.user)
         else:
             items = service.resolve_items(body.item_ids, body.titles)
@@ -317,10 +340,14 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
         dependencies=guard,
         tags=["users"],
     )
-    async def interactions(body: InteractionsBody) -> dict[str, Any]:
-        """Append interactions (oldest first); stored durably before the reply, used next."""
+    async def interactions(body: InteractionsBody, response: Response) -> dict[str, Any]:
+        """Append interactions (oldest first); stored durably before the reply, used next.
+        The reply's ``token`` (also the X-Whyrec-Token header), sent back with later reads
+        (X-Whyrec-After), makes every replica answer them with this write included."""
         items = service.resolve_items(body.item_ids, body.titles)
-        return await service.store_call(service.add_interactions, body.user, items)
+        out = await service.store_call(service.add_interactions, body.user, items)
+        response.headers[TOKEN_HEADER] = out["token"]
+        return out
 
     _document_errors(app)
     return app

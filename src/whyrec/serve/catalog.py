@@ -260,6 +260,7 @@ class Catalog:
             "added": len(ids),
             "item_ids": ids,
             "sequence": seqs,
+            "token": str(max(seqs, default=0)),
             "history_length": base + extra,
             "new_interactions": extra,
             "known_to_model": idx is not None,

@@ -80,7 +80,6 @@ class Explanations:
         self.preferences = preferences
         self.llm = llm
         self.model_id = model_id
-        self.is_lane = model.name == "lane"
         self.prompt_version = EXPLANATION_VERSION
         self.pipeline = ExplanationPipeline(
             model,
@@ -125,7 +124,7 @@ class Explanations:
             raise InvalidInput(["body"], "empty history: nothing to explain from")
         if history.index is not None and history.version == 0:
             return self.pipeline.subject(history.index)
-        if not self.is_lane:
+        if not self.model.has_preferences:
             return Subject(None, history.user, np.asarray(history.items, np.int64), [], "none")
         assert prefs is not None
         return self.pipeline.subject(
@@ -137,7 +136,7 @@ class Explanations:
         self, history: History, items: Sequence[int], *, with_llm: bool = True
     ) -> list[ExplainResult]:
         """Explanation records for ``items`` (blocking: run it in :attr:`pool`)."""
-        prefs = self.preferences.preferences_for(history) if self.is_lane else None
+        prefs = self.preferences.preferences_for(history) if self.model.has_preferences else None
         out = []
         for item in items:
             key = self.explanation_key(history, int(item), prefs)

@@ -90,9 +90,8 @@ class LLMGate:
                 except Exception as exc:  # a broken LLM setup must not stop the service
                     self.error = f"{type(exc).__name__}: {exc}"
                     log.warning("LLM unavailable, serving template reasons: %s", self.error)
-        backend = getattr(getattr(self.client, "backend", None), "name", "")
         llm_settings = getattr(self.client, "settings", None)
-        if backend in ("local", ""):  # what the local model decodes at once (workers x n_parallel)
+        if self.client is None or self.client.backend.is_local:  # workers x n_parallel at once
             default = int(getattr(llm_settings, "calls_to_fill", 1))
         else:
             default = int(getattr(llm_settings, "concurrency", 4))
@@ -162,7 +161,7 @@ class LLMGate:
             "enabled": self.enabled,
             "state": self.state(),
             "model": self.model,
-            "backend": getattr(getattr(self.client, "backend", None), "name", None),
+            "backend": self.client.backend.name if self.client is not None else None,
             "workers": self.workers,
             "pending_jobs": pending,
             "completed": self.completed,

@@ -56,8 +56,7 @@ class PreferenceProvider:
         self.store = store
         self.catalog = catalog
         self.llm = llm
-        self.is_lane = model.name == "lane"
-        self.m = int(getattr(model.config, "n_preferences", 0)) if self.is_lane else 0
+        self.m = int(getattr(model.config, "n_preferences", 0)) if model.has_preferences else 0
         self._encoder: Any = None
         self._encoder_lock = threading.Lock()
         self._hist_prefs = LRU(4096)
@@ -163,7 +162,7 @@ class PreferenceProvider:
 
     def user_preferences(self, history: History) -> dict[str, Any]:
         """Preferences with LANE's weights for the history's last position."""
-        if not self.is_lane:
+        if not self.model.has_preferences:
             return {
                 "user": history.user,
                 "model": self.model.name,

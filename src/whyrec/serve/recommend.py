@@ -34,7 +34,6 @@ class TopLists:
         self.settings = settings
         self.catalog = catalog
         self.preferences = preferences
-        self.is_lane = model.name == "lane"
         self.k_max = settings.k_max
         self._tops = LRU(max(1024, settings.response_cache_size))
         n = int(model.n_users)
@@ -102,7 +101,7 @@ class TopLists:
                 self._set_pre(u, recs.items, recs.scores)
             n = int(self._pre_len[u])
             return self._pre_items[u, :n].astype(np.int64), self._pre_scores[u, :n]
-        if self.is_lane and prefs is None:
+        if self.model.has_preferences and prefs is None:
             prefs = self.preferences.preferences_for(history)
         key = (history.digest, prefs.tag if prefs is not None else "")
         hit = self._tops.get(key)
@@ -110,7 +109,7 @@ class TopLists:
             return hit
         if len(history.items) == 0:
             raise InvalidInput(["body"], "empty history: nothing to recommend from")
-        if self.is_lane:
+        if self.model.has_preferences:
             assert prefs is not None
             recs = model.recommend(history=history.items, preferences=prefs.vectors, k=self.k_max)
         else:

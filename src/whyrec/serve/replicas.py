@@ -11,19 +11,26 @@ otherwise (one process: memory is never behind, nothing extra is read).
   :class:`ReplicaSync`. Requests read memory only — no store call per request.
 * :class:`ReplicaSync` (PostgreSQL) keeps that memory current and says whether it is: one
   connection of psycopg's async driver, on the event loop, LISTENs to the channel every
-  write NOTIFYs in its own transaction. Before a request reads a user's history it awaits
-  a *round*: one ``SELECT 1`` started after the request arrived, which makes the server
-  hand over every notification of a write committed before it (notifications are sent to
-  a listening session before it reports ready for the next query), then the rows those
-  notifications name are merged in memory. So a write acknowledged by any replica is in
-  the next request's history on every replica (read-your-writes). Rounds are shared: at
-  most one query is in flight, and every request that arrived meanwhile waits for the
-  next one. An idle replica checks every ``store_check_s`` seconds. A round that fails or
-  takes longer than ``store_timeout_s`` marks the database unreachable: the store's
+  write NOTIFYs in its own transaction. While idle it watches that connection's socket,
+  so a notification is merged within milliseconds of the write's commit, with no query.
+  Reads are answered from memory at once. A read that carries a *consistency token* (the
+  sequence number a write's reply gave, ``X-Whyrec-After``) that this replica has not
+  merged yet awaits a *round*: one ``SELECT 1`` started after the request arrived, which
+  makes the server hand over every notification of a write committed before it
+  (notifications are sent to a listening session before it reports ready for the next
+  query), then the rows those notifications name are merged. So a client that sends its
+  token reads its own writes on every replica (read-your-writes), and only reads that
+  are ahead of this replica pay a round trip. ``read_consistency = "strict"`` makes
+  every read await a round (every write acknowledged before the read, by anyone, is in
+  it). Rounds are shared: at most one query is in flight, and every request that arrived
+  meanwhile waits for the next one. An idle replica checks the database every
+  ``store_check_s`` seconds. A round that fails or takes longer than ``store_timeout_s``
+  (or a LISTEN connection the server closed) marks the database unreachable: the store's
   circuit breaker refuses statements at once (writes 503), requests are answered from
-  memory, marked ``stale``, and the connection is tried again every ``store_check_s``;
-  once it answers, the replica LISTENs again, re-reads all posted interactions (it missed
-  notifications meanwhile) and the breaker closes.
+  memory, marked ``stale`` (a token this replica has not reached: 503), and the
+  connection is tried again every ``store_check_s``; once it answers, the replica LISTENs
+  again, re-reads all posted interactions (it missed notifications meanwhile) and the
+  breaker closes.
 * :class:`FinalOnlyLRU` keeps only final explanation records (written by the LLM, or the
   LLM is off) as memory hits; a template still waiting for the LLM is read from the
   store again, where another replica may have put the LLM's reason.
@@ -41,9 +48,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from whyrec.serve.catalog import Catalog
-from whyrec.serve.store import LRU, SQL_INTERACTIONS, Store
+from whyrec.serve.store import LRU, SQL_INTERACTIONS, Store, StoreUnavailable
 
 log = logging.getLogger("whyrec.serve")
+
+#: Why a read with a consistency token is refused while the database cannot be reached.
+_BEHIND = (
+    "this replica has not seen the write named by the consistency token (X-Whyrec-After) "
+    "and cannot reach the store to catch up; try again, or another replica"
+)
 
 #: ``llm_status`` values after which an explanation record no longer changes.
 FINAL_STATUSES = ("done", "disabled")
@@ -63,6 +76,7 @@ class SharedCatalog(Catalog):
         self._seqs: dict[str, set[int]] = {}  # every sequence number merged, per user
         self._rows: dict[str, list[tuple[int, int]]] = {}  # (seq, item index), by seq
         self._top: dict[str, int] = {}  # the highest sequence number merged, per user
+        self._merged: set[int] = set()  # every sequence number merged (consistency tokens)
         self.unknown_items = 0
         super().__init__(model, settings, store)
 
@@ -82,6 +96,12 @@ class SharedCatalog(Catalog):
     def watermarks(self, users: Iterable[str]) -> dict[str, int]:
         return {str(u): self._top.get(str(u), 0) for u in users}
 
+    def holds(self, tokens: Iterable[int]) -> bool:
+        """True when every write the consistency ``tokens`` name (sequence numbers; 0 or
+        less names none) has been merged here."""
+        merged = self._merged
+        return all(t <= 0 or t in merged for t in tokens)
+
     def merge_rows(self, rows: Iterable[tuple[int, str, str]]) -> int:
         """Merge ``(seq, user, item_id)`` rows; those merged before are skipped, the rest
         take their place by sequence number (one user's sequence numbers follow the order
@@ -96,6 +116,7 @@ class SharedCatalog(Catalog):
                 if seq in seen:
                     continue
                 seen.add(seq)
+                self._merged.add(seq)
                 new += 1
                 if seq > self._top.get(user, 0):
                     self._top[user] = seq
@@ -126,7 +147,7 @@ class SharedCatalog(Catalog):
 class ReplicaSync:
     """Keeps a replica's memory of posted interactions current (PostgreSQL LISTEN/NOTIFY)
     and says, per request, whether it is (see the module's description). Runs on the
-    event loop; :meth:`fresh` never blocks it."""
+    event loop; nothing here blocks it."""
 
     def __init__(
         self, store: Any, catalog: SharedCatalog, *, check_s: float, timeout_s: float
@@ -139,6 +160,11 @@ class ReplicaSync:
         self.state = "starting"
         self.rounds = 0
         self.reconnects = 0
+        #: reads answered from memory at once / after awaiting a round (for /health, tests)
+        self.reads_at_once = 0
+        self.reads_waited = 0
+        #: notifications merged while idle (no round)
+        self.merged_idle = 0
         self.last_ok: float | None = None  # wall clock of the last successful round
         self.error: str | None = None
         self._conn: Any = None
@@ -147,6 +173,8 @@ class ReplicaSync:
         self._wake: asyncio.Event | None = None
         self._waiters: list[asyncio.Future[bool]] = []
         self._notes: list[str] = []
+        self._watching: int | None = None  # the LISTEN socket watched while idle
+        self._broken = False  # the idle watch found the connection closed
         self._round_ms: deque[float] = deque(maxlen=2000)  # recent rounds, for /health
         self._closing = False
 
@@ -174,7 +202,8 @@ class ReplicaSync:
 
     async def fresh(self) -> bool:
         """True once this replica's memory holds every write acknowledged (by any replica)
-        before the call; False at once while the database cannot be reached."""
+        before the call — after one round; False at once while the database cannot be
+        reached."""
         if self._closing:
             return False
         if self._task is None or self._loop is not asyncio.get_running_loop():
@@ -187,9 +216,43 @@ class ReplicaSync:
         self._wake.set()
         return await fut
 
+    async def settle(self, after: Sequence[int] = (), *, strict: bool = False) -> bool:
+        """Before a read: True to answer it as fresh, False to answer it marked stale (the
+        database cannot be reached; memory holds every write ``after`` names, though).
+
+        Without a token (``after`` empty) or with tokens already merged here, a replica
+        whose LISTEN connection is up answers at once (``strict``: only after a round).
+        Otherwise the read awaits a round; a token still not held when the database cannot
+        be reached raises :class:`StoreUnavailable` (503): this replica cannot show that
+        write, and answering without it would break read-your-writes."""
+        if self._task is None or self._loop is not asyncio.get_running_loop():
+            self.start()
+        held = self.catalog.holds(after)
+        if held and not strict and self.state == "up" and not self._closing:
+            self.reads_at_once += 1
+            return True
+        if self.state == "down" or self._closing:
+            if held:
+                return False
+            raise StoreUnavailable(_BEHIND)
+        self.reads_waited += 1
+        ok = await self.fresh()
+        if ok:
+            # every write acknowledged before the round is merged: a token still not held
+            # names no write of this store (nothing to wait for)
+            return True
+        if self.catalog.holds(after):
+            return False
+        raise StoreUnavailable(_BEHIND)
+
     def status(self) -> dict[str, Any]:
         """For ``/health``."""
-        out: dict[str, Any] = {"sync": self.state, "sync_rounds": self.rounds}
+        out: dict[str, Any] = {
+            "sync": self.state,
+            "sync_rounds": self.rounds,
+            "reads_at_once": self.reads_at_once,
+            "reads_waited": self.reads_waited,
+        }
         if self.last_ok is not None:
             out["last_sync_s_ago"] = round(time.time() - self.last_ok, 2)
         recent = sorted(self._round_ms)
@@ -217,9 +280,23 @@ class ReplicaSync:
                     self._resolve(self._take_waiters(), False)
                     await self._sleep_or_wake(self.check_s)
                     continue
-            if not self._waiters and self.state == "up":
-                await self._sleep_or_wake(self.check_s)  # idle: a check every check_s
+            idle_check = False
+            if not self._waiters and self.state == "up" and not self._broken:
+                self._drain()  # notifications the driver read along with the last answer
+                if not self._notes:
+                    # idle: notifications are read as they arrive; a check every check_s
+                    idle_check = not await self._idle(self.check_s)
             self._wake.clear()
+            if not (self._waiters or self._broken or idle_check) and self.state == "up":
+                if self._notes:  # woken by notifications: merge them, no round
+                    try:
+                        self.merged_idle += await asyncio.wait_for(self._apply(), self.timeout_s)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        await self._drop()
+                        self._down(exc)
+                continue
             waiters = self._take_waiters()  # the next round serves those who came before it
             t0 = time.perf_counter()
             try:
@@ -236,12 +313,67 @@ class ReplicaSync:
             self._up()
             self._resolve(waiters, True)
 
-    async def _sleep_or_wake(self, seconds: float) -> None:
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until woken; True when woken."""
         assert self._wake is not None
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
-            pass
+            return False
+        return True
+
+    async def _idle(self, seconds: float) -> bool:
+        """:meth:`_sleep_or_wake` while the LISTEN socket is watched: a notification (or
+        the server closing the connection) wakes the loop at once, with no query."""
+        self._watch(True)
+        try:
+            return await self._sleep_or_wake(seconds)
+        finally:
+            self._watch(False)
+
+    def _watch(self, on: bool) -> None:
+        """Watch the LISTEN connection's socket (only while no query runs on it: the
+        driver watches the same socket while it waits for an answer)."""
+        loop = self._loop
+        if self._watching is not None and loop is not None:
+            loop.remove_reader(self._watching)
+            self._watching = None
+        if on and self._conn is not None and loop is not None:
+            try:
+                fd = int(self._conn.pgconn.socket)
+            except Exception:  # the connection is closed
+                self._broken = True
+                return
+            loop.add_reader(fd, self._readable)
+            self._watching = fd
+
+    def _readable(self) -> None:
+        """The LISTEN socket has data while idle: read it and take its notifications."""
+        conn = self._conn
+        try:
+            if conn is None:
+                raise ConnectionError("no LISTEN connection")
+            conn.pgconn.consume_input()
+        except Exception:  # the server closed the connection: the next round says so
+            self._broken = True
+            self._watch(False)
+        else:
+            self._drain()
+        if (self._notes or self._broken) and self._wake is not None:
+            self._wake.set()
+
+    def _drain(self) -> None:
+        """Hand over the notifications the driver has read but not delivered yet."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            pg = conn.pgconn
+            while (n := pg.notifies()) is not None:
+                if pg.notify_handler:
+                    pg.notify_handler(n)  # psycopg decodes it and calls _on_notify
+        except Exception:
+            self._broken = True
 
     async def _connect(self) -> None:
         from whyrec.serve.store_pg import CHANNEL
@@ -259,12 +391,18 @@ class ReplicaSync:
             raise
         self.catalog.merge_rows(rows)
         self._conn = conn
+        self._broken = False
         if self.rounds:
             self.reconnects += 1
 
     async def _round(self) -> None:
-        conn = self._conn
-        await conn.execute("SELECT 1")  # the server hands over notifications first
+        await self._conn.execute("SELECT 1")  # the server hands over notifications first
+        await self._apply()
+
+    async def _apply(self) -> int:
+        """Merge the notifications received, in the order they came; a write too large
+        for its notification is read from the store first, so that memory never holds a
+        later write without an earlier one. Returns how many rows were new."""
         notes, self._notes = self._notes, []
         rows: list[tuple[int, str, str]] = []
         reread: set[str] = set()
@@ -277,19 +415,20 @@ class ReplicaSync:
                 reread.add(str(user))  # too large for a notification: read the rows
                 continue
             rows.extend((int(s), str(user), str(i)) for s, i in zip(seqs, items, strict=True))
-        if rows:
-            self.catalog.merge_rows(rows)
         if reread:
             marks = self.catalog.watermarks(reread)
-            cur = await conn.execute(SQL_USERS_AFTER, (list(marks), list(marks.values())))
-            self.catalog.merge_rows(await cur.fetchall())
+            cur = await self._conn.execute(SQL_USERS_AFTER, (list(marks), list(marks.values())))
+            rows.extend(await cur.fetchall())
+        return self.catalog.merge_rows(rows) if rows else 0
 
     def _on_notify(self, notify: Any) -> None:
         self._notes.append(str(notify.payload))
 
     async def _drop(self) -> None:
+        self._watch(False)
         conn, self._conn = self._conn, None
         self._notes = []
+        self._broken = False
         if conn is not None:
             try:
                 await asyncio.wait_for(conn.close(), 1.0)

@@ -227,6 +227,11 @@ class InteractionsOut(BaseModel):
     added: int
     item_ids: list[str]
     sequence: list[int] = Field(description="Store sequence numbers, in acknowledgement order.")
+    token: str = Field(
+        description="Consistency token of this write (also the X-Whyrec-Token header): send "
+        "it back as X-Whyrec-After (or ?after=) with later reads, and any replica answers "
+        "them with this write included."
+    )
     history_length: int
     new_interactions: int
     known_to_model: bool

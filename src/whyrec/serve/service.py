@@ -38,7 +38,8 @@ from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
 from whyrec.serve.replicas import ReplicaSync, SharedCatalog, for_store
 from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, open_store
+from whyrec.serve.store import LRU
+from whyrec.serve.stores import open_store
 
 
 class RecService:
@@ -52,7 +53,6 @@ class RecService:
         run = Path(settings.run).expanduser()
         self.manifest = read_manifest(run)
         self.model = load_model(run)
-        self.is_lane = self.model.name == "lane"
         self.started = time.time()
         ident = f"{self.model.name}|{self.manifest.get('created')}|{self.model.dataset_info}"
         self.model_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -213,19 +213,24 @@ class RecService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_pool, functools.partial(fn, *args))
 
-    async def fresh(self) -> bool:
-        """True when this process's memory of users' posted interactions holds every write
-        acknowledged before the call (always, with a store of one process); False while a
-        shared store cannot be reached — answers then come from what this replica last
-        saw, marked ``stale``. Never blocks the event loop."""
+    async def fresh(self, after: Sequence[int] = ()) -> bool:
+        """Before a read of users' state: True to answer it as fresh, False to mark it
+        ``stale`` (a shared store that cannot be reached: the answer comes from what this
+        replica last saw). ``after``: the consistency tokens the client sent (the
+        ``token`` of its writes); a replica that has not merged those writes waits for
+        the database first, and raises :class:`StoreUnavailable` (503) if it cannot reach
+        it. A store of one process is always fresh. Never blocks the event loop."""
         if self.sync is None:
             return True
-        return await self.sync.fresh()
+        strict = self.settings.read_consistency == "strict"
+        return await self.sync.settle(after, strict=strict)
 
-    async def user_recommendations(self, user: str, k: int, explain: bool) -> bytes:
+    async def user_recommendations(
+        self, user: str, k: int, explain: bool, after: Sequence[int] = ()
+    ) -> bytes:
         """JSON body of a known (or API-created) user's top-k; whole responses are cached
         once nothing in them can change any more."""
-        stale = not await self.fresh()
+        stale = not await self.fresh(after)
         rkey = (user, self.version_of(user), k, explain, stale)
         hit = self.responses.get(rkey)
         if hit is not None:
@@ -313,7 +318,7 @@ class RecService:
             "users": self.n_users,
             "items": self.n_items,
             "dataset": (self.model.dataset_info or {}).get("name"),
-            "explanations": "lane" if self.is_lane else "baseline",
+            "explanations": "lane" if self.model.has_preferences else "baseline",
         }
         store = self.store.info(detail)
         store.update(self.store_state())

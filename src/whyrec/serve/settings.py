@@ -13,18 +13,18 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import ConfigFileSource, read_config_section
+from whyrec.config import FileSettings, read_config_section
 from whyrec.errors import ConfigError
 from whyrec.safety import register_secret
+from whyrec.serve.store_url import display_url, is_postgres_url
 
 CONFIG_ENV = "WHYREC_SERVE_CONFIG"
 ENV_PREFIX = "WHYREC_SERVE_"
-PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_loopback(host: str) -> bool:
@@ -42,12 +42,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return read_config_section(path, "serve")
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(FileSettings):
     """Everything ``whyrec serve`` needs; every field is also ``WHYREC_SERVE_<FIELD>``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
     )
+    config_env: ClassVar[str] = CONFIG_ENV
+    config_reader = staticmethod(read_config_file)
 
     run: Path = Field(..., description="Model directory written by 'whyrec train'.")
     host: str = Field("127.0.0.1", description="Address to bind (non-loopback needs API keys).")
@@ -82,6 +84,13 @@ class ServeSettings(BaseSettings):
         le=60,
         description="With PostgreSQL: how often an idle replica checks the database, and how "
         "soon it tries again while the database is unreachable.",
+    )
+    read_consistency: Literal["session", "strict"] = Field(
+        "session",
+        description="With PostgreSQL: 'session' answers reads from memory at once (kept "
+        "current by LISTEN/NOTIFY) and waits for the database only for a read whose "
+        "consistency token (X-Whyrec-After) names a write this replica has not seen yet; "
+        "'strict' makes every read wait for one round trip to the database first.",
     )
     store_threads: int = Field(
         4, ge=1, le=256, description="Threads for store writes (never on the event loop)."
@@ -149,19 +158,6 @@ class ServeSettings(BaseSettings):
     access_log: bool = Field(True, description="uvicorn access log.")
     config_file: Path | None = Field(None, description="Where file values came from.")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
-        path = init_kwargs.get("config_file") or os.environ.get(CONFIG_ENV) or None
-        return (init_settings, env_settings, ConfigFileSource(settings_cls, path, read_config_file))
-
     @field_validator("api_keys", mode="before")
     @classmethod
     def _join_list(cls, value: Any) -> Any:
@@ -175,7 +171,7 @@ class ServeSettings(BaseSettings):
         """``store=postgresql://…`` (the CLI's --store, $WHYREC_SERVE_STORE) is the URL."""
         if isinstance(data, dict):
             value = data.get("store")
-            if isinstance(value, str) and value.strip().lower().startswith(PG_SCHEMES):
+            if is_postgres_url(value):
                 if data.get("store_url") is not None:
                     raise ValueError("give the store once: a SQLite path or store_url, not both")
                 data = {**data, "store_url": value.strip()}
@@ -188,7 +184,7 @@ class ServeSettings(BaseSettings):
             if self.store is not None:
                 raise ValueError("give the store once: a SQLite path or store_url, not both")
             url = self.store_url.get_secret_value().strip()
-            if not url.lower().startswith(PG_SCHEMES):
+            if not is_postgres_url(url):
                 raise ValueError(  # the value itself is not repeated: it may hold a password
                     "store_url must be a URL starting with postgresql:// (or postgres://)"
                 )
@@ -231,8 +227,6 @@ class ServeSettings(BaseSettings):
     def store_display(self) -> str:
         """Where the store is, for logs: the SQLite path or the URL without its password."""
         if self.store_url is not None:
-            from whyrec.serve.store_pg import display_url
-
             return display_url(self.store_url.get_secret_value())
         return str(self.store_path())
 

@@ -12,6 +12,8 @@ running the same SQL:
 * :class:`whyrec.serve.store_pg.PostgresStore`: a PostgreSQL database that several
   service replicas share (``store_url`` setting), through a connection pool.
 
+:func:`whyrec.serve.stores.open_store` picks one from the settings.
+
 Either way a write is acknowledged only after its transaction commits.
 """
 
@@ -25,13 +27,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from whyrec.errors import ConfigError, WhyrecError
 from whyrec.sqlite import connect_wal
-
-if TYPE_CHECKING:
-    from whyrec.serve.settings import ServeSettings
 
 STORE_FORMAT = 1
 
@@ -397,17 +396,3 @@ def refuse_empty_file(path: Path, wait_s: float = 1.0) -> None:
 
 #: The SQLite store under the name that says what it is.
 SQLiteStore = ServeStore
-
-
-def open_store(settings: ServeSettings) -> Store:
-    """The store ``settings`` name: PostgreSQL for a ``store_url``, else the SQLite file."""
-    if settings.store_url is not None:
-        from whyrec.serve.store_pg import PostgresStore
-
-        return PostgresStore(
-            settings.store_url.get_secret_value(),
-            max_size=settings.store_pool_size,
-            timeout=settings.store_timeout_s,
-            retry_s=settings.store_check_s,
-        )
-    return ServeStore(settings.store_path(), synchronous=settings.sqlite_synchronous)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from whyrec.errors import ConfigError, DataError
-from whyrec.safety import REDACTED, redact_secrets
+from whyrec.safety import redact_secrets
 from whyrec.serve.store import (
     SQL_GET_FORMAT,
     SQL_SET_FORMAT,
@@ -31,10 +31,10 @@ from whyrec.serve.store import (
     Store,
     StoreUnavailable,
 )
+from whyrec.serve.store_url import display_url, is_postgres_url, password_of
 
 log = logging.getLogger("whyrec.serve")
 
-SCHEMES = ("postgresql://", "postgres://")
 #: The channel every write of interactions notifies (in its transaction, so only on
 #: commit); each replica LISTENs to it to keep its copy of users' histories current.
 CHANNEL = "whyrec_interactions"
@@ -59,45 +59,6 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS llm_claims ("
     " key TEXT PRIMARY KEY, owner TEXT NOT NULL, until DOUBLE PRECISION NOT NULL)",
 )
-
-
-def is_postgres_url(value: object) -> bool:
-    """``value`` is a ``postgresql://`` (or ``postgres://``) URL."""
-    return isinstance(value, str) and value.strip().lower().startswith(SCHEMES)
-
-
-def _parts(url: str) -> dict[str, str]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
-    except Exception as exc:
-        # the parser's message may repeat the URL: keep the password out of it
-        raise ConfigError(
-            f"store_url: not a PostgreSQL URL ({redact_secrets(str(exc), _password_of(url))}); "
-            "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-        ) from None
-
-
-def _password_of(url: str) -> list[str]:
-    """The URL's password (for redaction), found without a full parse."""
-    head = url.split("://", 1)[-1].split("/", 1)[0]
-    if "@" in head:
-        userinfo = head.rsplit("@", 1)[0]
-        if ":" in userinfo:
-            return [userinfo.split(":", 1)[1]]
-    return []
-
-
-def display_url(url: str) -> str:
-    """The URL without its password (``[redacted]`` in its place) or other parameters."""
-    p = _parts(url)
-    user = p.get("user", "")
-    if "password" in p:
-        user += ":" + REDACTED
-    host = p.get("host", "")
-    port = f":{p['port']}" if "port" in p else ""
-    return f"postgresql://{user + '@' if user else ''}{host}{port}/{p.get('dbname', '')}"
 
 
 def _no_nul(field: str, value: Any) -> None:
@@ -197,7 +158,7 @@ class PostgresStore(Store):
                 "pip install 'whyrec[postgres]'"
             ) from None
         self._psycopg = psycopg
-        self._secrets = _password_of(url)
+        self._secrets = password_of(url)
         self._display = display_url(url)
         self._url = url
         self.timeout = float(timeout)

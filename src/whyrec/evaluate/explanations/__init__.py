@@ -16,7 +16,6 @@ from whyrec.evaluate.explanations.faithfulness import (
     likelihood_agreement,
     preference_faithfulness,
 )
-from whyrec.evaluate.explanations.grounding import Catalogue, Grounding, TitleMention
 from whyrec.evaluate.explanations.harness import (
     SYSTEMS,
     evaluate_explanations,
@@ -47,6 +46,7 @@ from whyrec.evaluate.explanations.text import (
     sentence_bleu,
     unique_sentence_ratio,
 )
+from whyrec.explain.grounding import Catalogue, Grounding, TitleMention
 
 __all__ = [
     "CRITERIA",

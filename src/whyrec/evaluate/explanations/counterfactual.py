@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from whyrec.evaluate.explanations.cases import ExplanationCase
-from whyrec.evaluate.explanations.grounding import Catalogue
+from whyrec.explain.grounding import Catalogue
 
 #: Random control draws per explanation.
 CONTROL_DRAWS = 5
@@ -40,7 +40,7 @@ def cited_evidence(
     text: str, case: ExplanationCase, catalogue: Catalogue, window: int
 ) -> tuple[list[int], list[int]]:
     """(preference indices, history positions) that ``text`` cites."""
-    from whyrec.evaluate.explanations.grounding import quoted_spans
+    from whyrec.explain.grounding import quoted_spans
     from whyrec.explain.verify import leaned_preferences, split_sentences
 
     prefs = sorted(
@@ -92,7 +92,7 @@ def counterfactual_metrics(
     out: dict[str, float | None] = {"cf_cited": float(len(prefs) + len(positions))}
     if not prefs and not positions:
         return out
-    m = len(case.preferences) if getattr(model, "name", "") == "lane" else 0
+    m = len(case.preferences) if model.has_preferences else 0
     hist = list(case.history)
     start = max(0, len(hist) - window)
     other_p = [j for j in range(m) if j not in prefs]

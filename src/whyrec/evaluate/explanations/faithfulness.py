@@ -36,7 +36,7 @@ import numpy as np
 
 from whyrec.evaluate.explanations.cases import ExplanationCase
 from whyrec.evaluate.explanations.stats import kendall, rankdata, spearman
-from whyrec.evaluate.explanations.textutil import content_words, coverage, sentences
+from whyrec.explain.textutil import content_words, coverage, sentences
 
 #: A preference is mentioned when this share of its content words is in the text ...
 LEXICAL_MENTION = 0.5

@@ -29,7 +29,6 @@ import numpy as np
 from whyrec.errors import ConfigError
 from whyrec.evaluate.explanations.cases import ExplanationCase
 from whyrec.evaluate.explanations.counterfactual import score_counterfactual
-from whyrec.evaluate.explanations.grounding import Catalogue
 from whyrec.evaluate.explanations.judges import (
     JudgeContext,
     PairwiseJudge,
@@ -44,6 +43,7 @@ from whyrec.evaluate.explanations.scoring import (
     summarize_systems,
 )
 from whyrec.evaluate.explanations.tastes import model_taste_checks, reason_taste_agreement
+from whyrec.explain.grounding import Catalogue
 
 SYSTEMS = ("lane", "baseline", "template")
 POSITIONS = ("top", "low")
@@ -211,7 +211,7 @@ def score_claims(model: Any, cases: Sequence[ExplanationCase], catalogue: Catalo
 def score_boilerplate(cases: Sequence[ExplanationCase], encoder: Any = None) -> dict[str, Any]:
     """Per system: the share of each text's sentences that the same system wrote (nearly)
     alike for 3+ users (``case.metrics["boilerplate_sentences"]``); returns counts."""
-    from whyrec.evaluate.explanations.textutil import sentences
+    from whyrec.explain.textutil import sentences
     from whyrec.explain.verify import BoilerplateDetector
 
     out: dict[str, Any] = {}
@@ -370,7 +370,7 @@ def evaluate_explanations(
     """
     from whyrec.explain.explainer import ExplanationPipeline, fact_label_of
 
-    if getattr(model, "name", "") != "lane":
+    if not getattr(model, "has_preferences", False):  # any object may be passed in
         raise ConfigError(
             f"evaluate-explanations needs a LANE model, got {getattr(model, 'name', model)!r}"
         )

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from whyrec.llm.errors import problems_of
 from whyrec.llm.parse import ReplyModel
 
 RUBRIC_VERSION = "judge-rubric-v2"
@@ -146,10 +147,11 @@ class RubricGrade:
         return asdict(self)
 
 
-class RubricJudge:
-    """0–3 grades from an LLM (see the module docstring)."""
+class LLMJudge:
+    """An LLM asked for one schema-checked verdict per prompt, greedily (seed 0); a call
+    that fails gives no verdict and the reasons why."""
 
-    def __init__(self, client: Any, *, max_tokens: int = 160, temperature: float = 0.0) -> None:
+    def __init__(self, client: Any, *, max_tokens: int, temperature: float = 0.0) -> None:
         self.client = client
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -158,19 +160,35 @@ class RubricJudge:
     def model(self) -> str:
         return str(getattr(self.client, "model", ""))
 
-    def grade(self, ctx: JudgeContext, explanation: str) -> RubricGrade:
+    def verdict(
+        self, messages: list[dict[str, str]], schema: type[ReplyModel], stage: str, version: str
+    ) -> tuple[Any, list[str]]:
+        """``(result, [])``, or ``(None, problems)`` when no reply validated."""
         try:
             res = self.client.complete(
-                rubric_messages(ctx, explanation),
-                schema=RubricVerdict,
+                messages,
+                schema=schema,
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
                 seed=0,
-                stage="judge-rubric",
-                prompt_version=RUBRIC_VERSION,
+                stage=stage,
+                prompt_version=version,
             )
         except Exception as exc:
-            problems = list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
+            return None, problems_of(exc)
+        return res, []
+
+
+class RubricJudge(LLMJudge):
+    """0–3 grades from an LLM (see the module docstring)."""
+
+    def __init__(self, client: Any, *, max_tokens: int = 160, temperature: float = 0.0) -> None:
+        super().__init__(client, max_tokens=max_tokens, temperature=temperature)
+
+    def grade(self, ctx: JudgeContext, explanation: str) -> RubricGrade:
+        messages = rubric_messages(ctx, explanation)
+        res, problems = self.verdict(messages, RubricVerdict, "judge-rubric", RUBRIC_VERSION)
+        if res is None:
             return RubricGrade(None, "", self.model, problems)
         v = res.parsed
         return RubricGrade(int(v.score), v.reasoning.strip(), res.model)
@@ -244,32 +262,16 @@ def reconcile(
     return winners, scores, consistent, bias
 
 
-class PairwiseJudge:
+class PairwiseJudge(LLMJudge):
     """Pairwise comparisons from an LLM, asked in both orders (see the module docstring)."""
 
     def __init__(self, client: Any, *, max_tokens: int = 60, temperature: float = 0.0) -> None:
-        self.client = client
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-
-    @property
-    def model(self) -> str:
-        return str(getattr(self.client, "model", ""))
+        super().__init__(client, max_tokens=max_tokens, temperature=temperature)
 
     def _ask(self, ctx: JudgeContext, a: str, b: str) -> tuple[dict[str, str] | None, list[str]]:
-        try:
-            res = self.client.complete(
-                pairwise_messages(ctx, a, b),
-                schema=PairVerdict,
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                seed=0,
-                stage="judge-pairwise",
-                prompt_version=PAIRWISE_VERSION,
-            )
-        except Exception as exc:
-            return None, list(getattr(exc, "problems", []) or [f"{type(exc).__name__}: {exc}"])
-        return res.parsed.model_dump(), []
+        messages = pairwise_messages(ctx, a, b)
+        res, problems = self.verdict(messages, PairVerdict, "judge-pairwise", PAIRWISE_VERSION)
+        return (None, problems) if res is None else (res.parsed.model_dump(), [])
 
     def compare(
         self, ctx: JudgeContext, x_text: str, y_text: str, *, x: str = "x", y: str = "y"

@@ -19,13 +19,13 @@ from whyrec.evaluate.explanations.faithfulness import (
     likelihood_agreement,
     preference_faithfulness,
 )
-from whyrec.evaluate.explanations.grounding import Catalogue
 from whyrec.evaluate.explanations.stats import spearman, summarize
 from whyrec.evaluate.explanations.text import (
     BertScoreStyle,
     case_text_metrics,
     corpus_text_metrics,
 )
+from whyrec.explain.grounding import Catalogue
 
 #: (key, group, label, better): "up" higher is better, "down" lower is better, "" neither.
 METRICS: list[tuple[str, str, str, str]] = [

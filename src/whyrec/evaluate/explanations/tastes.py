@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from whyrec.explain.verify import leaned_preferences, split_sentences
+
 
 def cited_tastes(text: str, preferences: Sequence[str], catalogue: Any, item: int) -> set[int]:
     """The preferences a reason's sentences lean on."""
-    from whyrec.explain.verify import leaned_preferences, split_sentences
-
     out: set[int] = set()
     for sentence in split_sentences(text or "", catalogue):
         out.update(leaned_preferences(sentence, preferences, catalogue, target=item))

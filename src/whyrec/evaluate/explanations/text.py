@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.evaluate.explanations.textutil import ngrams, normalize_text, sentences, words
+from whyrec.explain.textutil import ngrams, normalize_text, sentences, words
 
 
 def unique_sentence_ratio(texts: Sequence[str]) -> float | None:

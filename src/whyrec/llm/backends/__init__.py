@@ -14,18 +14,14 @@ __all__ = ["Backend", "Message", "RawReply", "make_backend"]
 
 def make_backend(settings: LLMSettings) -> Backend:
     """The backend named by ``settings.backend`` (nothing heavy is loaded yet)."""
-    if settings.backend == "local" and settings.workers > 1:
+    if settings.is_local and settings.workers > 1:
         from whyrec.llm.backends.pool import WorkerPoolBackend
 
         return WorkerPoolBackend(settings)
-    if settings.backend == "local" and settings.n_parallel > 1:
-        from whyrec.llm.backends.batched import BatchedLocalBackend
+    if settings.is_local:
+        from whyrec.llm.backends.batched import in_process_backend
 
-        return BatchedLocalBackend(settings)
-    if settings.backend == "local":
-        from whyrec.llm.backends.local import LocalBackend
-
-        return LocalBackend(settings)
+        return in_process_backend(settings)
     from whyrec.llm.backends.openai_compat import OpenAIBackend
 
     return OpenAIBackend(settings)

@@ -32,6 +32,23 @@ class Backend(Protocol):
     name: str
     model: str
 
+    # What the engine is able to do; callers ask these, never the name.
+    @property
+    def is_local(self) -> bool:
+        """Runs on this machine (no network): limited by its CPU, not by an API."""
+        ...
+
+    @property
+    def costs_money(self) -> bool:
+        """Calls are billed per token, so the client books their price."""
+        ...
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """Calls worth having in flight at once (more would only queue); ``None``: no
+        limit of its own (the settings' ``concurrency`` decides)."""
+        ...
+
     def generate(
         self,
         messages: list[Message],

@@ -505,6 +505,10 @@ class BatchedLocalBackend:
     """
 
     name = "local"
+    is_local = True
+    costs_money = False
+    #: no cap of its own: the client keeps ``calls_to_fill`` calls in flight to batch them
+    max_concurrency: int | None = None
 
     def __init__(
         self,
@@ -664,3 +668,12 @@ class BatchedLocalBackend:
                 self._engine = None
         if self._owns_local:
             self._local.close()
+
+
+def in_process_backend(settings: LLMSettings) -> LocalBackend | BatchedLocalBackend:
+    """The embedded model in this process: batched when ``n_parallel`` > 1, else sequential
+    (what :func:`whyrec.llm.backends.make_backend` builds for one worker, and what each
+    worker of the pool runs)."""
+    if settings.n_parallel > 1:
+        return BatchedLocalBackend(settings)
+    return LocalBackend(settings)

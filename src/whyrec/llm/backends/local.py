@@ -306,6 +306,8 @@ class LocalBackend:
     """llama-cpp-python over one GGUF file, loaded on first use."""
 
     name = "local"
+    is_local = True
+    costs_money = False
     #: one model instance decodes one sequence at a time (calls are serialised)
     max_concurrency = 1
 

@@ -66,6 +66,9 @@ class OpenAIBackend:
     """Chat completions over HTTP with the official client."""
 
     name = "openai"
+    is_local = False
+    costs_money = True
+    max_concurrency: int | None = None
 
     def __init__(self, settings: LLMSettings) -> None:
         try:

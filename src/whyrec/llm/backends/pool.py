@@ -95,6 +95,8 @@ class WorkerPoolBackend:
     """The embedded GGUF model in ``workers`` processes, calls spread over them."""
 
     name = "local"
+    is_local = True
+    costs_money = False
 
     def __init__(self, settings: LLMSettings) -> None:
         self.workers = int(settings.workers)
@@ -400,11 +402,11 @@ def _serve(rfd: int, wfd: int) -> None:
         cpus = init.get("cpus")
         if cpus:
             os.sched_setaffinity(0, cpus)
-        from whyrec.llm.backends import make_backend
+        from whyrec.llm.backends.batched import in_process_backend
         from whyrec.llm.settings import LLMSettings
 
         settings = LLMSettings(**init["settings"])
-        backend = make_backend(settings)
+        backend = in_process_backend(settings)
         local = getattr(backend, "_local", backend)
         _ = local.llama  # load now: a broken model fails at start, not on the first call
         if hasattr(backend, "engine"):

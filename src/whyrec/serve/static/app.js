@@ -3,7 +3,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, auth: false };
+// after: the consistency token of this page's latest write (POST /v1/interactions), sent
+// with every request as X-Whyrec-After, so that whichever replica answers, it shows the
+// page's own writes (the page writes one at a time: the latest token covers the others).
+const state = { user: null, auth: false, after: "" };
 // How often the page asks again while an LLM reason is being written. A local model can
 // take minutes per reason on a busy machine, so there is no cap: the page keeps asking
 // (more slowly after a while) until no reason is pending, or the user stops it.
@@ -54,6 +57,7 @@ async function api(path, options = {}) {
   const headers = { Accept: "application/json", ...(options.headers || {}) };
   const key = $("api-key").value.trim();
   if (key) headers.Authorization = "Bearer " + key;
+  if (state.after) headers["X-Whyrec-After"] = state.after;
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(path, {
     method: options.method || "GET",
@@ -61,6 +65,8 @@ async function api(path, options = {}) {
     body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
   });
   const data = await res.json().catch(() => ({}));
+  const token = res.ok && res.headers.get("X-Whyrec-Token");
+  if (token && /^[0-9]{1,18}$/.test(token)) state.after = token;
   if (!res.ok) {
     let msg = data.detail;
     if (Array.isArray(msg)) msg = msg.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
@@ -249,7 +255,8 @@ function renderRecommendations(data) {
     const li = el("li", { class: "rec", "data-item": it.item_id },
       el("div", { class: "rec-head" },
         el("span", { class: "title", text: shown(it.title, TITLE_CAP), title: it.title }),
-        el("span", { class: "muted small", text: ` score ${it.score.toFixed(3)}` })));
+        el("span", { class: "muted small", text: ` score ${it.score.toFixed(3)}` }),
+        addButton(it)));
     if (it.explanation) {
       li.append(reasonBlock(it.explanation));
       if (it.explanation.pending) pending += 1;
@@ -298,7 +305,31 @@ function renderHeatmap(data) {
   table.append(body);
 }
 
+// "+ history": the user interacted with this item (POST /v1/interactions)
+function addButton(it) {
+  const b = el("button", { type: "button", class: "add-history", text: "+ history",
+    title: "add this item to the user's history" });
+  b.addEventListener("click", () => addToHistory(it, b));
+  return b;
+}
+
 // ------------------------------------------------------------------ actions
+async function addToHistory(it, button) {
+  const user = state.user;
+  button.disabled = true;
+  try {
+    // the reply's X-Whyrec-Token becomes state.after (in api()): the reload below, and
+    // every later request, shows this write on whichever replica answers it
+    const w = await api("/v1/interactions", { method: "POST", body: { user, item_ids: [it.item_id] } });
+    if (state.user !== user) return;
+    await loadUser(user);
+    setStatus(`added ${it.title} to ${user}'s history (now ${w.history_length} items)`);
+  } catch (e) {
+    setStatus(e.message, true);
+    button.disabled = false;
+  }
+}
+
 async function loadRecommendations(user) {
   const k = $("k").value;
   const explain = $("explain").checked;

@@ -1,5 +1,8 @@
 """Ranking metrics from the 0-based rank of the held-out item.
 
+They sit low in the layers (numpy only) so that models can use them while they train
+(early stopping on validation NDCG) and :mod:`whyrec.evaluate` for its reports.
+
 Every metric here takes ``ranks``: for each user, how many candidate items the model
 scored *at least as high* as the true item (0 = the true item is first). Ties count
 against the model, so a model that scores everything equally gets the worst rank, not
@@ -8,7 +11,7 @@ the best one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -67,3 +70,13 @@ def summarize(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, fl
         out[f"NDCG@{k}"] = ndcg_at_k(ranks, k)
     out["MRR"] = mrr(ranks)
     return out
+
+
+def mask_history(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray) -> None:
+    """Set history items to ``-inf`` in place, keeping each row's target score."""
+    rows = np.arange(len(targets))
+    keep = scores[rows, targets].copy()
+    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    if lens.sum():
+        scores[np.repeat(rows, lens), np.concatenate(histories).astype(np.int64)] = -np.inf
+    scores[rows, targets] = keep

@@ -1,4 +1,5 @@
-"""Small text helpers shared by the explanation metrics: words, sentences, content words.
+"""Small text helpers shared by the claim verifier and the explanation metrics: words,
+sentences, content words.
 
 Everything here is deterministic and dependency-free so the metrics built on it can be
 checked by hand.

@@ -17,6 +17,10 @@ A mention is *grounded* when it is the target or in the user's history; anything
 (another catalogue title or no title at all) is an *invented* title. Genre words
 ("comedy", "science fiction", ...) are claims; a claim is *unsupported* when neither the
 target nor any history item carries that genre.
+
+The claim verifier (:mod:`whyrec.explain.verify`) and the explanation-quality harness
+(:mod:`whyrec.evaluate.explanations`) both use it; it lives with the explainer so that
+the harness looks down at it, never the other way round.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 from whyrec.data.facts import genre_pattern
-from whyrec.evaluate.explanations.textutil import STOPWORDS, split_tags, stem
+from whyrec.explain.textutil import STOPWORDS, split_tags, stem
 
 _ARTICLE_TAIL = re.compile(
     r"^(?P<body>.+?),\s*(?P<art>The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El|Los|Las|Un|Une)$",
