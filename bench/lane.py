@@ -341,11 +341,17 @@ def main() -> None:
         f"{srcs.count('fallback')} none; "
         f"{1 - sum(llm_sent) / max(5 * len(srcs), 1):.1%} of their sentences are grounded "
         f"fallback. The LLM wrote {psum.get('distinct_llm_sentences')} distinct sentences "
-        f"over all users; {psum.get('boilerplate_replaced')} were replaced as boilerplate "
-        f"(written alike for 3+ users), so {psum.get('llm_sentences_kept_share')} of its "
-        "usable sentences survive as personal preferences. "
-        f"Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp "
-        "thread, pinned to one core, while the other core trained models).",
+        f"over all users; {psum.get('boilerplate_replaced')} were replaced by the "
+        "extraction-time checks (naming nothing checkable in the history, or one of a "
+        "paraphrase cluster written for 3+ users; breakdown below), so "
+        f"{psum.get('llm_sentences_kept_share')} of its usable sentences survive. "
+        + (
+            f"Extraction: {extraction_s:.0f} s for the users asked (one llama.cpp thread, "
+            "pinned to one core, while the other core trained models)."
+            if timing.is_file()
+            else "Extraction: every reply came from the reply cache (asked by an earlier "
+            "run of the same extraction)."
+        ),
         "",
         f"{args.seeds} training seeds per system (cap {args.epochs} epochs, early stopping on "
         "validation NDCG@10 with patience 10; epochs run: "
@@ -358,7 +364,8 @@ def main() -> None:
         "interactions.",
         "",
         "Validation NDCG@10 (full ranking; what early stopping and the choice of LANE's "
-        "alignment block use — the gated block was chosen on it, not on test): "
+        "taste channel use — never test; systems with fewer seeds show their mean over the "
+        "seeds run, listed above): "
         + "; ".join(
             f"{name} {statistics.mean(done[(name, s)]['valid_ndcg10'] for s in seeds):.4f}"
             for name in present
