@@ -29,6 +29,19 @@ def _unavailable(why: str) -> None:
     pytest.skip(f"no PostgreSQL: {why}")
 
 
+def _start_cluster() -> dict[str, str]:
+    """A throwaway cluster from scripts/ensure_postgres.sh: its ``url`` and ``dir``."""
+    try:
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _unavailable(f"{SCRIPT.name} start: {exc}")
+    if proc.returncode != 0:
+        _unavailable(f"{SCRIPT.name} start failed: {proc.stderr.strip()[-1500:]}")
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """The URL of a PostgreSQL server whose user may create databases."""
@@ -41,15 +54,7 @@ def pg_server() -> Iterator[str]:
     if given:
         yield given
         return
-    try:
-        proc = subprocess.run(
-            ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        _unavailable(f"{SCRIPT.name} start: {exc}")
-    if proc.returncode != 0:
-        _unavailable(f"{SCRIPT.name} start failed: {proc.stderr.strip()[-1500:]}")
-    out = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    out = _start_cluster()
     try:
         yield out["url"]
     finally:
@@ -108,15 +113,7 @@ def pg_cluster() -> Iterator[Cluster]:
         import psycopg  # noqa: F401
     except ImportError:
         _unavailable("psycopg is not installed (pip install 'whyrec[postgres]')")
-    try:
-        proc = subprocess.run(
-            ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        _unavailable(f"{SCRIPT.name} start: {exc}")
-    if proc.returncode != 0:
-        _unavailable(f"{SCRIPT.name} start failed: {proc.stderr.strip()[-1500:]}")
-    out = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    out = _start_cluster()
     try:
         yield Cluster(out["url"], out["dir"])
     finally:
