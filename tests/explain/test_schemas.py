@@ -32,6 +32,11 @@ REJECTED = {
     "The user is recommended to the item ": "no complete sentence",
     "The user enjoys a variety of genres and the user enjoys a variety of": "four-word run",
     "It fits P1 (weight 0.40) best.": "prompt's labels",
+    # explanations bench, 2026-12-07: the prompt's instruction copied into the reason
+    "You pick Comedy, a past item by its title, a taste, or what you share with the item.": (
+        "prompt's labels or instructions"
+    ),
+    "You watched Heat (1995) (matters strongly), so it fits.": "prompt's labels",
     "You will <b>love</b> this film, it is a classic.": "markup",
     "Good film. and then the user likes": "no complete sentence",
 }

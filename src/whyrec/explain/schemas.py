@@ -164,8 +164,11 @@ def _explanation_fields(m: int) -> dict:
     }
 
 
+# also the prompt's own words copied into the reply (seen in the explanations bench: "You
+# pick Comedy, a past item by its title, a taste, or what you share with the item.")
 _PROMPT_LABEL = re.compile(
-    r"\bP\d+\b|\(weight\s*[\d.]+\)|^\W*(?:the\s+)?(?:reason|recommended item)\s*:",
+    r"\bP\d+\b|\(weight\s*[\d.]+\)|^\W*(?:the\s+)?(?:reason|recommended item)\s*:"
+    r"|\ba past item by its title\b|\(matters (?:strongly|somewhat|a little)\)",
     re.IGNORECASE,
 )
 # braces and backticks (JSON, code) and HTML-like tags; square brackets stay allowed,
@@ -232,7 +235,10 @@ def _validate_reason(cls: type, text: str) -> str:
     numbering such as "1." is dropped first); the claim verifier then checks what is left.
     """
     if _PROMPT_LABEL.search(text):
-        raise ValueError("copies the prompt's labels (P1, weight 0.40); write plain prose")
+        raise ValueError(
+            "copies the prompt's labels or instructions (P1, weight 0.40, 'a past item by its "
+            "title'); write plain prose"
+        )
     if _MARKUP.search(text):
         raise ValueError("contains JSON, code or markup ({, }, `, <tags>); write plain prose")
     text = _NUMBERING.sub(" ", " ".join(str(text).split())).strip()
