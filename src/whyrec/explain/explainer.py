@@ -432,10 +432,8 @@ class ExplanationPipeline:
                 f"{p['rank_without']}"
                 for p in cited_p
             ],
-            influential=[
-                f"{h['title']} (matters {strength(ev.share(h))})"
-                for h in ev.cited_history_effects()
-            ],
+            # titles alone: a weight after a title gets copied into the reason with it
+            influential=[str(h["title"]) for h in ev.cited_history_effects()],
             shared_facts=ev.shared_facts,
         )
         m = len(cited_p)

@@ -13,7 +13,7 @@ from typing import Any
 
 PREFERENCES_VERSION = "pref-v3"
 ASPECT_VERSION = "aspect-v1"
-EXPLANATION_VERSION = "cot-v7"
+EXPLANATION_VERSION = "cot-v8"
 BASELINE_VERSION = "base-v4"
 EVIDENCE_SENTENCE_VERSION = "evs-v4"
 

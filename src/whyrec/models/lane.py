@@ -516,8 +516,8 @@ class Lane(SASRecText):
         """What ``preferences=`` takes for a new history: the taste vectors ``(m, d)``,
         followed (additive channel) by the facts each taste text names ``(m, F)``."""
         v = np.asarray(vectors, dtype=np.float32)
-        if not self.has_taste_facts or v.shape[-1] == self.module.user_prefs.shape[-1] + len(
-            self.facts.names if self.facts is not None else ()
+        if not self.has_taste_facts or v.shape[-1] == self.module.user_prefs.shape[-1] + (
+            self.module.n_facts
         ):
             return v  # the attention channel, or inputs that already carry their facts
         if self.facts is None:

@@ -106,10 +106,8 @@ def model_taste_checks(
                     shares.append(float(p["score_drop"]) / top_hist)
                 rank_moves += int(p["rank_without"]) != int(ev.rank)
         # all tastes removed: does the top-n list change?
-        m = len(subject.preferences) or len(model.preference_weights(int(u)))
-        pv = model.user_preference_vectors(int(u))
-        keep_none = pv * 0.0
-        with model.using_preferences(keep_none[:m]):
+        none = np.zeros_like(model.user_preference_vectors(int(u)))  # every taste removed
+        with model.using_preferences(none):
             bare = model.recommend(history=model.histories[int(u)], k=top_n)
         top_changed += list(bare.items) != list(recs.items[:top_n])
     n_users = len(users)
