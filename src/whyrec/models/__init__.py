@@ -8,6 +8,7 @@ bpr-mf         matrix factorisation, BPR loss (baseline)
 sasrec         SASRec, ID item embeddings
 sasrec-text    SASRec, item table initialised from title embeddings (LANE's backbone)
 gru4rec        GRU4Rec
+outside        a model trained elsewhere behind an adapter (:mod:`whyrec.models.outside`)
 =============  ====================================================================
 """
 
@@ -30,6 +31,7 @@ from whyrec.models.backbones import (
 from whyrec.models.base import Recommendations, Recommender, read_manifest
 from whyrec.models.bpr import BPRMF
 from whyrec.models.gru4rec import GRU4Rec
+from whyrec.models.outside import OutsideModel, OutsideScorer, is_import_path, model_from_import
 from whyrec.models.popularity import Popularity
 from whyrec.models.protocols import ExplainableModel
 from whyrec.models.sasrec import SASRec, SASRecText
@@ -37,7 +39,7 @@ from whyrec.models.sequential import SequenceTask, SequentialConfig, SequentialR
 from whyrec.models.training import EpochInfo, LoopSettings, run_training
 
 MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (Popularity, BPRMF, SASRec, SASRecText, GRU4Rec)
+    cls.name: cls for cls in (Popularity, BPRMF, SASRec, SASRecText, GRU4Rec, OutsideModel)
 }
 ALIASES = {"pop": "popularity", "bpr": "bpr-mf", "sasrec-id": "sasrec", "gru": "gru4rec"}
 
@@ -51,6 +53,8 @@ __all__ = [
     "IdItemEmbedding",
     "ItemEmbedding",
     "LoopSettings",
+    "OutsideModel",
+    "OutsideScorer",
     "Popularity",
     "Recommendations",
     "Recommender",
@@ -91,7 +95,12 @@ def create_model(name: str, **config: Any) -> Recommender:
 
 
 def load_model(path: str | Path, dataset: Dataset | None = None) -> Recommender:
-    """Load any model directory written by :meth:`Recommender.save`."""
+    """Load any model directory written by :meth:`Recommender.save` — whyrec's own
+    models and outside ones (the manifest names the adapter) — or, for ``path`` of the
+    form ``module.path:object``, the outside model that object names (``dataset``
+    required: see :func:`whyrec.models.outside.model_from_import`)."""
+    if is_import_path(path):
+        return model_from_import(str(path), dataset)
     manifest = read_manifest(path)
     name = manifest["model"]
     if name not in MODELS:
