@@ -47,10 +47,13 @@ class _Mapped:
             return [np.asarray(h, dtype=np.int64) for h in histories]
         return [self.item_map.to_columns(h) for h in histories]
 
-    def _outputs(self, scores: np.ndarray, rows: int) -> np.ndarray:
-        scores = np.asarray(scores, dtype=np.float32)
+    def _outputs(self, scores: Any, rows: int) -> Any:
         if self.item_map is None or self.item_ids is None:
-            return scores
+            return scores  # checked by OutsideModel like any scorer's output
+        try:
+            scores = np.asarray(scores, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{self.adapter}: scores are not numbers ({exc})") from exc
         if scores.ndim != 2 or scores.shape != (rows, len(self.item_ids)):
             raise ModelError(
                 f"{self.adapter}: the model returned scores of shape {scores.shape}; "
