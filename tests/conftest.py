@@ -83,3 +83,39 @@ def float32_checks():
     import types
 
     return types.SimpleNamespace(scores=assert_scores_close, ranking=assert_same_ranking)
+
+
+# ------------------------------------------------------------- an outside team model
+TEAM_MODEL = '''
+"""A team's own recommender, trained outside whyrec: item-to-item co-occurrence counts
+from the training sequences; a history votes for the items that followed its items."""
+import numpy as np
+
+
+def build(dataset):
+    from whyrec.models.adapters.plain import CallableScorer
+
+    n = dataset.n_items
+    follow = np.zeros((n, n), np.float32)
+    for seq in dataset.user_sequences(("train",)):
+        for a, b in zip(seq[:-1], seq[1:]):
+            follow[a, b] += 1.0
+    weights = np.log1p(follow)
+
+    def scores(histories):
+        out = np.zeros((len(histories), n), np.float32)
+        for r, h in enumerate(histories):
+            recency = 1.0 + np.arange(len(h), dtype=np.float32) / max(1, len(h))
+            out[r] = recency @ weights[np.asarray(h)]
+        return out
+
+    return CallableScorer(scores)
+'''
+
+
+@pytest.fixture
+def team_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The import path of an outside model (a module written for the test, importable)."""
+    (tmp_path / "whyrec_team_model.py").write_text(TEAM_MODEL, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "whyrec_team_model:build"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from whyrec.batch.store import now_iso
@@ -579,11 +580,11 @@ class ExplanationJob:
         if k < 1:
             raise ConfigError(f"-k must be at least 1, got {k}")
         self.run = str(run)
-        self.model = load_model(run)
-        if not self.model.has_preferences:
+        self.model = load_model(run, dataset)
+        if not self.model.has_attribution:
             raise ConfigError(
-                f"{run} holds a {self.model.name!r} model; batch explanations need a LANE "
-                "model directory (whyrec train --model lane)"
+                f"{run} holds a {self.model.name!r} model whose scores ignore the history: "
+                "there is no item-specific evidence to explain"
             )
         self.model_name = str(getattr(client, "model", "unknown"))
         self.k = k
@@ -600,8 +601,15 @@ class ExplanationJob:
 
         from whyrec.explain.evidence import EVIDENCE_VERSION
         from whyrec.explain.prompts import EXPLANATION_VERSION
+        from whyrec.models.outside import is_import_path
 
-        manifest = (Path(self.run) / "manifest.json").read_bytes()
+        if is_import_path(self.run):
+            # no manifest: the model's own scores for the first users stand for it, so a
+            # retrained model behind the same import path starts a new job
+            probe = self.model.score_batch(self.model.histories[:8])
+            manifest = np.ascontiguousarray(probe, dtype=np.float32).tobytes()
+        else:
+            manifest = (Path(self.run) / "manifest.json").read_bytes()
         p = self.pipeline
         return {
             "kind": self.kind,

@@ -135,7 +135,11 @@ def preferences(
 @app.command()
 @option_group(_JOB_OPTIONS, into="job")
 def explanations(
-    run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
+    run: str = typer.Argument(
+        ...,
+        help="A model directory (LANE, any whyrec model, or a saved outside model), or an "
+        "outside model's import path module:object (needs --data).",
+    ),
     users: str = _USERS,
     out: Path = _OUT,
     k: int = typer.Option(1, "-k", help="Recommendations explained per user."),
@@ -143,16 +147,23 @@ def explanations(
         None, help="Completion budget per call (default: the explainer's)."
     ),
     history_window: int = typer.Option(15, help="Recent history titles shown to the LLM."),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Dataset the model was trained on (name or directory)."
+    ),
     *,
     job: dict[str, Any],
 ) -> None:
-    """LANE's four-step explanation of each user's top-k recommendations."""
+    """Each user's top-k recommendations with verified reasons (LANE's four steps for a
+    LANE model; history evidence and item facts for others)."""
     from whyrec.batch import ExplanationJob
+    from whyrec.cli.models import _load_data
 
+    ds = _load_data(data) if data is not None else None
     _run(
         lambda client: ExplanationJob(
-            run, client=client, k=k, max_tokens=max_tokens, history_window=history_window
-        ),
+            run, client=client, k=k, max_tokens=max_tokens, history_window=history_window,
+            dataset=ds,
+        ),  # fmt: skip
         users,
         out,
         job,

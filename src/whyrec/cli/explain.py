@@ -99,13 +99,21 @@ def preferences(
 
 
 def explain(
-    run: Path = typer.Argument(..., help="A model directory (whyrec train; LANE or any other)."),
+    run: str = typer.Argument(
+        ...,
+        help="A model directory (whyrec train, LANE or any other; or an outside model's "
+        "saved directory), or an outside model's Python import path module:object "
+        "(docs/outside-models.md; needs --data).",
+    ),
     user: str = typer.Option(..., "--user", "-u", help="Source user id."),
     k: int = typer.Option(3, "-k", help="How many recommendations to explain."),
     item: str | None = typer.Option(None, help="Explain this item id instead of the top-k."),
     fmt: str = typer.Option("text", "--format", help="text or json."),
     no_llm: bool = typer.Option(False, "--no-llm", help="Template reasons only (no LLM)."),
     llm_config: Path | None = typer.Option(None, "--llm-config", help="LLM config file."),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Dataset the model was trained on (name or directory)."
+    ),
     mode: str = typer.Option(
         "auto",
         help="How the LLM writes: 'cot' (LANE's four steps as one JSON reply), 'sentences' "
@@ -120,13 +128,13 @@ def explain(
     item's score most when removed); and the reason — the LLM's, with unsupported
     sentences removed, or the grounded template when none is left. LANE's own
     preference weights are shown too: they are per user, the same for every item."""
+    from whyrec.cli.models import open_model
     from whyrec.errors import ConfigError
     from whyrec.explain.explainer import ExplanationPipeline
-    from whyrec.models import load_model
 
     if fmt not in ("text", "json"):
         raise ConfigError(f"--format must be text or json, got {fmt!r}")
-    model = load_model(run)
+    model, ds = open_model(run, data)
     client = None
     if not no_llm:
         from whyrec.llm import LLMClient
@@ -134,7 +142,7 @@ def explain(
         client = LLMClient.from_settings(llm_config)
     if mode not in ("auto", "cot", "sentences"):
         raise ConfigError(f"--mode must be auto, cot or sentences, got {mode!r}")
-    pipeline = ExplanationPipeline.from_run(model, client, mode=mode)
+    pipeline = ExplanationPipeline.from_run(model, client, mode=mode, dataset=ds)
     u = model.user_index(user)
     if item is not None:
         results = [pipeline.explain(model.item_index(item), u, use_llm=not no_llm)]

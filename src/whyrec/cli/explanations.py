@@ -35,7 +35,11 @@ def _split(value: str, what: str, allowed: tuple[str, ...]) -> list[str]:
 
 
 def evaluate_explanations(
-    run: Path = typer.Argument(..., help="A LANE model directory (whyrec train --model lane)."),
+    run: str = typer.Argument(
+        ...,
+        help="A model directory (LANE, any whyrec model, or a saved outside model), or an "
+        "outside model's import path module:object (needs --data).",
+    ),
     users: int = typer.Option(10, "--users", "-n", help="How many users to explain."),
     user: list[str] = typer.Option(
         [], "--user", "-u", help="Explain these source user ids instead (repeatable)."
@@ -75,6 +79,10 @@ def evaluate_explanations(
 ) -> None:
     """Compare LANE, the no-alignment baseline and the template on explanation quality.
 
+    Any model with history evidence is accepted (whyrec's own or an outside one): for a
+    model without preferences, the 'lane' system is whyrec's reason from its history
+    evidence and item facts.
+
     Faithfulness to the recommender's weights and attribution, grounding of titles and
     genres, text diversity (and overlap with references), LLM rubric and pairwise
     judges; prints mean ± std and N per metric, naming the writer and judge LLMs."""
@@ -94,15 +102,24 @@ def evaluate_explanations(
     from whyrec.llm import LLMClient
     from whyrec.models import load_model
     from whyrec.models.base import read_manifest
+    from whyrec.models.outside import is_import_path
 
     err = Console(stderr=True)
     sys_list = _split(systems, "systems", SYSTEMS)
     pos_list = _split(positions, "positions", ("top", "low"))
-    manifest = read_manifest(run)
-    ds = _load_data(data, manifest)
-    model = load_model(run, ds)
-    if not model.has_preferences:
-        raise ConfigError(f"{run} holds a {model.name!r} model; evaluate-explanations needs LANE")
+    if is_import_path(run):
+        if data is None:
+            raise ConfigError(f"{run} is a Python import path: pass --data with its dataset")
+        ds = _load_data(data)
+        model = load_model(run, ds)
+    else:
+        ds = _load_data(data, read_manifest(run))
+        model = load_model(Path(run), ds)
+    if not model.has_attribution:
+        raise ConfigError(
+            f"{run} holds a {model.name!r} model whose scores ignore the history: there is no "
+            "item-specific evidence to explain"
+        )
     needs_llm = any(s in ("lane", "baseline") for s in sys_list)
     client = LLMClient.from_settings(llm_config) if needs_llm else None
     judge_client = None

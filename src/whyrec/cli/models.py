@@ -62,6 +62,28 @@ def _load_data(spec: str | None, manifest: dict[str, Any] | None = None) -> Any:
     return load_dataset(Path(spec) if Path(spec).is_dir() else spec)
 
 
+def open_model(spec: str | Path, data: str | None = None) -> tuple[Any, Any]:
+    """The model an entry point's ``MODEL`` argument names, and its dataset when known.
+
+    ``spec`` is a model directory (whyrec's own models, and outside models whose manifest
+    names their adapter) or a Python import path ``module:object`` naming an outside
+    model (then ``--data``, the dataset it was trained on, is required)."""
+    from whyrec.errors import ConfigError
+    from whyrec.models import load_model
+    from whyrec.models.outside import is_import_path
+
+    if is_import_path(str(spec)):
+        if data is None:
+            raise ConfigError(
+                f"{spec} is a Python import path: pass --data with the dataset the model "
+                "was trained on"
+            )
+        ds = _load_data(data)
+        return load_model(str(spec), ds), ds
+    ds = _load_data(data) if data is not None else None
+    return load_model(Path(spec), ds), ds
+
+
 def _print_report(report: Any, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
         typer.echo(report.to_json())

@@ -17,7 +17,18 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    run: Path = typer.Argument(..., help="Model directory written by 'whyrec train'."),
+    run: Path = typer.Argument(
+        ...,
+        help="Model directory written by 'whyrec train' (or a saved outside model), or an "
+        "outside model's import path module:object (needs --data).",
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Dataset the model was trained on (required for an import path; otherwise "
+        "the one in the run's manifest).",
+    ),
     host: str | None = typer.Option(
         None, help="Address to bind (default 127.0.0.1; other addresses need API keys)."
     ),
@@ -56,6 +67,7 @@ def serve(
     settings = ServeSettings.load(
         config,
         run=run,
+        dataset=data,
         host=host,
         port=port,
         store=store,

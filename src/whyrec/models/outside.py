@@ -183,14 +183,26 @@ class OutsideModel(Recommender):
         return {**super()._manifest(), "adapter": self.adapter}
 
     def _save_state(self, directory: Path) -> None:
+        (directory / ADAPTER_DIR).mkdir()
         save = getattr(self.scorer, "save", None)
-        if save is None:
+        import_path = getattr(self, "import_path", None)
+        if save is not None:
+            try:
+                save(directory / ADAPTER_DIR)
+                return
+            except ModelError:
+                if import_path is None:
+                    raise
+        elif import_path is None:
             raise ModelError(
                 f"adapter {self.adapter!r} cannot be saved (its scorer has no save method); "
                 "give the entry points its Python import path instead (module:object)"
             )
-        (directory / ADAPTER_DIR).mkdir()
-        save(directory / ADAPTER_DIR)
+        # built from an import path: the directory refers to it (and to the dataset)
+        from whyrec.io import write_json
+
+        write_json(directory / ADAPTER_DIR / "settings.json", {"import_path": import_path})
+        self.config.adapter = "import"  # type: ignore[attr-defined]
 
     def _load_state(self, directory: Path) -> None:
         adapter_class(self.adapter)  # a clear error before any file is read
@@ -207,6 +219,7 @@ class OutsideModel(Recommender):
 # ------------------------------------------------------------------ adapters
 _ADAPTERS: dict[str, str | type] = {
     "callable": "whyrec.models.adapters.plain:CallableScorer",
+    "import": "whyrec.models.adapters.plain:ImportedScorer",
     "torchscript": "whyrec.models.adapters.plain:TorchScriptScorer",
     "implicit-als": "whyrec.models.adapters.implicit:ImplicitScorer",
     "implicit-bpr": "whyrec.models.adapters.implicit:ImplicitScorer",
@@ -279,7 +292,7 @@ def model_from_import(spec: str, dataset: Dataset | None) -> Recommender:
     if dataset is None:
         raise ConfigError(
             f"model {spec!r} is a Python import path: give the dataset it was trained on "
-            "(--dataset)"
+            "(dataset=... in Python, --data on the command line)"
         )
     obj = import_object(spec, what="model")
     if not isinstance(obj, Recommender) and not _is_scorer(obj) and callable(obj):
@@ -288,7 +301,9 @@ def model_from_import(spec: str, dataset: Dataset | None) -> Recommender:
         obj.check_dataset(dataset)
         return obj
     if _is_scorer(obj):
-        return OutsideModel.wrap(obj, dataset)
+        model = OutsideModel.wrap(obj, dataset)
+        model.import_path = spec
+        return model
     raise ConfigError(
         f"model {spec!r} is a {type(obj).__name__}: expected a whyrec Recommender, an outside "
         "scorer (an object with score(histories, users)) or a function of the dataset "

@@ -46,13 +46,8 @@ class RecService:
     """Everything the HTTP layer calls. Thread-safe; blocking work is done in ``pool``."""
 
     def __init__(self, settings: ServeSettings, *, llm_client: Any = None) -> None:
-        from whyrec.models import load_model
-        from whyrec.models.base import read_manifest
-
         self.settings = settings
-        run = Path(settings.run).expanduser()
-        self.manifest = read_manifest(run)
-        self.model = load_model(run)
+        self.model, self.manifest = _open_model(settings)
         self.started = time.time()
         ident = f"{self.model.name}|{self.manifest.get('created')}|{self.model.dataset_info}"
         self.model_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -374,3 +369,29 @@ __all__ = [
     "dumps",
     "is_outage",
 ]
+
+
+def _open_model(settings: ServeSettings) -> tuple[Any, dict[str, Any]]:
+    """The served model and its manifest: a model directory (whyrec's own or a saved
+    outside model), or an outside model's import path with ``settings.dataset``."""
+    from whyrec.models import load_model
+    from whyrec.models.base import read_manifest
+    from whyrec.models.outside import is_import_path
+
+    if is_import_path(str(settings.run)):
+        from whyrec.data import load_dataset
+        from whyrec.errors import ConfigError
+
+        if settings.dataset is None:
+            raise ConfigError(
+                f"run {settings.run} is a Python import path: set the dataset it was trained "
+                "on (--data / WHYREC_SERVE_DATASET)"
+            )
+        spec = settings.dataset
+        model = load_model(
+            str(settings.run), load_dataset(Path(spec) if Path(spec).is_dir() else spec)
+        )
+        # no file to read: the manifest the model would write, with its import path
+        return model, {**model._manifest(), "created": None, "import_path": str(settings.run)}
+    run = Path(settings.run).expanduser()
+    return load_model(run), read_manifest(run)

@@ -51,7 +51,11 @@ class ServeSettings(FileSettings):
     config_env: ClassVar[str] = CONFIG_ENV
     config_reader = staticmethod(read_config_file)
 
-    run: Path = Field(..., description="Model directory written by 'whyrec train'.")
+    run: Path = Field(
+        ...,
+        description="Model directory written by 'whyrec train' (or a saved outside model), "
+        "or an outside model's import path module:object (then 'dataset' is required).",
+    )
     host: str = Field("127.0.0.1", description="Address to bind (non-loopback needs API keys).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     api_keys: SecretStr | None = Field(
@@ -222,7 +226,9 @@ class ServeSettings(FileSettings):
         if self.store is not None:
             return Path(self.store).expanduser()
         run = Path(self.run).expanduser().resolve()
-        return run.with_name(run.name + ".serve.sqlite")
+        # an import path (module:object) is no directory: its store goes in the working
+        # directory, named after it
+        return run.with_name(run.name.replace(":", "-") + ".serve.sqlite")
 
     def store_display(self) -> str:
         """Where the store is, for logs: the SQLite path or the URL without its password."""

@@ -106,7 +106,7 @@ def test_save_and_load_by_import_path(seq_ds, tmp_path, monkeypatch):
     # load_model takes the import path too, with the dataset
     direct = load_model("team_model:build", seq_ds)
     np.testing.assert_array_equal(direct.recommend(3, k=5).items, want.items)
-    with pytest.raises(ConfigError, match="--dataset"):
+    with pytest.raises(ConfigError, match="--data"):
         load_model("team_model:build")
     with pytest.raises(ConfigError, match="no attribute"):
         load_model("team_model:nothing", seq_ds)

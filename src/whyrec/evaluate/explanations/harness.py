@@ -370,9 +370,10 @@ def evaluate_explanations(
     """
     from whyrec.explain.explainer import ExplanationPipeline, fact_label_of
 
-    if not getattr(model, "has_preferences", False):  # any object may be passed in
+    if not getattr(model, "has_attribution", False):  # any object may be passed in
         raise ConfigError(
-            f"evaluate-explanations needs a LANE model, got {getattr(model, 'name', model)!r}"
+            f"evaluate-explanations needs a model whose scores depend on the history (its "
+            f"evidence), got {getattr(model, 'name', model)!r}"
         )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

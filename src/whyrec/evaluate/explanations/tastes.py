@@ -83,6 +83,8 @@ def model_taste_checks(
     item's facts).
     """
     model = explainer.model
+    if not model.has_preferences:
+        return {"users": len(users), "model_has_tastes": False}
     pairs = violations = 0
     shares: list[float] = []
     rank_moves = cited_n = immaterial = 0

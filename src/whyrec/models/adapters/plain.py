@@ -188,6 +188,32 @@ class TorchScriptScorer(_Mapped):
         return scorer
 
 
+class ImportedScorer:
+    """A saved outside model that refers to the import path it was built from.
+
+    Written when a model built from ``module:object`` is saved and its scorer cannot
+    save itself (e.g. a function made inside a factory): loading imports the object again
+    and calls it with the dataset named in the manifest (which must still be there, with
+    the same fingerprint)."""
+
+    @classmethod
+    def load(cls, directory: Path, model: Any) -> Any:
+        from whyrec.data import load_dataset
+        from whyrec.models.outside import model_from_import
+
+        path = directory / SETTINGS_FILE
+        try:
+            spec = str(json.loads(path.read_text(encoding="utf-8"))["import_path"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(
+                f"{path}: expected {{'import_path': 'module:object'}} ({exc})"
+            ) from exc
+        info = model.dataset_info
+        where = info.get("path") if info.get("path") and Path(info["path"]).is_dir() else None
+        dataset = load_dataset(Path(where) if where else info["name"])
+        return model_from_import(spec, dataset).scorer
+
+
 def _load_torchscript(path: Path) -> Any:
     import torch
 
