@@ -25,7 +25,9 @@ def test_serve_an_import_path_with_its_dataset(team_model, runs, make_settings, 
     assert health["status"] in ("ok", "degraded")
 
 
-def test_serve_a_saved_outside_model_directory(team_model, runs, make_settings, client_for, tmp_path):
+def test_serve_a_saved_outside_model_directory(
+    team_model, runs, make_settings, client_for, tmp_path
+):
     ds = _dataset(runs["root"] / "data")
     model = load_model(team_model, ds)
     model.save(tmp_path / "team-run")
