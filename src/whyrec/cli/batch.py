@@ -161,7 +161,11 @@ def explanations(
     ds = _load_data(data) if data is not None else None
     _run(
         lambda client: ExplanationJob(
-            run, client=client, k=k, max_tokens=max_tokens, history_window=history_window,
+            run,
+            client=client,
+            k=k,
+            max_tokens=max_tokens,
+            history_window=history_window,
             dataset=ds,
         ),  # fmt: skip
         users,
