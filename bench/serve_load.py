@@ -255,6 +255,13 @@ def main() -> None:
         "strict makes every read wait for a round trip); results go to serve_load_postgres",
     )
     ap.add_argument("--quick", action="store_true", help="smoke test: short, nothing written")
+    ap.add_argument(
+        "--result-name",
+        default=None,
+        help="name of the results (bench/results/NAME.json and its docs section); default "
+        "serve_load, or serve_load_postgres with --store-url (e.g. serve_load_implicit for an "
+        "outside model's run)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.users, args.duration, args.warmup = min(args.users, 10), 1.0, 0.3
@@ -340,6 +347,7 @@ def main() -> None:
     payload = {
         "run": str(run),
         "model": manifest["model"],
+        "adapter": manifest.get("adapter"),
         "model_config": {k: manifest["config"].get(k) for k in ("dim", "max_len", "n_preferences")},
         "dataset": manifest["dataset"].get("name"),
         "users_cycled": len(users),
@@ -367,7 +375,7 @@ def main() -> None:
     if args.quick:  # smoke test: show what would be written, write nothing
         print(markdown(payload))
         return
-    name = "serve_load_postgres" if args.store_url else "serve_load"
+    name = args.result_name or ("serve_load_postgres" if args.store_url else "serve_load")
     write_result(name, payload, markdown(payload))
 
 
@@ -380,7 +388,8 @@ def markdown(p: dict[str, Any]) -> str:
     on_pg = p.get("store") == "postgresql"
     lines = [
         "## Online service: load on loopback (`whyrec serve`"
-        + (", PostgreSQL store)" if on_pg else ")"),
+        + (", PostgreSQL store)" if on_pg else ")")
+        + (f" on an outside model ({p['adapter']})" if p.get("adapter") else ""),
         "",
         *(
             [
@@ -402,8 +411,12 @@ def markdown(p: dict[str, Any]) -> str:
         ),
         f"One `whyrec serve` process (uvicorn, {p['uvicorn_http']} parser, {p['uvicorn_loop']} "
         f"loop, LLM off) serving {p['model']} on {p['dataset']} "
-        f"(dim {p['model_config']['dim']}, max_len {p['model_config']['max_len']}); "
-        f"closed-loop keep-alive clients, requests cycling over {p['users_cycled']} users, "
+        + (
+            f"(dim {p['model_config']['dim']}, max_len {p['model_config']['max_len']}); "
+            if p["model_config"].get("dim") is not None
+            else f"(outside model, adapter {p.get('adapter')}); "
+        )
+        + f"closed-loop keep-alive clients, requests cycling over {p['users_cycled']} users, "
         f"k = {p['k']}, {p['duration_s']:g} s measured per level after a warm-up; {pin}"
         + ("; bearer-token auth on" if p["auth"] else "")
         + ". Cached explanations: every item's reason, weights and attribution served from "
