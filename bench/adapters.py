@@ -49,89 +49,23 @@ ALL = [
 
 
 # ---------------------------------------------------------------- team models
-def follow_scores_factory(dataset: Any) -> Any:
-    """The team's own function: items that followed the history's items within three
-    steps in the training sequences, log-counted, recent history items weighted more."""
-    n = dataset.n_items
-    follow = np.zeros((n, n), np.float32)
-    for seq in dataset.user_sequences(("train",)):
-        for gap in (1, 2, 3):
-            np.add.at(follow, (seq[:-gap], seq[gap:]), 1.0 / gap)
-    weights = np.log1p(follow)
-
-    def scores(histories: list[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(histories), n), np.float32)
-        for r, h in enumerate(histories):
-            h = np.asarray(h)[-50:]
-            recency = 0.5 + np.arange(1, len(h) + 1, dtype=np.float32) / len(h)
-            out[r] = recency @ weights[h]
-        return out
-
-    return scores
-
-
 def build_callable(dataset: Any, work: Path) -> Any:
-    from whyrec.models import OutsideModel
-    from whyrec.models.adapters.plain import CallableScorer
+    """The team's function, by its import path (saved as a reference to it)."""
+    from whyrec.models.outside import model_from_import
 
-    return OutsideModel.wrap(CallableScorer(follow_scores_factory(dataset)), dataset)
+    return model_from_import("team_models:follow_model", dataset)
 
 
 def build_torchscript(dataset: Any, work: Path) -> Any:
-    """A small PyTorch model trained here (mean of recent item vectors → softmax over
-    items, next-item cross-entropy on the train split), scripted and saved as a file."""
-    import torch
-
+    """The team's PyTorch model, trained here, scripted and saved as a file."""
+    from team_models import train_mean_pool
     from whyrec.models import OutsideModel
     from whyrec.models.adapters.plain import TorchScriptScorer
 
     path = work / "team-model.pt"
     if not path.is_file():
-        torch.manual_seed(0)
-        module = torch.jit.script(MeanPool(dataset.n_items, 64))
-        seqs = [s for s in dataset.user_sequences(("train",)) if len(s) > 1]
-        pairs = [(s[max(0, t - 50) : t], s[t]) for s in seqs for t in range(1, len(s))]
-        opt = torch.optim.Adam(module.parameters(), lr=3e-3)
-        rng = np.random.default_rng(0)
-        for _epoch in range(3):
-            order = rng.permutation(len(pairs))
-            for start in range(0, len(order), 512):
-                batch = [pairs[i] for i in order[start : start + 512]]
-                width = max(len(h) for h, _ in batch)
-                items = torch.full((len(batch), width), -1, dtype=torch.int64)
-                for r, (h, _) in enumerate(batch):
-                    items[r, : len(h)] = torch.from_numpy(np.asarray(h, dtype=np.int64))
-                lengths = torch.tensor([len(h) for h, _ in batch])
-                target = torch.tensor([int(t) for _, t in batch])
-                loss = torch.nn.functional.cross_entropy(module(items, lengths), target)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        module.eval()
-        module.save(str(path))
+        train_mean_pool(dataset, path)
     return OutsideModel.wrap(TorchScriptScorer(path), dataset)
-
-
-def _mean_pool_class() -> type:
-    import torch
-
-    class _MeanPool(torch.nn.Module):
-        def __init__(self, n_items: int, dim: int) -> None:
-            super().__init__()
-            self.items = torch.nn.Embedding(n_items, dim)
-            self.out = torch.nn.Linear(dim, n_items)
-
-        def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-            mask = (items >= 0).to(torch.float32).unsqueeze(-1)
-            vec = (self.items(items.clamp(min=0)) * mask).sum(1)
-            vec = vec / lengths.clamp(min=1).unsqueeze(-1).to(torch.float32)
-            return self.out(torch.tanh(vec))
-
-    return _MeanPool
-
-
-def MeanPool(n_items: int, dim: int) -> Any:
-    return _mean_pool_class()(n_items, dim)
 
 
 def builders() -> tuple[dict[str, Callable[..., Any]], dict[str, Callable[..., Any]]]:
