@@ -215,7 +215,7 @@ def main() -> None:
 def _ndcg10(model: Any, dataset: Any) -> float:
     from whyrec.evaluate import evaluate
 
-    return _round(evaluate(model, dataset, protocols="full")["full"]["ndcg@10"], 4)
+    return _round(evaluate(model, dataset, protocols="full")["full"]["NDCG@10"], 4)
 
 
 def _markdown(p: dict[str, Any], client: Any) -> str:

@@ -2,10 +2,13 @@
 # Create (or reuse) the project's virtualenv in .venv and install whyrec into it.
 # Idempotent: the install runs again only when pyproject.toml, constraints.txt or
 # the requested extras change. Usage: scripts/bootstrap.sh [EXTRAS]   (default: local,dev)
+# WHYREC_VENV=DIR installs into another virtualenv (e.g. .venv-lenskit: LensKit needs
+# pandas 2, so its tests get a venv of their own and .venv keeps the newest pandas).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${1:-local,dev}"
-venv="$root/.venv"
+venv="${WHYREC_VENV:-$root/.venv}"
+case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
 py="${WHYREC_PYTHON:-python3}"
 
 if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
