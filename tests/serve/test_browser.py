@@ -340,3 +340,28 @@ def test_hostile_titles_keep_the_page_narrow_and_in_order(
     page.screenshot(path=str(ARTIFACTS / "serve-page-hostile-titles.png"), full_page=True)
     assert not errors, errors
     page.close()
+
+
+def test_page_on_an_outside_model_names_it_and_explains_from_history(
+    team_model, runs, make_settings, live_server, browser
+):
+    from whyrec.serve import create_app
+
+    settings = make_settings(team_model, dataset=str(runs["root"] / "data"))
+    srv = live_server(create_app(settings))
+    page = browser.new_page(viewport={"width": 1200, "height": 1300})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(srv.url + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    assert "outside model (callable)" in page.inner_text("#model-info")
+    page.fill("#user-input", "u3")
+    page.click("#show")
+    page.wait_for_selector("#recs li.rec .reason", timeout=30_000)
+    # no preferences: LANE's weights hint is hidden, the note says what reasons cite
+    assert not page.is_visible("#prefs-hint")
+    assert "has no preferences" in page.inner_text("#prefs")
+    recs = page.query_selector_all("#recs li.rec")
+    assert recs and "because you watched" in recs[0].query_selector(".reason").inner_text()
+    assert not errors, errors
+    page.close()

@@ -168,8 +168,10 @@ class PreferenceProvider:
                 "model": self.model.name,
                 "model_has_preferences": False,
                 "preferences": [],
-                "note": f"a {self.model.name} model has no preference alignment; "
-                "train with --model lane for preferences and weights",
+                "note": f"{_described(self.model)} has no preferences: each reason cites the "
+                "history items whose removal lowers that item's score most, and the facts "
+                "they share with it (a LANE model, whyrec train --model lane, adds "
+                "preferences and weights)",
             }
         prefs = self.preferences_for(history)
         weights = self.model.preference_weights(history=history.items, preferences=prefs.vectors)
@@ -189,3 +191,9 @@ class PreferenceProvider:
 
 
 __all__ = ["PreferenceProvider", "Preferences"]
+
+
+def _described(model: Any) -> str:
+    """``This sasrec model`` / ``This outside model (implicit-als)``, for notes."""
+    adapter = getattr(model, "adapter", None)
+    return f"This {model.name} model" + (f" ({adapter})" if adapter else "")

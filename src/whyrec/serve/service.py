@@ -315,6 +315,8 @@ class RecService:
             "dataset": (self.model.dataset_info or {}).get("name"),
             "explanations": "lane" if self.model.has_preferences else "baseline",
         }
+        if getattr(self.model, "adapter", None):  # an outside model: which library's
+            model["adapter"] = str(self.model.adapter)
         store = self.store.info(detail)
         store.update(self.store_state())
         if not detail:

@@ -198,6 +198,7 @@ function renderHistory(data) {
 function renderPreferences(data) {
   const box = $("prefs");
   box.replaceChildren();
+  $("prefs-hint").hidden = !data.model_has_preferences;
   if (!data.model_has_preferences) {
     $("prefs-source").textContent = "";
     box.append(el("p", { class: "muted", text: data.note || "no preferences for this model" }));
@@ -425,7 +426,8 @@ async function init() {
     state.auth = h.auth;
     $("auth").hidden = !h.auth;
     const llm = h.llm.enabled ? `LLM ${h.llm.model || "?"} (${h.llm.state})` : "LLM off: template reasons";
-    $("model-info").textContent = shown(`${h.model.name} · ${h.model.users} users · ${h.model.items} items · ${llm}`);
+    const name = h.model.adapter ? `${h.model.name} model (${h.model.adapter})` : h.model.name;
+    $("model-info").textContent = shown(`${name} · ${h.model.users} users · ${h.model.items} items · ${llm}`);
   } catch (e) {
     $("model-info").textContent = "server not reachable";
   }
