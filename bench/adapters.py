@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import command_line, write_result
+from _report import RESULTS, command_line, write_result
 
 ALL = [
     "callable",
@@ -187,6 +187,9 @@ def main() -> None:
         pairs = [(u, int(model.recommend(u, k=1).items[0])) for u in timing_users]
         row: dict[str, Any] = {
             "adapter": name,
+            "venv": Path(sys.prefix).name,
+            "date": time.strftime("%Y-%m-%d"),
+            "llm_run": client is not None,
             "build_s": round(build_s, 1),
             "evidence_ms": round(evidence_ms(model, pairs), 2),
         }
@@ -201,6 +204,14 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    # rows of adapters not run this time are kept from the last results (LensKit's rows
+    # come from another virtualenv: it needs pandas 2)
+    done = {r["adapter"] for r in rows}
+    previous = RESULTS / "adapters.json"
+    if previous.is_file():
+        kept = [r for r in json.loads(previous.read_text())["rows"] if r["adapter"] not in done]
+        order = {name: i for i, name in enumerate(ALL)}
+        rows = sorted(kept + rows, key=lambda r: order.get(r["adapter"], len(order)))
     payload = {
         "rows": rows,
         "whyrec_sasrec": baseline,

@@ -45,7 +45,8 @@ if [ "$#" -eq 0 ] || [ "${WHYREC_TEST_LENSKIT:-0}" = 1 ]; then
     echo "[test] LensKit adapter (.venv-lenskit: whyrec[lenskit])"
     WHYREC_VENV=.venv-lenskit bash scripts/bootstrap.sh lenskit,test || exit 1
     .venv-lenskit/bin/python -c "import lenskit" || exit 1  # never skip them silently
-    .venv-lenskit/bin/python -m pytest -p no:cacheprovider tests/models/adapters/test_lenskit.py
+    .venv-lenskit/bin/python -m pytest -p no:cacheprovider tests/models/adapters/test_lenskit.py \
+        tests/models/adapters/test_readme_examples.py
     rc=$?
     [ "$rc" -eq 5 ] && { echo "[test] error: no LensKit tests collected" >&2; exit 1; }
 fi
