@@ -25,7 +25,7 @@ def test_the_implicit_example(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = next(b for b in blocks() if "AlternatingLeastSquares" in b)
     scope: dict = {}
-    exec(compile(code, str(README), "exec"), scope)  # noqa: S102 - our own README
+    exec(compile(code, str(README), "exec"), scope)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all(" — We suggest " in line for line in lines)
     from whyrec.models import load_model
@@ -43,7 +43,7 @@ def test_the_lenskit_example(tmp_path, monkeypatch):
     pytest.importorskip("lenskit", reason="LensKit is not installed (whyrec[lenskit])")
     monkeypatch.chdir(tmp_path)
     code = next(b for b in blocks() if "ItemKNNScorer" in b)
-    exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own README
+    exec(compile(code, str(README), "exec"), {})
     from whyrec.explain.explainer import ExplanationPipeline
     from whyrec.models import load_model
 
