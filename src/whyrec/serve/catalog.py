@@ -77,7 +77,7 @@ class Catalog:
     # ------------------------------------------------------------------ set-up
     def _item_text_field(self) -> tuple[str | None, list[str] | None, str]:
         """Genres (or another text field) per item from the dataset, when it can be read."""
-        from whyrec.explain.explainer import resolve_item_texts
+        from whyrec.explain.gathering import resolve_item_texts
 
         dataset = None
         if self.settings.dataset is not None:

@@ -27,16 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from whyrec.explain.asking import ask
 from whyrec.explain.evidence import EVIDENCE_VERSION
-from whyrec.explain.explainer import (
-    Explanation,
-    ExplanationPipeline,
-    Subject,
-    ask,
-    fact_label_of,
-    written_by_llm,
-)
+from whyrec.explain.explainer import ExplanationPipeline
+from whyrec.explain.gathering import fact_label_of
 from whyrec.explain.prompts import EXPLANATION_VERSION
+from whyrec.explain.record import Explanation, Subject, written_by_llm
 from whyrec.serve.catalog import Catalog, History
 from whyrec.serve.errors import InvalidInput
 from whyrec.serve.llm_gate import LLMGate, is_outage, now_iso

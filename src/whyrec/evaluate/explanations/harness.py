@@ -368,7 +368,8 @@ def evaluate_explanations(
     knows only titles). ``judge_client`` defaults to ``client``; with neither, or with
     ``rubric=pairwise=False``, no judge runs.
     """
-    from whyrec.explain.explainer import ExplanationPipeline, fact_label_of
+    from whyrec.explain.explainer import ExplanationPipeline
+    from whyrec.explain.gathering import fact_label_of
 
     if not getattr(model, "has_preferences", False):  # any object may be passed in
         raise ConfigError(

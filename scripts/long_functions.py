@@ -1,0 +1,65 @@
+"""List the functions in src/whyrec whose body is longer than a limit (80 lines by default).
+
+Reads every module as text with ``ast`` (nothing is imported or run). A function's length
+is its body: from the first line after the signature (its docstring included) to its last
+line, so a typer command's long parameter list does not count but its body does. Nested
+functions count in their own right and as lines of the function around them.
+
+    python scripts/long_functions.py             # exit 1 if a function is too long
+    python scripts/long_functions.py --top 10    # also the ten longest, whatever their size
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+
+def body_lengths(path: Path, root: Path) -> list[tuple[int, str]]:
+    """(body lines, "file:line name") of every function and method in one file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{prefix}{child.name}"
+                length = child.end_lineno - child.body[0].lineno + 1
+                found.append((length, f"{path.relative_to(root)}:{child.lineno} {name}"))
+                visit(child, f"{name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"))
+    parser.add_argument("--package", default="whyrec")
+    parser.add_argument("--max-lines", type=int, default=80)
+    parser.add_argument("--top", type=int, default=0, help="also list the N longest")
+    args = parser.parse_args()
+    root = Path(args.src)
+    lengths = sorted(
+        (item for p in sorted((root / args.package).rglob("*.py")) for item in body_lengths(p, root)),
+        key=lambda item: (-item[0], item[1]),
+    )
+    too_long = [item for item in lengths if item[0] > args.max_lines]
+    print(
+        f"{len(lengths)} functions; {len(too_long)} with a body over {args.max_lines} lines"
+        + (f"; the longest: {lengths[0][0]} lines ({lengths[0][1]})" if lengths else "")
+    )
+    shown = too_long if len(too_long) >= args.top else lengths[: args.top]
+    for length, where in shown:
+        print(f"  {length:4d}  {where}")
+    return 1 if too_long else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
