@@ -43,19 +43,14 @@ def explanation_requests(
     ``sentences``)."""
     if mode == "sentences":
         requests = [
-            LLMRequest(
-                messages=evidence_sentence_messages(
-                    history=history,
-                    item_title=ev.title,
-                    item_facts=ev.facts,
-                    piece=piece,
+            _request(
+                evidence_sentence_messages(
+                    history=history, item_title=ev.title, item_facts=ev.facts, piece=piece
                 ),
-                schema=None,
-                max_tokens=SENTENCE_TOKENS,
-                temperature=temperature,
-                seed=0,
-                stage="explanations",
-                prompt_version=EVIDENCE_SENTENCE_VERSION,
+                None,
+                SENTENCE_TOKENS,
+                temperature,
+                EVIDENCE_SENTENCE_VERSION,
             )  # fmt: skip
             for piece in evidence_pieces(ev)
         ]
@@ -76,30 +71,38 @@ def explanation_requests(
         shared_facts=ev.shared_facts,
     )
     m = len(cited_p)
-    request = LLMRequest(
-        messages=messages,
-        schema=explanation_schema(m),
-        max_tokens=max_tokens,
-        temperature=temperature,
-        seed=0,
-        stage="explanations",
-        prompt_version=EXPLANATION_VERSION,
-    )
-    return [request], m
+    return [
+        _request(messages, explanation_schema(m), max_tokens, temperature, EXPLANATION_VERSION)
+    ], m
 
 
 def baseline_request(
     history: list[str], item_title: str, item_text: str, *, temperature: float
 ) -> LLMRequest:
     """The no-alignment baseline's request: the same LLM with only history and item."""
+    messages = baseline_messages(history=history, item_title=item_title, item_text=item_text)
+    return _request(
+        messages, BaselineExplanation, BASELINE_TOKENS, temperature, BASELINE_VERSION, "baseline"
+    )
+
+
+def _request(
+    messages: list[dict[str, str]],
+    schema: Any,
+    max_tokens: int,
+    temperature: float,
+    prompt_version: str,
+    stage: str = "explanations",
+) -> LLMRequest:
+    """One request as every explanation stage sends it: seeded 0, so a cached reply holds."""
     return LLMRequest(
-        messages=baseline_messages(history=history, item_title=item_title, item_text=item_text),
-        schema=BaselineExplanation,
-        max_tokens=BASELINE_TOKENS,
+        messages=messages,
+        schema=schema,
+        max_tokens=max_tokens,
         temperature=temperature,
         seed=0,
-        stage="baseline",
-        prompt_version=BASELINE_VERSION,
+        stage=stage,
+        prompt_version=prompt_version,
     )
 
 

@@ -39,7 +39,6 @@ from whyrec.explain.evidence import ItemEvidence
 from whyrec.explain.finishing import Finisher, make_verifier
 from whyrec.explain.gathering import EvidenceGatherer, fact_label_of, resolve_item_texts
 from whyrec.explain.preferences import PreferenceExtractor, UserPreferences
-from whyrec.explain.prompts import EXPLANATION_VERSION
 from whyrec.explain.record import Explanation, ExplanationPlan, Subject, written_by_llm
 from whyrec.explain.schemas import trim_to_sentence
 from whyrec.explain.verify import BoilerplateDetector, ClaimVerifier
@@ -165,26 +164,13 @@ class ExplanationPipeline:
         return self.gathering.item_facts
 
     # ---------------------------------------------------------------- subject
-    def subject(
-        self,
-        user: int | None = None,
-        *,
-        history: Sequence[int] | None = None,
-        preferences: Sequence[str] | None = None,
-        vectors: np.ndarray | None = None,
-        preference_source: str | None = None,
-        user_id: str | None = None,
-    ) -> Subject:
+    def subject(self, user: int | None = None, **given: Any) -> Subject:
         """A known user (internal index), or a history — with explicit preference texts
-        and vectors, or (LANE) preferences extracted for it now."""
-        return self.gathering.subject(
-            user,
-            history=history,
-            preferences=preferences,
-            vectors=vectors,
-            preference_source=preference_source,
-            user_id=user_id,
-        )
+        and vectors, or (LANE) preferences extracted for it now; ``given`` as
+        :meth:`EvidenceGatherer.subject <whyrec.explain.gathering.EvidenceGatherer.subject>`
+        takes it (``history``, ``preferences``, ``vectors``, ``preference_source``,
+        ``user_id``)."""
+        return self.gathering.subject(user, **given)
 
     def preferences_for_history(self, history: Sequence[int]) -> UserPreferences:
         """Extract preferences for an explicit history (cached by its hash)."""
@@ -219,29 +205,13 @@ class ExplanationPipeline:
         model = str(getattr(self.client, "model", "") or "")
         return self.finishing.finish(plan, outcomes, model=model)
 
-    def finish_text(
-        self,
-        plan: ExplanationPlan,
-        text: str,
-        *,
-        model: str,
-        prompt_version: str = EXPLANATION_VERSION,
-        steps: dict[str, Any] | None = None,
-        source: str = "llm",
-        complete: bool | None = None,
-    ) -> Explanation:
+    def finish_text(self, plan: ExplanationPlan, text: str, **options: Any) -> Explanation:
         """A free-text reason (from any LLM, e.g. a tuned surrogate) verified against the
-        plan's evidence (:meth:`Finisher.finish_text`); ``complete`` defaults to the
-        pipeline's ``complete_reasons``."""
-        return self.finishing.finish_text(
-            plan,
-            text,
-            model=model,
-            prompt_version=prompt_version,
-            steps=steps,
-            source=source,
-            complete=complete,
-        )
+        plan's evidence; ``options`` (``model``, ``prompt_version``, ``steps``, ``source``,
+        ``complete``) as :meth:`Finisher.finish_text
+        <whyrec.explain.finishing.Finisher.finish_text>` takes them, ``complete``
+        defaulting to the pipeline's ``complete_reasons``."""
+        return self.finishing.finish_text(plan, text, **options)
 
     # ------------------------------------------------------------ convenience
     def explain_subject(self, subject: Subject, item: int, *, use_llm: bool = True) -> Explanation:
