@@ -7,6 +7,10 @@ functions count in their own right and as lines of the function around them.
 
     python scripts/long_functions.py             # exit 1 if a function is too long
     python scripts/long_functions.py --top 10    # also the ten longest, whatever their size
+
+The functions in ``WAIVED`` were over the limit when the check began; each may not grow
+past the length written beside it, and leaves the list once it is split (a waived
+function at or under the limit is reported, so the list only shrinks).
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ import argparse
 import ast
 import sys
 from pathlib import Path
+
+#: "file qualified.name" → body lines when the check began: to be split, never to grow.
+WAIVED: dict[str, int] = {
+    "whyrec/cli/demo.py demo": 157,
+    "whyrec/batch/ray_backend.py run_ray": 107,
+    "whyrec/align/tuning.py train_surrogate": 106,
+    "whyrec/batch/runner.py _run": 106,
+    "whyrec/explain/grounding.py Catalogue.find_titles": 104,
+    "whyrec/data/loaders/generic.py load_table": 102,
+    "whyrec/data/synth.py synthesize": 101,
+}
 
 
 def body_lengths(path: Path, root: Path) -> list[tuple[int, str]]:
@@ -27,7 +42,7 @@ def body_lengths(path: Path, root: Path) -> list[tuple[int, str]]:
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 name = f"{prefix}{child.name}"
                 length = child.end_lineno - child.body[0].lineno + 1
-                found.append((length, f"{path.relative_to(root)}:{child.lineno} {name}"))
+                found.append((length, f"{path.relative_to(root).as_posix()}:{child.lineno} {name}"))
                 visit(child, f"{name}.")
             elif isinstance(child, ast.ClassDef):
                 visit(child, f"{prefix}{child.name}.")
@@ -47,18 +62,36 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(args.src)
     lengths = sorted(
-        (item for p in sorted((root / args.package).rglob("*.py")) for item in body_lengths(p, root)),
+        (
+            item
+            for p in sorted((root / args.package).rglob("*.py"))
+            for item in body_lengths(p, root)
+        ),
         key=lambda item: (-item[0], item[1]),
     )
-    too_long = [item for item in lengths if item[0] > args.max_lines]
+    too_long, waived, stale = [], [], []
+    for length, where in lengths:
+        key = "{} {}".format(where.split(":", 1)[0], where.split(" ", 1)[1])
+        limit = WAIVED.get(key)
+        if limit is not None and length <= args.max_lines:
+            stale.append((length, where))
+        elif limit is not None and length <= limit:
+            waived.append((length, where))
+        elif length > args.max_lines:
+            too_long.append((length, where))
     print(
         f"{len(lengths)} functions; {len(too_long)} with a body over {args.max_lines} lines"
+        f" ({len(waived)} more waived until they are split)"
         + (f"; the longest: {lengths[0][0]} lines ({lengths[0][1]})" if lengths else "")
     )
-    shown = too_long if len(too_long) >= args.top else lengths[: args.top]
+    for length, where in too_long:
+        print(f"  {length:4d}  {where}  (split it: over {args.max_lines} lines)")
+    for length, where in stale:
+        print(f"  {length:4d}  {where}  (no longer long: remove it from WAIVED)")
+    shown = waived if len(waived) >= args.top else lengths[: args.top]
     for length, where in shown:
         print(f"  {length:4d}  {where}")
-    return 1 if too_long else 0
+    return 1 if too_long or stale else 0
 
 
 if __name__ == "__main__":
