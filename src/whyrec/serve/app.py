@@ -322,15 +322,7 @@ def _add_explanation_routes(app: FastAPI, service: RecService, access: _Access) 
         body: ExplainBody, after: tuple[int, ...] = access.after
     ) -> dict[str, Any]:
         """Explain one item for a user or a history — also one another recommender chose."""
-        return await service.explain(
-            user=body.user,
-            item_ids=body.item_ids,
-            titles=body.titles,
-            item_id=body.item_id,
-            item_title=body.item_title,
-            wait_s=body.wait_s,
-            after=after,
-        )
+        return await service.explain(body, after)
 
     @app.post(
         "/v1/interactions",

@@ -35,6 +35,7 @@ from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
 from whyrec.serve.replicas import ReplicaSync, SharedCatalog, for_store
+from whyrec.serve.schemas import ExplainBody
 from whyrec.serve.settings import ServeSettings
 from whyrec.serve.store import LRU
 from whyrec.serve.stores import open_store
@@ -223,28 +224,19 @@ class RecService:
         """Catalogue search by title (fuzzy) or exact item id."""
         return {"items": await self.call(self.catalog.search_items, query, limit)}
 
-    async def explain(
-        self,
-        *,
-        user: str | None,
-        item_ids: Sequence[str] | None,
-        titles: Sequence[str] | None,
-        item_id: str | None,
-        item_title: str | None,
-        wait_s: float | None,
-        after: Sequence[int] = (),
-    ) -> dict[str, Any]:
+    async def explain(self, body: ExplainBody, after: Sequence[int] = ()) -> dict[str, Any]:
         """Explain one item (by id or title) for a user or for a history given by item
         ids or titles, waiting up to the request's budget for the LLM's reason."""
         stale = False
-        if user is not None:
+        if body.user is not None:
             stale = not await self.fresh(after)
-            history = self.catalog.history_of(user)
+            history = self.catalog.history_of(body.user)
         else:
-            history = self.catalog.new_history(self.catalog.resolve_items(item_ids, titles))
-        item = self.catalog.resolve_item(item_id, item_title)
+            items = self.catalog.resolve_items(body.item_ids, body.titles)
+            history = self.catalog.new_history(items)
+        item = self.catalog.resolve_item(body.item_id, body.item_title)
         results = await self.call(self.explanations.explain_items, history, [int(item)])
-        await self.explanations.wait_jobs(results, self.wait_budget(wait_s))
+        await self.explanations.wait_jobs(results, self.wait_budget(body.wait_s))
         return {**self.explanations.public(results[0]), "stale": stale}
 
     async def add_interactions(
