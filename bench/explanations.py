@@ -109,7 +109,7 @@ def main() -> None:
     run_args = bench["args"]
     print(report.markdown(), flush=True)
 
-    from whyrec.explain.explainer import written_by_llm
+    from whyrec.explain.record import written_by_llm
 
     n_users = len({c.user for c in report.cases})
     lane_cases = [c for c in report.cases if c.system == "lane"]

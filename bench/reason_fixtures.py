@@ -39,7 +39,7 @@ def main() -> None:
         subject = p.subject(u)
         for item in p.top_items(subject, args.k):
             plan = p.plan(subject, int(item))
-            from whyrec.explain.explainer import ask
+            from whyrec.explain.asking import ask
 
             outcomes = [ask(client, r) for r in plan.requests]
             replies = []

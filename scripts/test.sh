@@ -29,6 +29,10 @@ echo "[test] import contracts"
 .venv/bin/lint-imports --no-cache || exit 1
 .venv/bin/python scripts/import_cycles.py || exit 1
 
+# rooms sized to one job: no function body over 80 lines (docs/architecture.md)
+echo "[test] function length"
+.venv/bin/python scripts/long_functions.py || exit 1
+
 echo "[test] pytest"
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -52,7 +52,7 @@ def test_recommendations_are_the_models_top_k(
         )
         assert got["history_length"] == len(model.histories[model.user_index(user)])
     # the background precompute gives the same lists as the on-demand path
-    wait_until(lambda: app_service.precomputed == 45)
+    wait_until(lambda: app_service.tops.precomputed == 45)
     again = client.get("/v1/users/u7/recommendations", params={"k": 7}).json()
     want = model.recommend(model.user_index("u7"), k=7)
     float32_checks.ranking(

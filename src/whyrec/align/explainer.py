@@ -2,7 +2,7 @@
 
 The surrogate sees the user in the form it was aligned in (titles, the ``<user>`` vector,
 or both) and the recommended item, and is asked why the recommender suggests it. The
-result is a :class:`whyrec.explain.explainer.Explanation`, so the explanation-quality
+result is a :class:`whyrec.explain.record.Explanation`, so the explanation-quality
 harness scores it like any other explainer. The reply is untrusted: an empty or
 degenerate reply is replaced by a short factual sentence and flagged
 (``reason_source="template"``, ``problems`` says why).
@@ -21,7 +21,7 @@ from whyrec.align.samples import Sample, SampleSet
 from whyrec.align.text import EXPLAIN, PROMPT_VERSION, SYSTEM_ALIGN, clean_text
 from whyrec.align.tuning import Surrogate
 from whyrec.errors import ConfigError
-from whyrec.explain.explainer import Explanation
+from whyrec.explain.record import Explanation
 
 MIN_REASON_CHARS = 20
 

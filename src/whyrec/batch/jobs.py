@@ -81,7 +81,7 @@ OUTPUT_ERRORS = ("LLMOutputError",)
 
 
 def _written_by_llm(source: str) -> bool:
-    from whyrec.explain.explainer import written_by_llm
+    from whyrec.explain.record import written_by_llm
 
     return written_by_llm(source)
 
@@ -540,7 +540,7 @@ def explanation_row(exp: Any) -> dict[str, Any]:
 def read_explanations(root: str | Path) -> list[Any]:
     """The explanations a batch job wrote, as :class:`~whyrec.explain.Explanation` objects."""
     from whyrec.batch.store import read_output
-    from whyrec.explain.explainer import Explanation
+    from whyrec.explain.record import Explanation
 
     out = []
     for row in read_output(root).to_dict("records"):

@@ -19,6 +19,57 @@ from whyrec.errors import DataError
 SplitKind = Literal["loo", "temporal", "none"]
 
 
+def _assign_ids(
+    inter: pd.DataFrame, items: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Dense ids for the interactions left, ordered chronologically: ``(interactions,
+    items, users)``."""
+    # dense ids: users by first appearance order of sorted source ids, items by catalogue
+    items = items[items["item_id"].isin(inter["item_id"].unique())].reset_index(drop=True)
+    items.insert(0, "item_idx", np.arange(len(items), dtype=np.int32))
+    user_ids = _natural_sort(inter["user_id"].unique())
+    users = pd.DataFrame(
+        {"user_idx": np.arange(len(user_ids), dtype=np.int32), "user_id": user_ids}
+    )
+    inter["user_idx"] = inter["user_id"].map(
+        dict(zip(users["user_id"], users["user_idx"], strict=True))
+    )
+    inter["item_idx"] = inter["item_id"].map(
+        dict(zip(items["item_id"], items["item_idx"], strict=True))
+    )
+    inter = sort_chronologically(inter)
+    inter = (
+        inter[["user_idx", "item_idx", "timestamp", "rating"]]
+        .astype(
+            {"user_idx": "int32", "item_idx": "int32", "timestamp": "int64", "rating": "float32"}
+        )
+        .reset_index(drop=True)
+    )
+    return inter, items, users
+
+
+def _split(
+    inter: pd.DataFrame,
+    split: str,
+    min_length: int,
+    valid_fraction: float,
+    test_fraction: float,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The interactions with their ``split`` column, and what the split did."""
+    if split == "loo":
+        inter, split_info = leave_one_out(inter, min_length=min_length)
+    elif split == "temporal":
+        inter, split_info = temporal_split(inter, valid_fraction, test_fraction)
+    elif split == "none":
+        inter = inter.assign(
+            split=pd.Categorical(["train"] * len(inter), categories=["train", "valid", "test"])
+        )
+        split_info = {"kind": "none"}
+    else:
+        raise DataError(f"unknown split {split!r}; expected loo, temporal or none", field="split")
+    return inter, split_info
+
+
 def build_dataset(
     raw: RawData,
     *,
@@ -77,39 +128,8 @@ def build_dataset(
     if inter.empty:
         raise DataError(f"no interactions left after filtering (user_k={user_k}, item_k={item_k})")
 
-    # dense ids: users by first appearance order of sorted source ids, items by catalogue
-    items = items[items["item_id"].isin(inter["item_id"].unique())].reset_index(drop=True)
-    items.insert(0, "item_idx", np.arange(len(items), dtype=np.int32))
-    user_ids = _natural_sort(inter["user_id"].unique())
-    users = pd.DataFrame(
-        {"user_idx": np.arange(len(user_ids), dtype=np.int32), "user_id": user_ids}
-    )
-    inter["user_idx"] = inter["user_id"].map(
-        dict(zip(users["user_id"], users["user_idx"], strict=True))
-    )
-    inter["item_idx"] = inter["item_id"].map(
-        dict(zip(items["item_id"], items["item_idx"], strict=True))
-    )
-    inter = sort_chronologically(inter)
-    inter = (
-        inter[["user_idx", "item_idx", "timestamp", "rating"]]
-        .astype(
-            {"user_idx": "int32", "item_idx": "int32", "timestamp": "int64", "rating": "float32"}
-        )
-        .reset_index(drop=True)
-    )
-
-    if split == "loo":
-        inter, split_info = leave_one_out(inter, min_length=min_length)
-    elif split == "temporal":
-        inter, split_info = temporal_split(inter, valid_fraction, test_fraction)
-    elif split == "none":
-        inter = inter.assign(
-            split=pd.Categorical(["train"] * len(inter), categories=["train", "valid", "test"])
-        )
-        split_info = {"kind": "none"}
-    else:
-        raise DataError(f"unknown split {split!r}; expected loo, temporal or none", field="split")
+    inter, items, users = _assign_ids(inter, items)
+    inter, split_info = _split(inter, split, min_length, valid_fraction, test_fraction)
 
     manifest = {
         "name": name,

@@ -1,10 +1,12 @@
 """LANE's LLM stages and the faithful evidence they use.
 
-Preference extraction (:mod:`.preferences`), the explainer (:mod:`.explainer`), grounded
-fallbacks and templates, the end-to-end pipeline (:mod:`.pipeline`) and the report.
+Preference extraction (:mod:`.preferences`), the explanation pipeline (:mod:`.explainer`,
+composing the evidence room :mod:`.gathering`, the prompting room :mod:`.asking` and the
+finishing room :mod:`.finishing`; its records in :mod:`.record`), grounded fallbacks and
+templates, LANE's training stages (:mod:`.pipeline`) and the report.
 """
 
-from whyrec.explain.explainer import Explanation, LaneExplainer
+from whyrec.explain.explainer import ExplanationPipeline, LaneExplainer
 from whyrec.explain.pipeline import PreferenceSet, extract_preferences, train_lane
 from whyrec.explain.preferences import (
     PreferenceExtractor,
@@ -12,10 +14,12 @@ from whyrec.explain.preferences import (
     UserPreferences,
     embed_preferences,
 )
+from whyrec.explain.record import Explanation
 from whyrec.explain.templates import template_reason
 
 __all__ = [
     "Explanation",
+    "ExplanationPipeline",
     "LaneExplainer",
     "PreferenceExtractor",
     "PreferenceSet",

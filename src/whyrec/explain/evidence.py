@@ -143,34 +143,8 @@ def select_evidence(
         for h in attribution.history
     ]
     top_history = max((h["score_drop"] for h in hist_effects), default=0.0)
-    uncited: list[dict[str, Any]] = []
-    candidates = []
-    for j, p in enumerate(pref_effects):
-        if p["score_drop"] <= 0:
-            continue
-        if not p["matching"]:
-            uncited.append({"index": j, "why": "names no fact of the item"})
-        elif top_history > 0 and p["score_drop"] < MATERIAL_SHARE * top_history:
-            uncited.append({"index": j, "why": "immaterial"})
-        else:
-            candidates.append(j)
-    positive = sorted(candidates, key=lambda j: (-pref_effects[j]["score_drop"], j))
-    cited_p = positive[:1]
-    if len(positive) > 1 and (
-        pref_effects[positive[1]]["score_drop"]
-        >= SECOND_PREFERENCE_SHARE * pref_effects[positive[0]]["score_drop"]
-    ):
-        cited_p.append(positive[1])
-    cited_p = cited_p[:MAX_PREFERENCES]
-    seen_items: set[int] = set()
-    cited_h: list[int] = []
-    for i, h in enumerate(hist_effects):  # already ordered by drop
-        if h["score_drop"] <= 0 or len(cited_h) >= MAX_HISTORY:
-            break
-        if h["item"] in seen_items:
-            continue
-        seen_items.add(h["item"])
-        cited_h.append(i)
+    cited_p, uncited = _cite_preferences(pref_effects, top_history)
+    cited_h = _cite_history(hist_effects)
     counts: Counter[str] = Counter()
     for i in cited_h:
         for f in hist_effects[i]["facts"]:
@@ -199,6 +173,46 @@ def select_evidence(
         fact_keys=keys,
         uncited_tastes=uncited,
     )
+
+
+def _cite_preferences(
+    pref_effects: list[dict[str, Any]], top_history: float
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """``(cited, uncited)``: the preferences a reason cites (largest drop first, a second
+    one at half the first's drop or more), and the tastes left out with why."""
+    uncited: list[dict[str, Any]] = []
+    candidates = []
+    for j, p in enumerate(pref_effects):
+        if p["score_drop"] <= 0:
+            continue
+        if not p["matching"]:
+            uncited.append({"index": j, "why": "names no fact of the item"})
+        elif top_history > 0 and p["score_drop"] < MATERIAL_SHARE * top_history:
+            uncited.append({"index": j, "why": "immaterial"})
+        else:
+            candidates.append(j)
+    positive = sorted(candidates, key=lambda j: (-pref_effects[j]["score_drop"], j))
+    cited_p = positive[:1]
+    if len(positive) > 1 and (
+        pref_effects[positive[1]]["score_drop"]
+        >= SECOND_PREFERENCE_SHARE * pref_effects[positive[0]]["score_drop"]
+    ):
+        cited_p.append(positive[1])
+    return cited_p[:MAX_PREFERENCES], uncited
+
+
+def _cite_history(hist_effects: list[dict[str, Any]]) -> list[int]:
+    """The history items a reason cites: the largest positive drops, each item once."""
+    seen_items: set[int] = set()
+    cited_h: list[int] = []
+    for i, h in enumerate(hist_effects):  # already ordered by drop
+        if h["score_drop"] <= 0 or len(cited_h) >= MAX_HISTORY:
+            break
+        if h["item"] in seen_items:
+            continue
+        seen_items.add(h["item"])
+        cited_h.append(i)
+    return cited_h
 
 
 def evidence_pieces(ev: ItemEvidence) -> list[dict[str, Any]]:

@@ -209,66 +209,67 @@ def html_report(
     for name, png in images.items():
         parts.append(f"<h3>{e(name)}</h3>{_img(png, name)}")
     parts.append("<h2>Explanations</h2>")
-    for ex in explanations:
-        cited = ex.get("cited") or {}
-        cp, ch = set(cited.get("preferences", [])), set(cited.get("history", []))
-        prefs = "".join(
-            f"<tr><td>{'✓ ' if p['index'] in cp else ''}{e(p['preference'])}</td>"
-            f"<td>{p['score_drop']:+.3f}</td><td>{p['rank_without']}</td>"
-            f"<td>{p['weight']:.2f}</td></tr>"
-            for p in sorted(ex["preference_effects"], key=lambda p: -p["score_drop"])
-        )
-        hist = "".join(
-            f"<li>{'✓ ' if h['item'] in ch else ''}{e(h['title'])} (score drop "
-            f"{h['score_drop']:+.3f}, rank without: {h['rank_without']})</li>"
-            for h in ex["history_effects"][:5]
-        )
-        removed = "".join(
-            f"<li>{e(r['sentence'])} — <i>{e(str(r['problem']))}</i></li>"
-            for r in ex.get("removed_sentences") or []
-        )
-        facts = ", ".join(ex.get("item_facts") or [])
-        parts.append(
-            "<div class='card'>"
-            f"<h3>{e(ex['title'])} — rank {ex['rank']}</h3>"
-            + (f"<p class='src'>item facts: {e(facts)}</p>" if facts else "")
-            + f"<p>{e(ex['reason'])}</p>"
-            f"<p class='src'>reason from: {e(ex['reason_source'])}"
-            + (
-                f" ({e(ex['model'])})"
-                if ex.get("model") and ex["reason_source"] != "template"
-                else ""
-            )
-            + "; preferences from: "
-            f"{e(ex['preference_source'])}. ✓ marks the evidence the reason is built from: what "
-            "lowers this item's score most when removed.</p>"
-            + (
-                "<p class='src'>added in the template's words, for cited evidence the LLM "
-                f"left out: {e(' '.join(ex['completed_sentences']))}</p>"
-                if ex.get("completed_sentences")
-                else ""
-            )
-            + (
-                f"<p class='src'>LLM sentences removed by the claim verifier:</p><ul>{removed}</ul>"
-                if removed
-                else ""
-            )
-            + (
-                "<p class='src'>the LLM's reason is not shown: "
-                f"{e('; '.join(str(p) for p in ex['problems'])[:400])}</p>"
-                if ex["reason_source"] == "template" and ex.get("problems")
-                else ""
-            )
-            + (
-                f"<p class='src'>baseline (same LLM, no evidence): {e(ex['baseline'])}</p>"
-                if ex.get("baseline")
-                else ""
-            )
-            + "<table><tr><th>preference</th><th>this item's score drop without it</th>"
-            "<th>rank without it</th><th>LANE weight (user-level, same for every item)</th>"
-            f"</tr>{prefs}</table>"
-            f"<p>History items whose removal lowers this item's score most:</p><ul>{hist}</ul>"
-            "</div>"
-        )
+    parts += [_explanation_card(ex) for ex in explanations]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _explanation_card(ex: dict[str, Any]) -> str:
+    """One explanation as an HTML card: the reason, where it came from, its evidence."""
+    e = html.escape
+    cited = ex.get("cited") or {}
+    cp, ch = set(cited.get("preferences", [])), set(cited.get("history", []))
+    prefs = "".join(
+        f"<tr><td>{'✓ ' if p['index'] in cp else ''}{e(p['preference'])}</td>"
+        f"<td>{p['score_drop']:+.3f}</td><td>{p['rank_without']}</td>"
+        f"<td>{p['weight']:.2f}</td></tr>"
+        for p in sorted(ex["preference_effects"], key=lambda p: -p["score_drop"])
+    )
+    hist = "".join(
+        f"<li>{'✓ ' if h['item'] in ch else ''}{e(h['title'])} (score drop "
+        f"{h['score_drop']:+.3f}, rank without: {h['rank_without']})</li>"
+        for h in ex["history_effects"][:5]
+    )
+    removed = "".join(
+        f"<li>{e(r['sentence'])} — <i>{e(str(r['problem']))}</i></li>"
+        for r in ex.get("removed_sentences") or []
+    )
+    facts = ", ".join(ex.get("item_facts") or [])
+    return (
+        "<div class='card'>"
+        f"<h3>{e(ex['title'])} — rank {ex['rank']}</h3>"
+        + (f"<p class='src'>item facts: {e(facts)}</p>" if facts else "")
+        + f"<p>{e(ex['reason'])}</p>"
+        f"<p class='src'>reason from: {e(ex['reason_source'])}"
+        + (f" ({e(ex['model'])})" if ex.get("model") and ex["reason_source"] != "template" else "")
+        + "; preferences from: "
+        f"{e(ex['preference_source'])}. ✓ marks the evidence the reason is built from: what "
+        "lowers this item's score most when removed.</p>"
+        + (
+            "<p class='src'>added in the template's words, for cited evidence the LLM "
+            f"left out: {e(' '.join(ex['completed_sentences']))}</p>"
+            if ex.get("completed_sentences")
+            else ""
+        )
+        + (
+            f"<p class='src'>LLM sentences removed by the claim verifier:</p><ul>{removed}</ul>"
+            if removed
+            else ""
+        )
+        + (
+            "<p class='src'>the LLM's reason is not shown: "
+            f"{e('; '.join(str(p) for p in ex['problems'])[:400])}</p>"
+            if ex["reason_source"] == "template" and ex.get("problems")
+            else ""
+        )
+        + (
+            f"<p class='src'>baseline (same LLM, no evidence): {e(ex['baseline'])}</p>"
+            if ex.get("baseline")
+            else ""
+        )
+        + "<table><tr><th>preference</th><th>this item's score drop without it</th>"
+        "<th>rank without it</th><th>LANE weight (user-level, same for every item)</th>"
+        f"</tr>{prefs}</table>"
+        f"<p>History items whose removal lowers this item's score most:</p><ul>{hist}</ul>"
+        "</div>"
+    )

@@ -268,18 +268,7 @@ class LLMClient:
         caching = self.cache is not None and (use_cache if use_cache is not None else True)
         key = ""
         if caching:
-            key = cache_key(
-                {
-                    "backend": self.backend.name,
-                    "model": self.backend.model,
-                    "engine": self.backend.identity(),
-                    "prompt_version": prompt_version,
-                    "messages": msgs,
-                    # as text: property order steers generation, so it is part of the key
-                    "schema": json.dumps(sch.json_schema) if sch else None,
-                    **params,
-                }
-            )
+            key = self._request_key(msgs, sch, prompt_version, params)
             refresh = self.settings.retry_failed if retry_failed is None else retry_failed
             hit = self._from_cache(key, sch, stage, start, tag, failures=not refresh)
             if hit is not None:
@@ -302,20 +291,7 @@ class LLMClient:
             )
             raise
         if caching:
-            self.cache.put(  # type: ignore[union-attr]
-                key,
-                {
-                    "text": result.text,
-                    "json": sch.to_plain(result.parsed) if sch else None,
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "finish_reason": result.finish_reason,
-                    "model": result.model,
-                },
-                backend=self.backend.name,
-                model=self.backend.model,
-                stage=stage,
-            )
+            self._store_result(key, result, sch, stage)
         self.usage.record(
             stage,
             cached=False,
@@ -413,6 +389,40 @@ class LLMClient:
             tag=tag,
         )
 
+    def _request_key(
+        self, msgs: list[Message], sch: Schema | None, prompt_version: str, params: dict[str, Any]
+    ) -> str:
+        """The cache key of one request: everything that decides the reply."""
+        return cache_key(
+            {
+                "backend": self.backend.name,
+                "model": self.backend.model,
+                "engine": self.backend.identity(),
+                "prompt_version": prompt_version,
+                "messages": msgs,
+                # as text: property order steers generation, so it is part of the key
+                "schema": json.dumps(sch.json_schema) if sch else None,
+                **params,
+            }
+        )
+
+    def _store_result(self, key: str, result: LLMResult, sch: Schema | None, stage: str) -> None:
+        """Cache a validated reply under its request's key."""
+        self.cache.put(  # type: ignore[union-attr]
+            key,
+            {
+                "text": result.text,
+                "json": sch.to_plain(result.parsed) if sch else None,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "finish_reason": result.finish_reason,
+                "model": result.model,
+            },
+            backend=self.backend.name,
+            model=self.backend.model,
+            stage=stage,
+        )
+
     def _ask(
         self,
         msgs: list[Message],
@@ -462,33 +472,10 @@ class LLMClient:
                     )
                 if problems:
                     if ask + 1 < asks:
-                        fields = (
-                            sch.problem_fields(raw_json)
-                            if self.settings.partial_reasks and reply.finish_reason != "length"
-                            else None
-                        )
-                        props = sch.json_schema.get("properties") or {}
-                        shown = reply.text
-                        if fields and len(fields) < len(props):
-                            if kept is None:
-                                # the reply without the failed fields: a small model shown its
-                                # own loop at temperature 0 writes the same loop again
-                                shown = json.dumps(
-                                    {k: v for k, v in raw_json.items() if k not in fields},
-                                    ensure_ascii=False,
-                                )
-                                kept_tokens = completion_tokens  # the reply being completed
-                            kept = raw_json
-                            ask_schema = sch.subschema(fields)
-                            follow_up = partial_reask_message(problems, fields, ask_schema)
-                        else:
-                            kept, ask_schema = None, sch
-                            follow_up = reask_message(problems, sch)
-                        conversation = [
-                            *conversation,
-                            {"role": "assistant", "content": shown},
-                            {"role": "user", "content": follow_up},
-                        ]
+                        conversation, kept, kept_tokens, ask_schema = self._reask(
+                            conversation, sch, reply, raw_json, problems, kept,
+                            kept_tokens if kept is not None else completion_tokens,
+                        )  # fmt: skip
                     continue
             return LLMResult(
                 text=text,
@@ -512,6 +499,48 @@ class LLMClient:
             attempts=asks,
             raw=raw_json,
         )
+
+    def _reask(
+        self,
+        conversation: list[Message],
+        sch: Schema,
+        reply: Any,
+        raw_json: Any,
+        problems: list[str],
+        kept: dict[str, Any] | None,
+        kept_tokens: int,
+    ) -> tuple[list[Message], dict[str, Any] | None, int, Schema]:
+        """The next ask after a reply with ``problems``: ``(conversation, kept reply, its
+        completion tokens, schema to ask with)``. Only the failed fields are asked for
+        when they are some of the reply's top-level properties (``partial_reasks``);
+        otherwise the whole reply is asked for again."""
+        fields = (
+            sch.problem_fields(raw_json)
+            if self.settings.partial_reasks and reply.finish_reason != "length"
+            else None
+        )
+        props = sch.json_schema.get("properties") or {}
+        shown = reply.text
+        if fields and len(fields) < len(props):
+            if kept is None:
+                # the reply without the failed fields: a small model shown its
+                # own loop at temperature 0 writes the same loop again
+                shown = json.dumps(
+                    {k: v for k, v in raw_json.items() if k not in fields},
+                    ensure_ascii=False,
+                )
+            kept = raw_json
+            ask_schema = sch.subschema(fields)
+            follow_up = partial_reask_message(problems, fields, ask_schema)
+        else:
+            kept, ask_schema = None, sch
+            follow_up = reask_message(problems, sch)
+        conversation = [
+            *conversation,
+            {"role": "assistant", "content": shown},
+            {"role": "user", "content": follow_up},
+        ]
+        return conversation, kept, kept_tokens, ask_schema
 
     def _generate_with_retries(
         self,

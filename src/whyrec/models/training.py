@@ -150,15 +150,7 @@ def run_training(
     ckpt = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     resumed_from = 0
     if ckpt is not None and ckpt.is_file():
-        data = _read_checkpoint(ckpt, identity)
-        module.load_state_dict(data["module"])
-        optimizer.load_state_dict(data["optimizer"])
-        generator.set_state(data["generator"])
-        torch.set_rng_state(data["torch_rng"])
-        st.update(data["state"])
-        resumed_from = st["epoch"]
-        # a larger patience (or more epochs) continues a run that had stopped
-        st["stopped"] = st["bad"] >= settings.patience
+        resumed_from = _resume(ckpt, identity, module, optimizer, generator, st, settings)
 
     bar = tqdm(
         total=settings.epochs,
@@ -173,37 +165,16 @@ def run_training(
     try:
         while st["epoch"] < settings.epochs and not st["stopped"]:
             t0 = time.perf_counter()
-            module.train()
-            total, count = 0.0, 0
-            for batch in task.batches(generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss = task.loss(batch, generator)
-                if not torch.isfinite(loss):
-                    raise ModelError(
-                        f"training diverged at epoch {st['epoch'] + 1} (loss {loss.item()}); "
-                        "lower the learning rate"
-                    )
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach())
-                count += 1
+            mean_loss = _train_epoch(task, optimizer, generator, st["epoch"] + 1)
             st["epoch"] += 1
             val = None
             if st["epoch"] % settings.eval_every == 0 or st["epoch"] == settings.epochs:
-                module.eval()
-                with torch.inference_mode():
-                    val = float(task.validate())
-                if val > st["best"]:
-                    st.update(best=val, best_epoch=st["epoch"], bad=0)
-                    st["best_state"] = copy.deepcopy(module.state_dict())
-                else:
-                    st["bad"] += 1
-                    st["stopped"] = st["bad"] >= settings.patience
+                val = _validate(task, st, settings.patience)
             seconds = time.perf_counter() - t0
             st["elapsed"] += seconds
             info = EpochInfo(
                 epoch=st["epoch"],
-                loss=total / max(count, 1),
+                loss=mean_loss,
                 valid_ndcg10=val,
                 best_ndcg10=st["best"],
                 best_epoch=st["best_epoch"],
@@ -226,6 +197,32 @@ def run_training(
     if st["best_state"] is not None:
         module.load_state_dict(st["best_state"])
     module.eval()
+    return _summary(st, resumed_from)
+
+
+def _resume(
+    ckpt: Path,
+    identity: dict[str, Any],
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    st: dict[str, Any],
+    settings: LoopSettings,
+) -> int:
+    """Load a checkpoint of the same identity into the run; the epoch it resumes from."""
+    data = _read_checkpoint(ckpt, identity)
+    module.load_state_dict(data["module"])
+    optimizer.load_state_dict(data["optimizer"])
+    generator.set_state(data["generator"])
+    torch.set_rng_state(data["torch_rng"])
+    st.update(data["state"])
+    # a larger patience (or more epochs) continues a run that had stopped
+    st["stopped"] = st["bad"] >= settings.patience
+    return int(st["epoch"])
+
+
+def _summary(st: dict[str, Any], resumed_from: int) -> dict[str, Any]:
+    """What a finished run reports (``model.training``)."""
     epochs_run = len(st["log"])
     return {
         "epochs_run": epochs_run,
@@ -238,6 +235,41 @@ def run_training(
         "threads": torch.get_num_threads(),
         "epochs_log": st["log"],
     }
+
+
+def _train_epoch(
+    task: TrainingTask, optimizer: torch.optim.Optimizer, generator: torch.Generator, epoch: int
+) -> float:
+    """One pass over the task's batches; the mean loss (a non-finite loss stops training)."""
+    task.module.train()
+    total, count = 0.0, 0
+    for batch in task.batches(generator):
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.loss(batch, generator)
+        if not torch.isfinite(loss):
+            raise ModelError(
+                f"training diverged at epoch {epoch} (loss {loss.item()}); lower the learning rate"
+            )
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        count += 1
+    return total / max(count, 1)
+
+
+def _validate(task: TrainingTask, st: dict[str, Any], patience: int) -> float:
+    """Validation NDCG@10; keeps the best weights in ``st`` and counts epochs without gain."""
+    module = task.module
+    module.eval()
+    with torch.inference_mode():
+        val = float(task.validate())
+    if val > st["best"]:
+        st.update(best=val, best_epoch=st["epoch"], bad=0)
+        st["best_state"] = copy.deepcopy(module.state_dict())
+    else:
+        st["bad"] += 1
+        st["stopped"] = st["bad"] >= patience
+    return val
 
 
 def _identity_key(identity: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from whyrec.serve.schemas import (
     RecommendBody,
     UsersOut,
 )
-from whyrec.serve.service import InvalidInput, NotFound, RecService, check_k
+from whyrec.serve.service import InvalidInput, NotFound, RecService
 from whyrec.serve.settings import ServeSettings
 from whyrec.serve.store import StoreUnavailable
 
@@ -109,8 +109,19 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     app.state.settings = settings
     # every request body: size limit (413), JSON only (415), strict JSON (422 naming the field)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    access = _Access(settings)
+    _add_open_routes(app, service, access)
+    _add_recommendation_routes(app, service, access)
+    _add_user_routes(app, service, access)
+    _add_explanation_routes(app, service, access)
+    _document_errors(app)
+    return app
 
-    # Error replies are small and always encodable: messages capped, inputs summarised.
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Error replies are small and always encodable: messages capped, inputs summarised."""
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": safe_errors(exc.errors())}, status_code=422)
@@ -136,57 +147,69 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     async def _whyrec(_: Request, exc: WhyrecError) -> JSONResponse:
         return error_response(422, [], str(exc))  # the documented 422 shape (a list)
 
-    keys = [k.encode("utf-8") for k in settings.keys()]
-    bearer = HTTPBearer(auto_error=False, description="One of the configured API keys.")
 
-    def key_ok(creds: HTTPAuthorizationCredentials | None) -> bool:
+def read_after(
+    after: str | None = Query(
+        None,
+        pattern=TOKENS,
+        description="Consistency tokens of your writes (their replies' 'token'), "
+        "comma-separated: the answer includes those writes on any replica.",
+    ),
+    x_whyrec_after: str | None = Header(
+        None, pattern=TOKENS, description="The same as the 'after' query parameter."
+    ),
+) -> tuple[int, ...]:
+    """The consistency tokens a read names, from the query or the header."""
+    return tuple(int(t) for v in (after, x_whyrec_after) if v for t in v.split(","))
+
+
+class _Access:
+    """What the routes share: the API-key check (``guard``: none when no key is
+    configured), the consistency tokens of a read (``after``) and the ``k`` query."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.keys = [k.encode("utf-8") for k in settings.keys()]
+        self.bearer = HTTPBearer(auto_error=False, description="One of the configured API keys.")
+        bearer = self.bearer
+
+        async def require_key(
+            creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+        ) -> None:
+            if not self.key_ok(creds):
+                raise HTTPException(
+                    status_code=401,
+                    detail="missing or invalid API key: send 'Authorization: Bearer <key>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+
+        self.guard = [Depends(require_key)] if self.keys else []
+        self.after = Depends(read_after)
+        self.k_query = Query(
+            settings.k_default, ge=1, le=settings.k_max, description=f"1..{settings.k_max}"
+        )
+
+    def key_ok(self, creds: HTTPAuthorizationCredentials | None) -> bool:
         """A configured key was sent (always False when authentication is off)."""
         given = creds.credentials.encode("utf-8") if creds is not None else b""
         # compare with every key so the time taken does not say which one nearly matched
         ok = False
-        for key in keys:
+        for key in self.keys:
             ok |= hmac.compare_digest(given, key)
         return ok
 
-    async def require_key(
-        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> None:
-        if not key_ok(creds):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or invalid API key: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
 
-    guard = [Depends(require_key)] if keys else []
-
-    def read_after(
-        after: str | None = Query(
-            None,
-            pattern=TOKENS,
-            description="Consistency tokens of your writes (their replies' 'token'), "
-            "comma-separated: the answer includes those writes on any replica.",
-        ),
-        x_whyrec_after: str | None = Header(
-            None, pattern=TOKENS, description="The same as the 'after' query parameter."
-        ),
-    ) -> tuple[int, ...]:
-        return tuple(int(t) for v in (after, x_whyrec_after) if v for t in v.split(","))
-
-    after_dep = Depends(read_after)
-    k_query = Query(settings.k_default, ge=1, le=settings.k_max, description=f"1..{settings.k_max}")
-
-    # ----------------------------------------------------------------- open
+def _add_open_routes(app: FastAPI, service: RecService, access: _Access) -> None:
+    """Health, readiness and the web page: never behind the API key."""
     # the key is optional here (it only adds detail): say so in the schema ({} = no auth)
     optional_key = {"security": [{}, {"HTTPBearer": []}]}
 
     @app.get("/health", response_model=HealthOut, tags=["service"], openapi_extra=optional_key)
     async def health(
-        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+        creds: HTTPAuthorizationCredentials | None = Depends(access.bearer),
     ) -> dict[str, Any]:
         """Liveness and state: model, store, LLM (never needs a key). File paths and the
         LLM's last error are shown only to a caller that sends a valid API key."""
-        return service.health(detail=key_ok(creds))
+        return service.health(detail=access.key_ok(creds))
 
     @app.get(
         "/ready",
@@ -213,18 +236,19 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    # ------------------------------------------------------------- /v1 API
+
+def _add_recommendation_routes(app: FastAPI, service: RecService, access: _Access) -> None:
     @app.get(
         "/v1/users/{user:path}/recommendations",
         response_model=RecommendationsOut,
-        dependencies=guard,
+        dependencies=access.guard,
         tags=["recommendations"],
     )
     async def user_recommendations(
         user: USER,
-        k: int = k_query,
+        k: int = access.k_query,
         explain: bool = Query(False, description="Attach reasons, weights and attribution."),
-        after: tuple[int, ...] = after_dep,
+        after: tuple[int, ...] = access.after,
     ) -> Response:
         """Top-k for a user (from training data or created through /v1/interactions)."""
         body = await service.user_recommendations(user, k, explain, after)
@@ -233,124 +257,86 @@ def create_app(settings: ServeSettings | None = None, *, llm_client: Any = None)
     @app.post(
         "/v1/recommendations",
         response_model=RecommendationsOut,
-        dependencies=guard,
+        dependencies=access.guard,
         tags=["recommendations"],
     )
     async def history_recommendations(body: RecommendBody) -> Response:
         """Top-k for an explicit history (item ids or titles) — users the model has not seen."""
-        k = check_k(body.k, settings, ["body", "k"])
-        items = service.resolve_items(body.item_ids, body.titles)
-        budget = _wait(body.wait_s, settings)
-        out = await service.history_recommendations(items, k, body.explain, budget)
+        out = await service.history_recommendations(
+            body.item_ids, body.titles, body.k, body.explain, body.wait_s
+        )
         return Response(out, media_type=JSON)
 
+
+def _add_user_routes(app: FastAPI, service: RecService, access: _Access) -> None:
     @app.get(
         "/v1/users/{user:path}/preferences",
         response_model=PreferencesOut,
-        dependencies=guard,
+        dependencies=access.guard,
         tags=["users"],
     )
-    async def user_preferences(user: USER, after: tuple[int, ...] = after_dep) -> dict[str, Any]:
+    async def user_preferences(user: USER, after: tuple[int, ...] = access.after) -> dict[str, Any]:
         """The user's preferences with LANE's weights (empty for non-LANE models)."""
-        stale = not await service.fresh(after)
-        history = service.history_of(user)
-        return {**await service.call(service.user_preferences, history), "stale": stale}
+        return await service.user_preferences(user, after)
 
     @app.get(
         "/v1/users/{user:path}/history",
         response_model=HistoryOut,
-        dependencies=guard,
+        dependencies=access.guard,
         tags=["users"],
     )
     async def user_history(
         user: USER,
         limit: int = Query(20, ge=1, le=1000, description="Most recent N."),
-        after: tuple[int, ...] = after_dep,
+        after: tuple[int, ...] = access.after,
     ) -> dict[str, Any]:
         """The user's most recent items, newest first (training data and posted ones)."""
-        stale = not await service.fresh(after)
-        history = service.history_of(user)
-        n = len(history.items)
-        first_api = n - history.version
-        rows = []
-        for pos in range(n - 1, max(-1, n - 1 - limit), -1):
-            i = int(history.items[pos])
-            rows.append(
-                {
-                    "position": pos,
-                    "item_id": service.item_ids[i],
-                    "title": service.item_titles[i],
-                    "source": "api" if pos >= first_api else "training",
-                    "text": service.item_fields[i] if service.item_fields else None,
-                }
-            )
-        return {"user": user, "history_length": n, "stale": stale, "items": rows}
+        return await service.user_history(user, limit, after)
 
-    @app.get("/v1/users", response_model=UsersOut, dependencies=guard, tags=["users"])
+    @app.get("/v1/users", response_model=UsersOut, dependencies=access.guard, tags=["users"])
     async def users(
         offset: int = Query(0, ge=0),
         limit: int = Query(50, ge=1, le=1000),
-        after: tuple[int, ...] = after_dep,
+        after: tuple[int, ...] = access.after,
     ) -> dict[str, Any]:
         """User ids the service knows: the model's, then those created through the API."""
-        stale = not await service.fresh(after)
-        rows, total = service.user_ids(offset, limit)
-        return {"total": total, "offset": offset, "stale": stale, "users": rows}
+        return await service.users(offset, limit, after)
 
-    @app.get("/v1/items", response_model=ItemsOut, dependencies=guard, tags=["items"])
+    @app.get("/v1/items", response_model=ItemsOut, dependencies=access.guard, tags=["items"])
     async def items(
         q: str = Query(..., min_length=1, max_length=200, description="Title words or an id."),
         limit: int = Query(10, ge=1, le=50),
     ) -> dict[str, Any]:
         """Catalogue search by title (fuzzy) or exact item id."""
-        return {"items": await service.call(service.search_items, q, limit)}
+        return await service.search_items(q, limit)
 
+
+def _add_explanation_routes(app: FastAPI, service: RecService, access: _Access) -> None:
     @app.post(
         "/v1/explanations",
         response_model=ExplanationOut,
-        dependencies=guard,
+        dependencies=access.guard,
         tags=["explanations"],
     )
-    async def explanations(body: ExplainBody, after: tuple[int, ...] = after_dep) -> dict[str, Any]:
+    async def explanations(
+        body: ExplainBody, after: tuple[int, ...] = access.after
+    ) -> dict[str, Any]:
         """Explain one item for a user or a history — also one another recommender chose."""
-        stale = False
-        if body.user is not None:
-            stale = not await service.fresh(after)
-            history = service.history_of(body.user)
-        else:
-            items = service.resolve_items(body.item_ids, body.titles)
-            history = service.new_history(items)
-        if body.item_id is not None:
-            item = service.item_index(body.item_id)
-            if item is None:
-                raise InvalidInput(["body", "item_id"], f"unknown item id {body.item_id!r}")
-        else:
-            assert body.item_title is not None
-            item = service.title_index(body.item_title)
-            if item is None:
-                raise InvalidInput(
-                    ["body", "item_title"],
-                    f"unknown title {body.item_title!r}{service.title_hint(body.item_title)}",
-                )
-        return await service.explain_one(history, item, _wait(body.wait_s, settings), stale=stale)
+        return await service.explain(body, after)
 
     @app.post(
         "/v1/interactions",
         response_model=InteractionsOut,
-        dependencies=guard,
+        dependencies=access.guard,
         tags=["users"],
     )
     async def interactions(body: InteractionsBody, response: Response) -> dict[str, Any]:
         """Append interactions (oldest first); stored durably before the reply, used next.
         The reply's ``token`` (also the X-Whyrec-Token header), sent back with later reads
         (X-Whyrec-After), makes every replica answer them with this write included."""
-        items = service.resolve_items(body.item_ids, body.titles)
-        out = await service.store_call(service.add_interactions, body.user, items)
+        out = await service.add_interactions(body.user, body.item_ids, body.titles)
         response.headers[TOKEN_HEADER] = out["token"]
         return out
-
-    _document_errors(app)
-    return app
 
 
 #: Error replies every /v1 route may give besides its 200 and 422, and when.
@@ -399,12 +385,6 @@ def _document_errors(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _wait(wait_s: float | None, settings: ServeSettings) -> float:
-    if wait_s is None:
-        return settings.explain_budget_s
-    return min(float(wait_s), settings.explain_max_wait_s)
 
 
 def app_from_env() -> Any:

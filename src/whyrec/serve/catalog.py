@@ -77,7 +77,7 @@ class Catalog:
     # ------------------------------------------------------------------ set-up
     def _item_text_field(self) -> tuple[str | None, list[str] | None, str]:
         """Genres (or another text field) per item from the dataset, when it can be read."""
-        from whyrec.explain.explainer import resolve_item_texts
+        from whyrec.explain.gathering import resolve_item_texts
 
         dataset = None
         if self.settings.dataset is not None:
@@ -139,6 +139,23 @@ class Catalog:
                 raise InvalidInput([field, name, pos], f"unknown {what} {v!r} (entry {pos}){hint}")
             out.append(idx)
         return out
+
+    def resolve_item(self, item_id: str | None, title: str | None, field: str = "body") -> int:
+        """The internal index of one item given by id (preferred) or title;
+        :class:`InvalidInput` names the field and, for a title, the closest ones."""
+        if item_id is not None:
+            item = self.item_index(item_id)
+            if item is None:
+                raise InvalidInput([field, "item_id"], f"unknown item id {item_id!r}")
+            return item
+        if title is None:
+            raise InvalidInput([field], "give one of 'item_id' or 'item_title'")
+        item = self.title_index(title)
+        if item is None:
+            raise InvalidInput(
+                [field, "item_title"], f"unknown title {title!r}{self.title_hint(title)}"
+            )
+        return item
 
     def item_index(self, item_id: str) -> int | None:
         return self._item_lookup.get(str(item_id))
@@ -209,6 +226,25 @@ class Catalog:
         base = self.model.histories[idx] if idx is not None else np.empty(0, dtype=np.int64)
         items = np.concatenate([np.asarray(base, dtype=np.int64), np.asarray(extra, np.int64)])
         return History(str(user), idx, items, version=len(extra))
+
+    def history_rows(self, history: History, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` most recent items of a history, newest first, each with where it
+        came from (``training`` data or posted to the ``api``)."""
+        n = len(history.items)
+        first_api = n - history.version
+        rows = []
+        for pos in range(n - 1, max(-1, n - 1 - limit), -1):
+            i = int(history.items[pos])
+            rows.append(
+                {
+                    "position": pos,
+                    "item_id": self.item_ids[i],
+                    "title": self.item_titles[i],
+                    "source": "api" if pos >= first_api else "training",
+                    "text": self.item_fields[i] if self.item_fields else None,
+                }
+            )
+        return rows
 
     def new_history(self, items: Sequence[int]) -> History:
         """A history given in a request (no user)."""

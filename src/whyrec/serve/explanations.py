@@ -27,16 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from whyrec.explain.asking import ask
 from whyrec.explain.evidence import EVIDENCE_VERSION
-from whyrec.explain.explainer import (
-    Explanation,
-    ExplanationPipeline,
-    Subject,
-    ask,
-    fact_label_of,
-    written_by_llm,
-)
+from whyrec.explain.explainer import ExplanationPipeline
+from whyrec.explain.gathering import fact_label_of
 from whyrec.explain.prompts import EXPLANATION_VERSION
+from whyrec.explain.record import Explanation, Subject, written_by_llm
 from whyrec.serve.catalog import Catalog, History
 from whyrec.serve.errors import InvalidInput
 from whyrec.serve.llm_gate import LLMGate, is_outage, now_iso
@@ -88,7 +84,8 @@ class Explanations:
             fact_label=fact_label_of(catalog.field_name),
             history_window=settings.history_window,
         )
-        self.explanations = LRU(settings.explanation_cache_size)
+        #: final explanation records by key (memory; the store keeps them durably)
+        self.cache = LRU(settings.explanation_cache_size)
         #: this replica's name on the LLM claims of a shared store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -106,7 +103,7 @@ class Explanations:
 
     def cached_explanation(self, key: str) -> dict[str, Any] | None:
         """The in-memory explanation (no I/O: safe on the event loop)."""
-        return self.explanations.get(key)
+        return self.cache.get(key)
 
     def needs_llm(self, rec: dict[str, Any]) -> bool:
         """Should an LLM job (re)start for this record now?"""
@@ -141,7 +138,7 @@ class Explanations:
         for item in items:
             key = self.explanation_key(history, int(item), prefs)
             cache = "memory"
-            rec = self.explanations.get(key)
+            rec = self.cache.get(key)
             if rec is None:
                 cache = "store"
                 try:
@@ -149,7 +146,7 @@ class Explanations:
                 except StoreUnavailable:
                     # the store is down: serve what this replica last held, if anything
                     # (uncached explanations are refused: 503, nothing is computed)
-                    last_seen = getattr(self.explanations, "last_seen", None)
+                    last_seen = getattr(self.cache, "last_seen", None)
                     rec = last_seen(key) if last_seen is not None else None
                     if rec is None:
                         raise
@@ -159,7 +156,7 @@ class Explanations:
                 cache = "miss"
                 rec = self._template_record(history, int(item), prefs, key)
                 self.store.put_explanation(key, rec)
-            self.explanations.put(key, rec)
+            self.cache.put(key, rec)
             job = self.llm.running(key)
             elsewhere = False
             if job is None and with_llm and self.needs_llm(rec):
@@ -238,7 +235,7 @@ class Explanations:
     ) -> dict[str, Any]:
         """Background: the LLM's reason for one item; the record in cache and store is
         replaced by the LLM's version, or marked failed (template kept, retried later)."""
-        base = self.explanations.get(key) or self.store.get_explanation(key)
+        base = self.cache.get(key) or self.store.get_explanation(key)
         client = self.llm.client
         error: BaseException | None = None
         try:
@@ -269,7 +266,7 @@ class Explanations:
         self.llm.record(ok, None if ok else "; ".join(problems)[:500], outage)
         with contextlib.suppress(StoreUnavailable):  # the store is down: memory keeps it
             self.store.put_explanation(key, rec)
-        self.explanations.put(key, rec)
+        self.cache.put(key, rec)
         return rec
 
     # -------------------------------------------------------------- output

@@ -24,8 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from whyrec import __version__
 from whyrec.serve.catalog import History
 from whyrec.serve.errors import InvalidInput, NotFound
@@ -37,6 +35,7 @@ from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
 from whyrec.serve.replicas import ReplicaSync, SharedCatalog, for_store
+from whyrec.serve.schemas import ExplainBody
 from whyrec.serve.settings import ServeSettings
 from whyrec.serve.store import LRU
 from whyrec.serve.stores import open_store
@@ -58,12 +57,6 @@ class RecService:
         self.store = open_store(settings)
         catalog_class, explanation_cache = for_store(self.store)
         self.catalog = catalog_class(self.model, settings, self.store)
-        self.item_ids = self.catalog.item_ids
-        self.item_titles = self.catalog.item_titles
-        self.field_name = self.catalog.field_name
-        self.item_fields = self.catalog.item_fields
-        self.dataset_note = self.catalog.dataset_note
-
         # a shared store: memory kept current by LISTEN/NOTIFY, checked before reads
         self.sync: ReplicaSync | None = None
         if isinstance(self.catalog, SharedCatalog) and hasattr(self.store, "connect_async"):
@@ -82,15 +75,12 @@ class RecService:
         )
         self.llm = LLMGate(settings, llm_client)
         self.prefs = PreferenceProvider(self.model, settings, self.store, self.catalog, self.llm)
-        self.m = self.prefs.m
         self.tops = TopLists(self.model, settings, self.catalog, self.prefs)
-        self.explainer = Explanations(
+        self.explanations = Explanations(
             self.model, settings, self.store, self.catalog, self.prefs, self.llm, self.model_id
         )
         if explanation_cache is not LRU:
-            self.explainer.explanations = explanation_cache(settings.explanation_cache_size)
-        self.explanations = self.explainer.explanations
-        self.prompt_version = self.explainer.prompt_version
+            self.explanations.cache = explanation_cache(settings.explanation_cache_size)
 
     def start(self) -> None:
         """Start background work (precomputing known users' top lists)."""
@@ -111,91 +101,6 @@ class RecService:
         self.store_pool.shutdown(wait=True, cancel_futures=True)
         self.llm.close()
         self.store.close()
-
-    @property
-    def precomputed(self) -> int:
-        """Known users whose top list is precomputed."""
-        return self.tops.precomputed
-
-    # ------------------------------------------------- catalogue and users
-    @property
-    def n_users(self) -> int:
-        return self.catalog.n_users
-
-    def resolve_items(
-        self, item_ids: Sequence[str] | None, titles: Sequence[str] | None, field: str = "body"
-    ) -> list[int]:
-        return self.catalog.resolve_items(item_ids, titles, field)
-
-    def item_index(self, item_id: str) -> int | None:
-        return self.catalog.item_index(item_id)
-
-    def title_index(self, title: str) -> int | None:
-        return self.catalog.title_index(title)
-
-    def title_hint(self, title: str) -> str:
-        return self.catalog.title_hint(title)
-
-    def search_items(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        return self.catalog.search_items(query, limit)
-
-    def item_records(self, items: Sequence[int]) -> list[dict[str, Any]]:
-        return self.catalog.item_records(items)
-
-    def history_of(self, user: str) -> History:
-        return self.catalog.history_of(user)
-
-    def new_history(self, items: Sequence[int]) -> History:
-        return self.catalog.new_history(items)
-
-    def version_of(self, user: str) -> int:
-        return self.catalog.version_of(user)
-
-    def user_ids(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
-        return self.catalog.user_ids(offset, limit)
-
-    def add_interactions(self, user: str, items: Sequence[int]) -> dict[str, Any]:
-        return self.catalog.add_interactions(user, items)
-
-    # --------------------------------------------------------- preferences
-    def encoder(self) -> Any:
-        return self.prefs.encoder()
-
-    def preferences_for(self, history: History) -> Preferences:
-        return self.prefs.preferences_for(history)
-
-    def user_preferences(self, history: History) -> dict[str, Any]:
-        return self.prefs.user_preferences(history)
-
-    # ----------------------------------------------------- recommendations
-    def top_items(
-        self, history: History, prefs: Preferences | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.tops.top_items(history, prefs)
-
-    def recommendation_rows(self, items: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-        return self.tops.recommendation_rows(items, scores)
-
-    # -------------------------------------------------------- explanations
-    def explanation_key(self, history: History, item: int, prefs: Preferences | None) -> str:
-        return self.explainer.explanation_key(history, item, prefs)
-
-    def cached_explanation(self, key: str) -> dict[str, Any] | None:
-        return self.explainer.cached_explanation(key)
-
-    def explain_items(
-        self, history: History, items: Sequence[int], *, with_llm: bool = True
-    ) -> list[ExplainResult]:
-        return self.explainer.explain_items(history, items, with_llm=with_llm)
-
-    def public(self, result: ExplainResult | dict[str, Any], cache: str | None = None) -> dict:
-        return self.explainer.public(result, cache)
-
-    def is_final(self, rec: dict[str, Any]) -> bool:
-        return self.explainer.is_final(rec)
-
-    async def wait_jobs(self, results: list[ExplainResult], budget: float) -> None:
-        await self.explainer.wait_jobs(results, budget)
 
     # ------------------------------------------------------------- async API
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -220,46 +125,63 @@ class RecService:
         strict = self.settings.read_consistency == "strict"
         return await self.sync.settle(after, strict=strict)
 
+    def wait_budget(self, wait_s: float | None) -> float:
+        """How long a request may wait for LLM reasons: its ``wait_s`` (capped by
+        ``explain_max_wait_s``), else ``explain_budget_s``."""
+        if wait_s is None:
+            return self.settings.explain_budget_s
+        return min(float(wait_s), self.settings.explain_max_wait_s)
+
     async def user_recommendations(
         self, user: str, k: int, explain: bool, after: Sequence[int] = ()
     ) -> bytes:
         """JSON body of a known (or API-created) user's top-k; whole responses are cached
         once nothing in them can change any more."""
         stale = not await self.fresh(after)
-        rkey = (user, self.version_of(user), k, explain, stale)
+        rkey = (user, self.catalog.version_of(user), k, explain, stale)
         hit = self.responses.get(rkey)
         if hit is not None:
             return hit
         body, final = await self._recommend(
-            self.history_of(user), k, explain, self.settings.explain_budget_s, stale=stale
+            self.catalog.history_of(user), k, explain, self.settings.explain_budget_s, stale=stale
         )
         if final:
             self.responses.put(rkey, body)
         return body
 
     async def history_recommendations(
-        self, items: Sequence[int], k: int, explain: bool, budget: float
+        self,
+        item_ids: Sequence[str] | None,
+        titles: Sequence[str] | None,
+        k: int | None,
+        explain: bool,
+        wait_s: float | None,
     ) -> bytes:
-        body, _ = await self._recommend(self.new_history(items), k, explain, budget)
+        """JSON body of the top-k for a history given by item ids or titles."""
+        k = check_k(k, self.settings, ["body", "k"])
+        items = self.catalog.resolve_items(item_ids, titles)
+        budget = self.wait_budget(wait_s)
+        body, _ = await self._recommend(self.catalog.new_history(items), k, explain, budget)
         return body
 
     async def _recommend(
         self, history: History, k: int, explain: bool, budget: float, *, stale: bool = False
     ) -> tuple[bytes, bool]:
         if self.tops.is_precomputed(history):
-            items, scores = self.top_items(history)  # precomputed: memory only
+            items, scores = self.tops.top_items(history)  # precomputed: memory only
         else:
-            items, scores = await self.call(self.top_items, history)
+            items, scores = await self.call(self.tops.top_items, history)
         items, scores = items[:k], scores[:k]
-        rows = self.recommendation_rows(items, scores)
+        rows = self.tops.recommendation_rows(items, scores)
         final = True
         if explain and len(items):
-            results = await self.call(self.explain_items, history, [int(i) for i in items])
-            await self.wait_jobs(results, budget)
+            explanations = self.explanations
+            results = await self.call(explanations.explain_items, history, [int(i) for i in items])
+            await explanations.wait_jobs(results, budget)
             for row, r in zip(rows, results, strict=True):
-                row["explanation"] = self.public(r)
+                row["explanation"] = explanations.public(r)
                 final = final and r.cache == "memory" and r.job is None
-                final = final and self.is_final(r.record)
+                final = final and explanations.is_final(r.record)
         payload = {
             "user": history.user,
             "model": self.model.name,
@@ -272,12 +194,52 @@ class RecService:
         }
         return dumps(payload), final
 
-    async def explain_one(
-        self, history: History, item: int, wait_s: float, *, stale: bool = False
+    async def user_preferences(self, user: str, after: Sequence[int] = ()) -> dict[str, Any]:
+        """The user's preferences with LANE's weights (empty for non-LANE models)."""
+        stale = not await self.fresh(after)
+        history = self.catalog.history_of(user)
+        return {**await self.call(self.prefs.user_preferences, history), "stale": stale}
+
+    async def user_history(
+        self, user: str, limit: int, after: Sequence[int] = ()
     ) -> dict[str, Any]:
-        results = await self.call(self.explain_items, history, [int(item)])
-        await self.wait_jobs(results, wait_s)
-        return {**self.public(results[0]), "stale": stale}
+        """The user's ``limit`` most recent items, newest first."""
+        stale = not await self.fresh(after)
+        history = self.catalog.history_of(user)
+        rows = self.catalog.history_rows(history, limit)
+        return {"user": user, "history_length": len(history.items), "stale": stale, "items": rows}
+
+    async def users(self, offset: int, limit: int, after: Sequence[int] = ()) -> dict[str, Any]:
+        """A page of the user ids the service knows."""
+        stale = not await self.fresh(after)
+        rows, total = self.catalog.user_ids(offset, limit)
+        return {"total": total, "offset": offset, "stale": stale, "users": rows}
+
+    async def search_items(self, query: str, limit: int) -> dict[str, Any]:
+        """Catalogue search by title (fuzzy) or exact item id."""
+        return {"items": await self.call(self.catalog.search_items, query, limit)}
+
+    async def explain(self, body: ExplainBody, after: Sequence[int] = ()) -> dict[str, Any]:
+        """Explain one item (by id or title) for a user or for a history given by item
+        ids or titles, waiting up to the request's budget for the LLM's reason."""
+        stale = False
+        if body.user is not None:
+            stale = not await self.fresh(after)
+            history = self.catalog.history_of(body.user)
+        else:
+            items = self.catalog.resolve_items(body.item_ids, body.titles)
+            history = self.catalog.new_history(items)
+        item = self.catalog.resolve_item(body.item_id, body.item_title)
+        results = await self.call(self.explanations.explain_items, history, [int(item)])
+        await self.explanations.wait_jobs(results, self.wait_budget(body.wait_s))
+        return {**self.explanations.public(results[0]), "stale": stale}
+
+    async def add_interactions(
+        self, user: str, item_ids: Sequence[str] | None, titles: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """Append interactions given by item ids or titles; returns once they are durable."""
+        items = self.catalog.resolve_items(item_ids, titles)
+        return await self.store_call(self.catalog.add_interactions, user, items)
 
     # ----------------------------------------------------------------- health
     def store_state(self) -> dict[str, Any]:
@@ -310,7 +272,7 @@ class RecService:
         model = {
             "name": self.model.name,
             "id": self.model_id,
-            "users": self.n_users,
+            "users": self.catalog.n_users,
             "items": self.n_items,
             "dataset": (self.model.dataset_info or {}).get("name"),
             "explanations": "lane" if self.model.has_preferences else "baseline",
@@ -325,7 +287,7 @@ class RecService:
         llm = self.llm.status()
         if detail:
             model["run"] = str(Path(self.settings.run))
-            model["item_text"] = self.dataset_note
+            model["item_text"] = self.catalog.dataset_note
         else:
             llm.pop("last_error", None)
         return {
@@ -333,7 +295,7 @@ class RecService:
             "degraded": degraded,
             "version": __version__,
             "model": model,
-            "precomputed_users": int(self.precomputed),
+            "precomputed_users": int(self.tops.precomputed),
             "store": store,
             "auth": self.settings.auth_enabled,
             "detail": bool(detail),

@@ -134,46 +134,11 @@ def explain_cases(
             }
             t0 = time.perf_counter()
             for system in systems:
-                if system == "template":
-                    cases.append(
-                        ExplanationCase(
-                            system="template",
-                            text=evidence.reason,
-                            source="template",
-                            writer="template",
-                            **common,
-                        )  # fmt: skip
+                cases.append(
+                    _system_case(
+                        system, explainer, subject, item, u, writer, evidence.reason, common
                     )
-                elif system == "lane":
-                    ex = explainer.explain_subject(subject, item)
-                    steps = ex.steps or {}
-                    cases.append(
-                        ExplanationCase(
-                            system="lane",
-                            text=ex.reason,
-                            source=ex.reason_source,
-                            writer=ex.model or writer,
-                            likelihood=steps.get("likelihood"),
-                            problems=list(ex.problems),
-                            **common,
-                        )  # fmt: skip
-                    )
-                    if steps:
-                        cases[-1].details["steps"] = steps
-                    if ex.removed_sentences:
-                        cases[-1].details["removed_sentences"] = ex.removed_sentences
-                else:
-                    text, problems = explainer.baseline_with_problems(item, u)
-                    cases.append(
-                        ExplanationCase(
-                            system="baseline",
-                            text=text,
-                            source="baseline-llm" if text else "failed",
-                            writer=writer,
-                            problems=problems,
-                            **common,
-                        )  # fmt: skip
-                    )
+                )
             for c in cases[-len(systems) :]:
                 c.details["cited"] = evidence.cited
                 # which facts each taste names, and the item's: is a cited taste about it?
@@ -184,6 +149,49 @@ def explain_cases(
                 f"{len(systems)} explanations in {time.perf_counter() - t0:.1f}s"
             )
     return cases
+
+
+def _system_case(
+    system: str,
+    explainer: Any,
+    subject: Any,
+    item: int,
+    user: int,
+    writer: str,
+    template: str,
+    common: dict[str, Any],
+) -> ExplanationCase:
+    """One system's explanation of (subject, item): the template, LANE's or the baseline's."""
+    if system == "template":
+        return ExplanationCase(
+            system="template", text=template, source="template", writer="template", **common
+        )
+    if system == "lane":
+        ex = explainer.explain_subject(subject, item)
+        steps = ex.steps or {}
+        case = ExplanationCase(
+            system="lane",
+            text=ex.reason,
+            source=ex.reason_source,
+            writer=ex.model or writer,
+            likelihood=steps.get("likelihood"),
+            problems=list(ex.problems),
+            **common,
+        )  # fmt: skip
+        if steps:
+            case.details["steps"] = steps
+        if ex.removed_sentences:
+            case.details["removed_sentences"] = ex.removed_sentences
+        return case
+    text, problems = explainer.baseline_with_problems(item, user)
+    return ExplanationCase(
+        system="baseline",
+        text=text,
+        source="baseline-llm" if text else "failed",
+        writer=writer,
+        problems=problems,
+        **common,
+    )  # fmt: skip
 
 
 def score_claims(model: Any, cases: Sequence[ExplanationCase], catalogue: Catalogue) -> None:
@@ -341,6 +349,49 @@ def load_references(path: Any) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def _pipeline(
+    model: Any, client: Any, dataset: Any, history_window: int, mode: str
+) -> tuple[Catalogue, list[str] | None, Any]:
+    """``(catalogue, item texts, pipeline)``: the titles and facts the harness grounds
+    with, and the explanation pipeline it explains with (the dataset's fact label)."""
+    from whyrec.explain.explainer import ExplanationPipeline
+    from whyrec.explain.gathering import fact_label_of
+
+    catalogue = (
+        Catalogue.from_dataset(dataset) if dataset is not None else Catalogue(model.item_titles)
+    )
+    item_texts = catalogue.tags if any(catalogue.tags) else None
+    return catalogue, item_texts, ExplanationPipeline(
+        model, client, item_texts=item_texts, history_window=history_window, mode=mode,
+        fact_label=fact_label_of(
+            "genres" if dataset is None or "genres" in getattr(dataset, "text_fields", [])
+            else (list(getattr(dataset, "text_fields", [])) or [None])[0]
+        ),
+    )  # fmt: skip
+
+
+def _score(
+    model: Any,
+    explainer: Any,
+    chosen: list[int],
+    cases: list[ExplanationCase],
+    catalogue: Catalogue,
+    encoder: Any,
+    seed: int,
+) -> tuple[ExplanationScorer, Any, dict[str, Any]]:
+    """Every automatic score of the cases (in place); ``(scorer, boilerplate, tastes)``."""
+    scorer = ExplanationScorer(catalogue, encoder=encoder)
+    scorer.score_all(cases)
+    score_counterfactual(model, cases, catalogue, seed=seed)
+    score_claims(model, cases, catalogue)
+    boilerplate = score_boilerplate(cases, encoder)
+    tastes = {
+        "reasons": reason_taste_agreement(cases, catalogue),
+        "model": model_taste_checks(explainer, chosen, k=5),
+    }
+    return scorer, boilerplate, tastes
+
+
 def evaluate_explanations(
     model: Any,
     *,
@@ -368,8 +419,6 @@ def evaluate_explanations(
     knows only titles). ``judge_client`` defaults to ``client``; with neither, or with
     ``rubric=pairwise=False``, no judge runs.
     """
-    from whyrec.explain.explainer import ExplanationPipeline, fact_label_of
-
     if not getattr(model, "has_attribution", False):  # any object may be passed in
         raise ConfigError(
             f"evaluate-explanations needs a model whose scores depend on the history (its "
@@ -377,17 +426,7 @@ def evaluate_explanations(
         )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    catalogue = (
-        Catalogue.from_dataset(dataset) if dataset is not None else Catalogue(model.item_titles)
-    )
-    item_texts = catalogue.tags if any(catalogue.tags) else None
-    explainer = ExplanationPipeline(
-        model, client, item_texts=item_texts, history_window=history_window, mode=mode,
-        fact_label=fact_label_of(
-            "genres" if dataset is None or "genres" in getattr(dataset, "text_fields", [])
-            else (list(getattr(dataset, "text_fields", [])) or [None])[0]
-        ),
-    )  # fmt: skip
+    catalogue, item_texts, explainer = _pipeline(model, client, dataset, history_window, mode)
     chosen = (
         list(user_indices) if user_indices is not None else select_users(model, users, seed=seed)
     )
@@ -398,15 +437,7 @@ def evaluate_explanations(
     timings["explain_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    scorer = ExplanationScorer(catalogue, encoder=encoder)
-    scorer.score_all(cases)
-    score_counterfactual(model, cases, catalogue, seed=seed)
-    score_claims(model, cases, catalogue)
-    boilerplate = score_boilerplate(cases, encoder)
-    tastes = {
-        "reasons": reason_taste_agreement(cases, catalogue),
-        "model": model_taste_checks(explainer, chosen, k=5),
-    }
+    scorer, boilerplate, tastes = _score(model, explainer, chosen, cases, catalogue, encoder, seed)
     timings["score_s"] = time.perf_counter() - t1
 
     judge = judge_client if judge_client is not None else client
@@ -419,7 +450,6 @@ def evaluate_explanations(
         )  # fmt: skip
     timings["judge_s"] = time.perf_counter() - t2
 
-    rows = summarize_systems(cases, systems)
     judge_name = (
         str(getattr(judge, "model", "")) if judge is not None and (rubric or pairwise) else None
     )
@@ -430,7 +460,7 @@ def evaluate_explanations(
         writer=writer,
         judge=judge_name,
         encoder=str(getattr(encoder, "id", "none (lexical matching only)")),
-        rows=rows,
+        rows=summarize_systems(cases, systems),
         pairwise=summarize_pairwise(pair_results),
         cases=cases,
         config={
