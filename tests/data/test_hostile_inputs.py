@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from whyrec.cli import app
-from whyrec.data.loaders import _lines
+from whyrec.data.loaders import _lines, generic
 from whyrec.data.loaders._lines import iter_lines
 from whyrec.data.loaders.generic import load_table
 from whyrec.errors import DataError
@@ -75,6 +75,29 @@ def test_dates_out_of_range_are_one_clean_error(tmp_path, value, extra):
 
 
 @pytest.mark.parametrize(
+    ("rows", "line", "expected"),
+    [
+        # a value that is no date wins over one out of range, wherever it stands
+        (["u0,i9,9999-12-31,F", "u1,i9,soon,F"], 9, "expected an ISO-8601 date"),
+        (["u0,i9,soon,F", "u1,i9,0001-01-01,F"], 8, "expected an ISO-8601 date"),
+        # else the first date out of range, whether pandas can hold it (1899) or not (9999)
+        (["u0,i9,1899-12-31,F", "u1,i9,9999-12-31,F"], 8, "'1899-12-31' is outside"),
+        (["u0,i9,9999-12-31,F", "u1,i9,1899-12-31,F"], 8, "'9999-12-31' is outside"),
+        (
+            ["u0,i9,2019-05-01,F", "u1,i9,9999-12-31,F", "u1,i8,9999-12-31,F"],
+            9,
+            "'9999-12-31' is outside",
+        ),
+    ],
+)
+def test_which_bad_date_is_reported(tmp_path, rows, line, expected):
+    # the same on pandas 2 (nanoseconds: year 9999 parses to NaT, like "soon") and 3
+    src = log_csv(tmp_path, "\n".join(rows))
+    error = prepare_error(tmp_path, src)
+    assert error.startswith(f"{src}:{line}: field 'timestamp':") and expected in error
+
+
+@pytest.mark.parametrize(
     ("row", "expected"),
     [("u0,i9,9999-12-31,Late film", "field 'timestamp'"), ("3\x00,i1,2019-03-01,F", "U+0000")],
 )
@@ -98,7 +121,8 @@ def test_out_of_range_dates_in_json_lines_and_parquet(tmp_path):
     with pytest.raises(DataError, match=r"log\.jsonl:3: field 'timestamp': .*1900-2200"):
         load_table(jsonl)
     frame = pd.DataFrame(recs)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"]).astype("datetime64[us]")
+    # through numpy: pandas 2 cannot parse year 9999 itself (it parses at nanoseconds)
+    frame["timestamp"] = frame["timestamp"].to_numpy().astype("datetime64[us]")
     pq = tmp_path / "log.parquet"
     frame.to_parquet(pq)
     with pytest.raises(DataError, match=r"row 3: .*1900-2200"):
@@ -127,6 +151,54 @@ def test_ids_with_control_characters_are_refused_at_load(tmp_path, user, code):
 def test_a_nul_byte_no_longer_makes_a_second_user(tmp_path):
     src = log_csv(tmp_path, "u1\x00,i1,2019-03-01,Film 1")
     with pytest.raises(DataError, match="U\\+0000"):
+        load_table(src)
+
+
+@pytest.fixture(params=["native", "escaped"])
+def nul_reading(request, monkeypatch):
+    """CSV read as this pandas reads it, and through the NUL escaping pandas < 3 needs
+    (forced here, so pandas 3 runs that path too)."""
+    if request.param == "escaped":
+        monkeypatch.setattr(generic, "_c_parser_cuts_nul", lambda: True)
+    return request.param
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1", "utf-16"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_nul_bytes_reach_the_loader_whatever_the_pandas(tmp_path, nul_reading, encoding, packed):
+    esc = "\ufdd0"  # the escape character of the NUL escaping, in the data itself
+    if encoding == "latin-1":
+        esc = "\xff"  # latin-1 cannot write U+FDD0; the escaping is the same for any text
+    text = (
+        "user_id,item_id,timestamp,title,n\x00te\n"
+        f"u1,i1,1600000000,\x00,a\n"
+        f'u1,i2,1600000001,"{esc}0 and \x00{esc}\x00, quoted",b\n'
+        f"u2,i3,1600000002,{esc}{esc}0\x00\x00,c\n"
+        "u2,i1,1600000003,\x00,d\n"
+    )
+    data = text.encode(encoding)
+    path = tmp_path / ("log.csv.gz" if packed else "log.csv")
+    path.write_bytes(gzip.compress(data) if packed else data)
+    raw = load_table(path, encoding=encoding, text_cols=["n\x00te"])
+    assert raw.items["title"].tolist() == [
+        "\x00",
+        f"{esc}0 and \x00{esc}\x00, quoted",
+        f"{esc}{esc}0\x00\x00",
+    ]
+    assert raw.items["n\x00te"].tolist() == ["a", "b", "c"]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(text.replace("u2,i3", "u2\x00,i3").encode(encoding))
+    with pytest.raises(DataError, match=r"bad\.csv:4: field 'user_id':.*U\+0000"):
+        load_table(bad, encoding=encoding, text_cols=["n\x00te"])
+    # a NUL in a header name is part of the name, as a header without it is another one
+    with pytest.raises(DataError, match=r"field 'note': column not found.*'n\\x00te'"):
+        load_table(path, encoding=encoding, text_cols=["note"])
+
+
+def test_a_nul_in_a_number_column_is_an_error_not_a_cut(tmp_path, nul_reading):
+    src = log_csv(tmp_path, "u0,i9,1600000000\x00,F")
+    src.write_text(src.read_text().replace("2019-0", "155000000").replace("-01,", ","))
+    with pytest.raises(DataError, match=r"log\.csv:8: field 'timestamp':.*'1600000000\\x00'"):
         load_table(src)
 
 

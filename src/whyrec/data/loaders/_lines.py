@@ -105,6 +105,7 @@ class LineCapReader(io.RawIOBase):
     pandas reads CSV/TSV through it, so a file without line breaks costs ``cap`` bytes of
     memory, not its decompressed size. Reads are at most ``cap`` bytes, so a line that
     fits in one read is short enough; longer ones span reads and are counted across them.
+    ``saw_nul`` tells whether a zero byte has gone through (see ``generic._read_delimited``).
     """
 
     def __init__(self, inner: IO[bytes], path: str | Path, cap: int) -> None:
@@ -113,6 +114,7 @@ class LineCapReader(io.RawIOBase):
         self.cap = cap
         self.run = 0  # bytes since the last newline
         self.newlines = 0
+        self.saw_nul = False
 
     def readable(self) -> bool:
         return True
@@ -131,6 +133,8 @@ class LineCapReader(io.RawIOBase):
                 self.run = n - data.rfind(b"\n") - 1
         if self.run > self.cap:
             raise line_too_long(self.path, self.newlines + 1, self.cap)
+        if not self.saw_nul and b"\x00" in data:
+            self.saw_nul = True
         view[:n] = data
         return n
 

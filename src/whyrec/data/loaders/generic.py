@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import gzip
 import io
 import json
@@ -17,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -294,44 +295,160 @@ def _read_delimited(
     )
     options: dict[str, Any] = {
         "sep": sep,
-        "encoding": pd_encoding,
         "engine": "python" if len(sep) > 1 else "c",
         "header": None if names else 0,
         "names": list(names) if names else None,
     }
-
-    def read_header() -> pd.DataFrame:
-        # every read goes through the line cap (gzip decompressed on the way)
-        with open_capped(path) as fh:
-            return pd.read_csv(fh, nrows=0, **options)
-
-    header = _pandas_read(path, encoding, read_header)
-    available = [str(c) for c in header.columns]
-    _check_columns(path, columns, available, params)
-    wanted = list(dict.fromkeys(columns))
-
-    # ids and text stay strings ("007" is not 7); times and ratings are left to the
-    # C parser's number conversion, much faster than converting strings afterwards
-    dtypes = {c: object for c in available if c not in numeric}
-
-    def read_all() -> pd.DataFrame:
-        # No usecols: with it pandas silently accepts rows with too many fields. Chunks
-        # keep memory bounded while every field of every row is still tokenised.
-        with open_capped(path) as fh:
-            chunks = pd.read_csv(
-                fh, dtype=dtypes, na_filter=False, chunksize=_CHUNK_ROWS, **options
-            )
-            parts = [chunk[wanted] for chunk in chunks]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=wanted)
-
-    frame = _pandas_read(path, encoding, read_all)
-    if frame.empty:
+    args = (path, encoding, pd_encoding, options, columns, params, numeric)
+    read = _read_delimited_frame(*args, escape=False)
+    if read is None:  # a pandas < 3 met a NUL: read again with NULs escaped (_NulEscaper)
+        read = _read_delimited_frame(*args, escape=True)
+    assert read is not None
+    table, available = read
+    if table.empty:
         raise DataError(f"no data rows after the header (a {kind.upper()} file)", path=path)
 
     def locate(index: int) -> int | None:
         return _delimited_line(path, sep, encoding, has_header=not names, index=index)
 
-    return _Table(path, kind, frame, available, locate, "line")
+    return _Table(path, kind, table, available, locate, "line")
+
+
+def _read_delimited_frame(
+    path: Path,
+    encoding: str,
+    pd_encoding: str,
+    options: dict[str, Any],
+    columns: list[str],
+    params: dict[str, str],
+    numeric: Sequence[str],
+    *,
+    escape: bool,
+) -> tuple[pd.DataFrame, list[str]] | None:
+    """The wanted columns of a CSV/TSV file and all its column names; None when, not
+    escaping, a zero byte went by and this pandas cuts fields at NULs (read again with
+    ``escape``: every NUL escaped before pandas and restored in its result)."""
+    restart = not escape and options["engine"] == "c" and _c_parser_cuts_nul()
+    seen_nul = False
+
+    def source() -> tuple[IO[bytes], dict[str, Any]]:
+        # every read goes through the line cap (gzip decompressed on the way)
+        capped = open_capped(path)
+        if escape:
+            escaped = io.BufferedReader(_NulEscaper(capped, pd_encoding), 1 << 16)
+            return escaped, {**options, "encoding": "utf-8"}
+        return capped, {**options, "encoding": pd_encoding}
+
+    def read_header() -> pd.DataFrame:
+        nonlocal seen_nul
+        fh, opts = source()
+        with fh:
+            header = pd.read_csv(fh, nrows=0, **opts)
+            seen_nul = _saw_nul(fh)
+        return header
+
+    header = _pandas_read(path, encoding, read_header)
+    if restart and seen_nul:
+        return None
+    read_names = [str(c) for c in header.columns]  # the names pandas uses (escaped ones)
+    from_file = options["names"] is None
+    available = [_unescape_nul(c) for c in read_names] if escape and from_file else read_names
+    _check_columns(path, columns, available, params)
+    wanted = list(dict.fromkeys(columns))
+
+    # ids and text stay strings ("007" is not 7); times and ratings are left to the
+    # C parser's number conversion, much faster than converting strings afterwards
+    dtypes = {r: object for r, c in zip(read_names, available, strict=True) if c not in numeric}
+
+    def read_all() -> pd.DataFrame:
+        # No usecols: with it pandas silently accepts rows with too many fields. Chunks
+        # keep memory bounded while every field of every row is still tokenised.
+        nonlocal seen_nul
+        fh, opts = source()
+        with fh:
+            chunks = pd.read_csv(fh, dtype=dtypes, na_filter=False, chunksize=_CHUNK_ROWS, **opts)
+            parts = []
+            for chunk in chunks:
+                if escape:
+                    chunk.columns = pd.Index(available)
+                    _restore_nul(chunk)
+                parts.append(chunk[wanted])
+            seen_nul = _saw_nul(fh)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=wanted)
+
+    frame = _pandas_read(path, encoding, read_all)
+    if restart and seen_nul:
+        return None
+    return frame, available
+
+
+# A NUL ends a field for the C parser of pandas < 3 ('u1\x00' is read as 'u1', a title of
+# one NUL as ''), which would hide it from the id rule and lose text that pandas 3 keeps.
+# Such a pandas reads a file holding a zero byte through _NulEscaper: NUL becomes ESC '0'
+# and ESC itself ESC ESC (ESC a Unicode noncharacter, ordinary text to the parser), and
+# _restore_nul undoes this in every text cell and column name. The fields and values come
+# out as pandas 3 reads them; files without a zero byte are read once, unchanged.
+_ESC = "\ufdd0"
+_ESCAPES = str.maketrans({"\x00": _ESC + "0", _ESC: _ESC + _ESC})
+_ESCAPED = re.compile(_ESC + "(.)", re.DOTALL)
+
+
+def _unescape_nul(text: str) -> str:
+    return _ESCAPED.sub(lambda m: "\x00" if m.group(1) == "0" else _ESC, text)
+
+
+@functools.cache
+def _c_parser_cuts_nul() -> bool:
+    """Whether this pandas' C CSV parser drops text after a NUL inside a field."""
+    probe = pd.read_csv(io.BytesIO(b"a\nx\x00y\n"), dtype=object, engine="c")
+    return bool(probe["a"].iloc[0] != "x\x00y")
+
+
+def _saw_nul(fh: IO[bytes]) -> bool:
+    raw = getattr(fh, "raw", None)
+    return bool(getattr(raw, "saw_nul", False))
+
+
+class _NulEscaper(io.RawIOBase):
+    """The text of ``inner`` (decoded as ``encoding``, line ends untouched) as UTF-8 with
+    NUL and the escape character escaped (see ``_ESCAPES``)."""
+
+    def __init__(self, inner: IO[bytes], encoding: str) -> None:
+        self.text = io.TextIOWrapper(inner, encoding=encoding, newline="")
+        self.pending = b""
+        self.offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self.offset >= len(self.pending):
+            chunk = self.text.read(1 << 16)
+            if not chunk:
+                return 0
+            self.pending, self.offset = chunk.translate(_ESCAPES).encode("utf-8"), 0
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self.pending) - self.offset)
+        view[:n] = self.pending[self.offset : self.offset + n]
+        self.offset += n
+        return n
+
+    def close(self) -> None:
+        self.text.close()
+        super().close()
+
+
+def _restore_nul(frame: pd.DataFrame) -> None:
+    """Undo ``_ESCAPES`` in the text columns of ``frame``, in place."""
+    for col in frame.columns:
+        values = frame[col]
+        if not (ptypes.is_object_dtype(values) or ptypes.is_string_dtype(values)):
+            continue
+        marked = values.map(lambda v: isinstance(v, str) and _ESC in v).to_numpy(dtype=bool)
+        if marked.any():
+            values = values.copy()
+            values[marked] = values[marked].map(_unescape_nul)
+            frame[col] = values
 
 
 def _pandas_read(path: Path, encoding: str, read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
@@ -589,9 +706,10 @@ def _timestamps(table: _Table, column: str, time_format: str | None) -> tuple[np
                 f"an epoch unit ({', '.join(_UNITS)})",
                 field="time_format",
             )
-        parsed = pd.to_datetime(text, format=time_format, utc=True, errors="coerce")
+        parsed, beyond = _parse_dates(text, time_format)
         expected = f"a time in the format {time_format!r}"
-        return _datetime_seconds(table, column, parsed, text, expected), time_format
+        seconds = _datetime_seconds(table, column, parsed, text, expected, beyond)
+        return seconds, time_format
     numbers = raw if numeric_dtype else pd.to_numeric(text.where(text != ""), errors="coerce")
     nonempty = (text != "").to_numpy() if not numeric_dtype else raw.notna().to_numpy()
     first = int(nonempty.argmax()) if nonempty.any() else 0
@@ -612,12 +730,42 @@ def _timestamps(table: _Table, column: str, time_format: str | None) -> tuple[np
             seconds = np.floor(numbers.astype("float64").to_numpy() / _UNITS[unit])
         _check_range(table, column, seconds, text, f"unix {unit}")
         return seconds.astype("int64"), unit
-    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    parsed, beyond = _parse_dates(text, "ISO8601")
     expected = (
         "an ISO-8601 date or datetime such as 2019-03-01 or 2019-03-01T12:30:00Z "
         "(pass time_format='%d/%m/%Y' or similar for other layouts)"
     )
-    return _datetime_seconds(table, column, parsed, text, expected), "iso8601"
+    return _datetime_seconds(table, column, parsed, text, expected, beyond), "iso8601"
+
+
+def _parse_dates(text: pd.Series, fmt: str) -> tuple[pd.Series, np.ndarray]:
+    """``text`` parsed as UTC times in ``fmt`` (NaT where it cannot be), and the mask of
+    rows that are valid times outside the years this pandas can hold.
+
+    pandas 3 parses text at microseconds (years 1-9999); pandas 2 only at nanoseconds
+    (1677-2262), where year 9999 is as much NaT as "garbage" is. Both lie outside
+    1900-2200, so such rows are told apart by parsing them alone: an out-of-bounds error
+    means a valid but out-of-range time. Only NaT rows are looked at, in file order up to
+    the first one that is not a time (that row is the error then); under pandas 3 that is
+    the first NaT row, and nothing is found beyond.
+    """
+    parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
+    beyond = np.zeros(len(parsed), dtype=bool)
+    seen: dict[Any, bool] = {}
+    for i in np.flatnonzero(parsed.isna().to_numpy()):
+        value = text.iloc[i]
+        if value not in seen:
+            try:
+                pd.to_datetime([value], format=fmt, utc=True)
+                seen[value] = False  # NaT without an error: an empty or missing value
+            except pd.errors.OutOfBoundsDatetime:
+                seen[value] = True
+            except (ValueError, TypeError):
+                seen[value] = False
+        if not seen[value]:
+            break
+        beyond[i] = True
+    return parsed, beyond
 
 
 def _guess_unit(numbers: pd.Series) -> str:
@@ -633,9 +781,18 @@ def _guess_unit(numbers: pd.Series) -> str:
 
 
 def _datetime_seconds(
-    table: _Table, column: str, parsed: pd.Series, shown: pd.Series, expected: str
+    table: _Table,
+    column: str,
+    parsed: pd.Series,
+    shown: pd.Series,
+    expected: str,
+    beyond: np.ndarray | None = None,
 ) -> np.ndarray:
+    """Unix seconds of ``parsed``; rows marked in ``beyond`` (valid times pandas cannot
+    hold, see _parse_dates) are out of range."""
     bad = parsed.isna().to_numpy()
+    if beyond is not None:
+        bad = bad & ~beyond
     if bad.any():
         i = int(bad.argmax())
         raise table.error(i, column, f"expected {expected}, got {_shown(shown.iloc[i])}")
@@ -644,6 +801,8 @@ def _datetime_seconds(
     # overflow ended `data prepare` in an OutOfBoundsDatetime traceback).
     micros = pd.DatetimeIndex(parsed).as_unit("us").asi8
     seconds = micros // 1_000_000
+    if beyond is not None and beyond.any():
+        seconds = np.where(beyond, _MAX_SECONDS + 1, seconds)
     _check_range(table, column, seconds, shown, "time")
     return seconds
 
