@@ -33,6 +33,7 @@ the change that fold-in predicts, not a retrained model: see
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -439,7 +440,10 @@ class ImplicitScorer:
                 raise ModelError(f"{directory / name} is missing: the implicit model was not saved")
         kind = settings["kind"]
         try:
-            trained = (als_cls if kind == "als" else bpr_cls).load(str(directory / MODEL_FILE))
+            with warnings.catch_warnings():
+                # implicit's advice on BLAS threads is about training, which whyrec never does
+                warnings.filterwarnings("ignore", ".*BLAS is configured", RuntimeWarning)
+                trained = (als_cls if kind == "als" else bpr_cls).load(str(directory / MODEL_FILE))
             matrix = sp.load_npz(directory / MATRIX_FILE)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"{directory}: cannot read the implicit model ({exc})") from exc
