@@ -18,7 +18,11 @@ from whyrec.models.outside import OutsideModel
 
 implicit_als = pytest.importorskip("implicit.cpu.als")
 implicit_bpr = pytest.importorskip("implicit.cpu.bpr")
-from whyrec.models.adapters.implicit import ImplicitScorer, interaction_matrix  # noqa: E402
+from whyrec.models.adapters.implicit import (  # noqa: E402
+    ImplicitScorer,
+    bpr_optimum,
+    interaction_matrix,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -131,26 +135,51 @@ def test_bpr_known_user_scores_with_its_learned_vector(bpr_model, matrix):
         np.testing.assert_allclose(ours.scores, scores, rtol=1e-4, atol=1e-5)
 
 
-def test_bpr_removal_moves_the_vector_by_the_linear_fold_in(bpr_model, matrix):
-    bpr, model = bpr_model
-    x = matrix[0]
-    # the fold-in by hand: ridge regression of learned vectors on mean item factors
-    factors = bpr.item_factors[:, :-1].astype(np.float64)
-    rows = np.flatnonzero(np.diff(x.indptr) > 0)
+def test_bpr_optimum_maximises_the_users_bpr_loss(bpr_model):
+    bpr, _ = bpr_model
+    factors = bpr.item_factors.astype(np.float64)
+    positives = np.array([3, 10, 50, 172, 180])
+    reg = float(bpr.regularization)
 
-    def feats(cols):
-        return np.r_[factors[cols].mean(0), 1.0]
+    def objective(u):  # every (positive, negative) pair written out
+        x = factors[:, :-1] @ u + factors[:, -1]
+        negatives = np.setdiff1d(np.arange(len(factors)), positives)
+        diff = x[positives][:, None] - x[negatives][None, :]
+        return np.mean(-np.logaddexp(0.0, -diff)) - reg / 2 * u @ u
 
-    f = np.array([feats(x[r].indices) for r in rows])
-    w = np.linalg.solve(f.T @ f + 0.1 * np.eye(f.shape[1]), f.T @ bpr.user_factors[rows, :-1])
+    u = bpr_optimum(factors, positives, reg)
+    best = objective(u)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assert objective(u + 1e-2 * rng.standard_normal(len(u))) < best
+    assert not bpr_optimum(factors, np.array([], dtype=np.int64), reg).any()
+
+
+def test_bpr_removal_step_tracks_reoptimising(bpr_model):
+    _, model = bpr_model
     u = 300
-    hist = x[u].indices
-    item = int(model.recommend(u, history=hist, k=1).items[0])
-    got = model.counterfactual(item, u, history=hist, removals=[Removal(history=(2,))])
-    assert got[0][0] == pytest.approx(float(bpr.user_factors[u] @ bpr.item_factors[item]), 1e-4)
-    moved = bpr.user_factors[u, :-1] + (feats(np.delete(hist, 2)) - feats(hist)) @ w
-    want = float(np.r_[moved, 1.0] @ bpr.item_factors[item])
-    assert got[1][0] == pytest.approx(want, rel=1e-4, abs=1e-5)
+    hist = model.histories[u]
+    item = int(model.recommend(u, k=1).items[0])
+    removals = [(p,) for p in range(len(hist))] + [(0, 1, 2)]
+    own = model.scorer.counterfactual_scores(hist, u, removals)
+    # re-scoring each shorter history re-optimises the loss fully (no one-step estimate)
+    exact = model.score_batch(
+        [hist, *(np.delete(hist, r) for r in removals)], np.full(len(removals) + 1, u)
+    )
+    np.testing.assert_allclose(own[0], exact[0], rtol=1e-5, atol=1e-5)
+    one_step, full = own[0, item] - own[1:, item], exact[0, item] - exact[1:, item]
+    assert np.corrcoef(one_step, full)[0, 1] > 0.99
+    assert np.abs(one_step - full).max() < 0.1 * np.abs(full).max()
+
+
+def test_bpr_unknown_user_gets_the_optimum_of_its_history(ml, matrix):
+    x, users, items = matrix
+    bpr = _bpr(x[1:])
+    model = OutsideModel.wrap(ImplicitScorer(bpr, x[1:], user_ids=users[1:], item_ids=items), ml)
+    factors = bpr.item_factors.astype(np.float64)
+    hist = model.histories[0]  # user "1" is not in the model
+    u = bpr_optimum(factors, np.unique(hist), float(bpr.regularization))
+    np.testing.assert_allclose(model.score(user=0), np.r_[u, 1.0] @ factors.T, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------ save/load

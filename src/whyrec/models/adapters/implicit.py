@@ -20,14 +20,16 @@ score for the shorter history (the full history is scored the same way, never wi
 stored ``user_factors``); :meth:`ImplicitScorer.counterfactual_scores` batches those
 solves.
 
-**BPR** (approximate). implicit has no fold-in for BPR. A known user keeps the learned
-vector; a history changes it by what a *linear fold-in* predicts: ``fold(h) = W ·
-[mean of the history's item factors, 1]``, ``W`` fitted by ridge regression of the
-learned user vectors on their training rows (``fold_in_ridge``). The vector for history
-``h`` is ``learned + fold(h) − fold(training row)`` (exactly the learned vector for the
-training history); a user the model does not know gets ``fold(h)``. So BPR evidence is
-the change that fold-in predicts, not a retrained model: see
-``docs/outside-models.md`` for how close it is.
+**BPR** (approximate). implicit has no fold-in for BPR (its user vectors come from SGD).
+The adapter re-optimises BPR's own loss for one user with the item factors frozen —
+``u*(P) = argmax_u mean over (i ∈ P, j ∉ P) of log σ(x_ui − x_uj) − (λ/2)|u|²``, the
+point implicit's SGD updates of that user move towards — by Newton's method. A known
+user's vector for history ``h`` is ``learned + u*(h) − u*(training row)`` (the learned
+vector itself for the training history, so recommendations are implicit's own); a user
+the model does not know gets ``u*(h)``. A removal's score is one Newton step from
+``u*(h)`` on the loss without the removed items (the full history's Hessian), batched
+for all removals: an influence-function estimate of re-optimising, not a retrained
+model (see ``docs/outside-models.md`` for how close it is).
 """
 
 from __future__ import annotations
@@ -123,11 +125,10 @@ class ImplicitScorer:
     the confidences before implicit's ``alpha``); ``user_ids`` / ``item_ids``: the
     source ids of its rows and columns (default: the dataset's users and items in order,
     as :func:`interaction_matrix` builds them). ``default_confidence``: the confidence of
-    a history item that is not in the user's training row (ALS). ``fold_in_ridge``: the
-    ridge of BPR's linear fold-in. ``attribution_window``: how many of the most recent
-    history items the evidence tries removing (0: all — order means nothing to a matrix
-    factorisation). The model's ``num_threads`` is set to whyrec's thread count
-    (``$WHYREC_THREADS``, else the available cores).
+    a history item that is not in the user's training row (ALS). ``attribution_window``:
+    how many of the most recent history items the evidence tries removing (0: all —
+    order means nothing to a matrix factorisation). The model's ``num_threads`` is set to
+    whyrec's thread count (``$WHYREC_THREADS``, else the available cores).
     """
 
     uses_history = True
@@ -140,7 +141,6 @@ class ImplicitScorer:
         user_ids: Sequence[Any] | None = None,
         item_ids: Sequence[Any] | None = None,
         default_confidence: float = 1.0,
-        fold_in_ridge: float = 0.1,
         attribution_window: int = 0,
     ) -> None:
         import scipy.sparse as sp
@@ -194,12 +194,11 @@ class ImplicitScorer:
         self.user_ids = _check_ids(user_ids, matrix.shape[0], "user")
         self.item_ids = _check_ids(item_ids, matrix.shape[1], "item")
         self.default_confidence = float(default_confidence)
-        self.fold_in_ridge = float(fold_in_ridge)
         self.attribution_window = int(attribution_window)
         self.adapter = f"implicit-{self.kind}"
         self.item_map: ItemMap | None = None
         self.user_rows: np.ndarray | None = None
-        self._fold: np.ndarray | None = None
+        self._trained_optimum: dict[int, np.ndarray] = {}  # BPR: u*(training row)
 
     # ------------------------------------------------------------- binding
     def bind(self, model: Any) -> None:
@@ -224,8 +223,6 @@ class ImplicitScorer:
         self.item_map = ItemMap.from_ids(whyrec_items, self.item_ids)
         rows = {u: r for r, u in enumerate(self.user_ids)}
         self.user_rows = np.array([rows.get(u, -1) for u in whyrec_users], dtype=np.int64)
-        if self.kind == "bpr":
-            self._fold = self._fit_fold_in()
 
     def _bound(self) -> tuple[ItemMap, np.ndarray]:
         if self.item_map is None or self.user_rows is None:
@@ -304,42 +301,46 @@ class ImplicitScorer:
         return np.atleast_2d(self.model.recalculate_user(np.arange(len(rows)), matrix))
 
     def user_vectors_bpr(self, histories: Sequence[np.ndarray], rows: Sequence[int]) -> Any:
-        """BPR user vectors: learned + fold(history) − fold(training row) for known users,
-        fold(history) for others; the last column (item bias) is 1."""
-        fold = self._fold_in([np.unique(self._positions(h, -1)[0]) for h in histories])
-        known = np.array(rows, dtype=np.int64)
-        has = known >= 0
-        if has.any():
-            ui = self.user_items
-            train = [ui.indices[ui.indptr[r] : ui.indptr[r + 1]] for r in known[has]]
-            fold[has] += self.model.user_factors[known[has], :-1] - self._fold_in(train)
-        return np.hstack([fold, np.ones((len(fold), 1))]).astype(np.float32)
+        """BPR user vectors: learned + u*(history) − u*(training row) for known users,
+        u*(history) for others (:func:`bpr_optimum`); the last column (bias) is 1."""
+        out = np.ones((len(histories), self.model.item_factors.shape[1]), dtype=np.float64)
+        for n, (hist, row) in enumerate(zip(histories, rows, strict=True)):
+            out[n, :-1] = self._bpr_vector(self._positives(hist), row)[0]
+        return out.astype(np.float32)
 
-    def _features(self, column_sets: Sequence[np.ndarray]) -> np.ndarray:
-        """Mean item factor (bias column left out) of each set of columns, then a 1."""
-        factors = self.model.item_factors[:, :-1].astype(np.float64)
-        out = np.zeros((len(column_sets), factors.shape[1] + 1))
-        out[:, -1] = 1.0
-        for i, cols in enumerate(column_sets):
-            cols = cols[cols >= 0]
-            if len(cols):
-                out[i, :-1] = factors[cols].mean(0)
-        return out
+    def _positives(self, history: np.ndarray) -> np.ndarray:
+        cols = self._positions(history, -1)[0]
+        return np.unique(cols[cols >= 0])
 
-    def _fold_in(self, column_sets: Sequence[np.ndarray]) -> np.ndarray:
-        assert self._fold is not None
-        return self._features(column_sets) @ self._fold
-
-    def _fit_fold_in(self) -> np.ndarray:
-        """Ridge regression of the learned user vectors on their training rows' features."""
+    def _bpr_vector(self, positives: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the user's vector, u*(positives)) without the bias column."""
+        factors = self._factors64()
+        if row < 0:
+            optimum = bpr_optimum(factors, positives, self.model.regularization)
+            return optimum, optimum
+        learned = self.model.user_factors[row, :-1].astype(np.float64)
         ui = self.user_items
-        rows = np.flatnonzero(np.diff(ui.indptr) > 0)
-        if len(rows) == 0:
-            raise ModelError("implicit adapter: user_items has no interactions")
-        feats = self._features([ui.indices[ui.indptr[r] : ui.indptr[r + 1]] for r in rows])
-        target = self.model.user_factors[rows, :-1].astype(np.float64)
-        gram = feats.T @ feats + self.fold_in_ridge * np.eye(feats.shape[1])
-        return np.linalg.solve(gram, feats.T @ target)
+        trained = ui.indices[ui.indptr[row] : ui.indptr[row + 1]]
+        if np.array_equal(positives, trained):
+            return learned, self._trained(row)
+        optimum = bpr_optimum(factors, positives, self.model.regularization)
+        return learned + optimum - self._trained(row), optimum
+
+    def _trained(self, row: int) -> np.ndarray:
+        """u* of a training row (cached: the same for every history of that user)."""
+        if row not in self._trained_optimum:
+            ui = self.user_items
+            cols = ui.indices[ui.indptr[row] : ui.indptr[row + 1]]
+            self._trained_optimum[row] = bpr_optimum(
+                self._factors64(), cols, self.model.regularization
+            )
+        return self._trained_optimum[row]
+
+    def _factors64(self) -> np.ndarray:
+        cached = getattr(self, "_item_factors64", None)
+        if cached is None or cached.shape != self.model.item_factors.shape:
+            cached = self._item_factors64 = self.model.item_factors.astype(np.float64)
+        return cached
 
     # ----------------------------------------------------- counterfactuals
     def counterfactual_scores(
@@ -349,16 +350,14 @@ class ImplicitScorer:
 
         ALS: the closed-form solve ``recalculate_user`` does, in float64, for every
         variant in one batch (the base system updated by the removed items' rank-one
-        terms). BPR: the fold-in of :meth:`user_vectors_bpr` for each variant.
+        terms). BPR: one Newton step from the full history's optimum for each variant
+        (:func:`bpr_removal_steps`), added to the full history's vector.
         """
-        from whyrec.models.outside import drop_positions_all
-
         item_map, _ = self._bound()
         row = self._row(user)
         if self.kind == "bpr":
-            variants = drop_positions_all(np.asarray(history), removals)
-            vectors = self.user_vectors_bpr(variants, [row] * len(variants))
-            return item_map.to_items(vectors @ self.model.item_factors.T)
+            vectors = self._bpr_variants(np.asarray(history), row, removals)
+            return item_map.to_items((vectors @ self._factors64().T).astype(np.float32))
         vectors = self._als_variants(np.asarray(history), row, removals)
         return item_map.to_items(
             (vectors @ self.model.item_factors.T.astype(np.float64)).astype(np.float32)
@@ -409,6 +408,25 @@ class ImplicitScorer:
             b_stack[v] += yt.T @ (nb - ob)
         return np.linalg.solve(a_stack, b_stack[..., None])[..., 0]
 
+    def _bpr_variants(
+        self, history: np.ndarray, row: int, removals: Sequence[tuple[int, ...]]
+    ) -> np.ndarray:
+        cols = self._positions(history, -1)[0]
+        positives = np.unique(cols[cols >= 0])
+        vector, optimum = self._bpr_vector(positives, row)
+        removed = []
+        for positions in removals:
+            pos = _kept_removal(positions, len(history))
+            kept = np.delete(cols, pos)
+            removed.append(np.setdiff1d(positives, kept[kept >= 0]))
+        steps = bpr_removal_steps(
+            self._factors64(), positives, optimum, self.model.regularization, removed
+        )
+        out = np.ones((1 + len(removals), self.model.item_factors.shape[1]))
+        out[0, :-1] = vector
+        out[1:, :-1] = vector + steps
+        return out
+
     # ------------------------------------------------------------------ io
     def save(self, directory: Path) -> None:
         import scipy.sparse as sp
@@ -423,7 +441,6 @@ class ImplicitScorer:
                 "user_ids": self.user_ids,
                 "item_ids": self.item_ids,
                 "default_confidence": self.default_confidence,
-                "fold_in_ridge": self.fold_in_ridge,
                 "attribution_window": self.attribution_window,
             },
         )
@@ -453,7 +470,6 @@ class ImplicitScorer:
             user_ids=settings.get("user_ids"),
             item_ids=settings.get("item_ids"),
             default_confidence=settings.get("default_confidence", 1.0),
-            fold_in_ridge=settings.get("fold_in_ridge", 0.1),
             attribution_window=settings.get("attribution_window", 0),
         )
         scorer.bind(model)
@@ -477,3 +493,92 @@ def _read_settings(path: Path) -> dict[str, Any]:
     if not isinstance(settings, dict) or settings.get("kind") not in KINDS:
         raise ModelError(f"{path}: expected an object with 'kind' 'als' or 'bpr'")
     return settings
+
+
+# ----------------------------------------------------------------- BPR fold-in
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _bpr_terms(
+    factors: np.ndarray, positives: np.ndarray, u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """At ``u``: z[i, j] = σ(x_uj − x_ui) over (positive i, negative j), the positives'
+    and negatives' factors (bias column last) and the negatives' mask."""
+    negative = np.ones(len(factors), dtype=bool)
+    negative[positives] = False
+    vp, vn = factors[positives], factors[negative]
+    sp_ = vp[:, :-1] @ u + vp[:, -1]
+    sn = vn[:, :-1] @ u + vn[:, -1]
+    z = _sigmoid(sn[None, :] - sp_[:, None])
+    return z, vp[:, :-1], vn[:, :-1], sp_, negative
+
+
+def _bpr_hessian(z: np.ndarray, vp: np.ndarray, vn: np.ndarray, reg: float) -> np.ndarray:
+    """The negated Hessian of the mean BPR loss plus the ridge (positive definite)."""
+    h = z * (1.0 - z)
+    cross = vp.T @ (h @ vn)
+    hess = (vp.T * h.sum(1)) @ vp + (vn.T * h.sum(0)) @ vn - cross - cross.T
+    return hess / max(z.size, 1) + reg * np.eye(vp.shape[1])
+
+
+def bpr_optimum(
+    factors: np.ndarray, positives: np.ndarray, reg: float, *, tol: float = 1e-7
+) -> np.ndarray:
+    """``argmax_u mean_{i ∈ P, j ∉ P} log σ(u·(v_i − v_j) + b_i − b_j) − reg/2 |u|²``:
+    BPR's loss for one user, the item factors (bias last) frozen; Newton's method (the
+    objective is strictly concave). No positives (or nothing else): ``u = 0``."""
+    dims = factors.shape[1] - 1
+    u = np.zeros(dims)
+    if len(positives) == 0 or len(positives) >= len(factors):
+        return u
+    for _ in range(100):
+        z, vp, vn, _, _ = _bpr_terms(factors, positives, u)
+        grad = (z.sum(1) @ vp - z.sum(0) @ vn) / z.size - reg * u
+        step = np.linalg.solve(_bpr_hessian(z, vp, vn, reg), grad)
+        u = u + step
+        if np.abs(step).max() < tol:
+            break
+    return u
+
+
+def bpr_removal_steps(
+    factors: np.ndarray,
+    positives: np.ndarray,
+    optimum: np.ndarray,
+    reg: float,
+    removed: Sequence[np.ndarray],
+) -> np.ndarray:
+    """For each set of removed positives K: one Newton step from ``optimum`` (= u*(P))
+    on the loss over (P∖K) × (negatives ∪ K), with u*(P)'s Hessian — the change of the
+    user's vector an influence function predicts. Rows of shape ``(len(removed), f)``."""
+    dims = factors.shape[1] - 1
+    out = np.zeros((len(removed), dims))
+    if len(positives) == 0 or not any(len(k) for k in removed):
+        return out
+    z, vp, vn, sp_, negative = _bpr_terms(factors, positives, optimum)
+    hess = _bpr_hessian(z, vp, vn, reg)
+    total = z.sum(1) @ vp - z.sum(0) @ vn  # Σ z_ij (v_i − v_j) over all pairs
+    rows = z.sum(1)
+    lost = rows[:, None] * vp - z @ vn  # per positive k: Σ_j z_kj (v_k − v_j)
+    q = _sigmoid(sp_[:, None] - sp_[None, :])  # q[k, i] = σ(x_uk − x_ui)
+    where = {int(c): n for n, c in enumerate(positives)}
+    n_pos, n_neg = len(positives), int(negative.sum())
+    grads = np.zeros((len(removed), dims))
+    for r, cols in enumerate(removed):
+        k = np.array([where[int(c)] for c in cols], dtype=np.int64)
+        if not len(k):
+            continue
+        if len(k) >= n_pos:  # no positive left: the ridge alone, u* = 0
+            out[r] = -optimum
+            continue
+        rest = np.ones(n_pos, dtype=bool)
+        rest[k] = False
+        gained = q[k][:, rest]  # new pairs (i kept, k now negative)
+        added = (gained.sum(0) @ vp[rest]) - gained.sum(1) @ vp[k]
+        pairs = (n_pos - len(k)) * (n_neg + len(k))
+        grads[r] = (total - lost[k].sum(0) + added) / pairs - reg * optimum
+    steps = np.linalg.solve(hess, grads.T).T
+    done = np.array([len(k) >= n_pos for k in removed])
+    out[~done] = steps[~done]
+    return out
