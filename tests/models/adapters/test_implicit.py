@@ -309,3 +309,12 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["explain", saved, "--user", "196", "-k", "3", "--no-llm"])
     assert result.exit_code == 0, result.output
     assert explanations[0].title in result.output
+
+
+def test_threads_follow_whyrec_setting(monkeypatch, matrix):
+    x = matrix[0]
+    als = _als(x[:50, :200], factors=4, iterations=1)
+    monkeypatch.setenv("WHYREC_THREADS", "2")
+    assert ImplicitScorer(als, x[:50, :200]).model.num_threads == 2
+    monkeypatch.setenv("WHYREC_THREADS", "1")
+    assert ImplicitScorer(als, x[:50, :200]).model.num_threads == 1

@@ -323,8 +323,9 @@ class ImplicitScorer:
         trained = ui.indices[ui.indptr[row] : ui.indptr[row + 1]]
         if np.array_equal(positives, trained):
             return learned, self._trained(row)
-        optimum = bpr_optimum(factors, positives, self.model.regularization)
-        return learned + optimum - self._trained(row), optimum
+        trained_optimum = self._trained(row)  # a warm start: histories differ a little
+        optimum = bpr_optimum(factors, positives, self.model.regularization, start=trained_optimum)
+        return learned + optimum - trained_optimum, optimum
 
     def _trained(self, row: int) -> np.ndarray:
         """u* of a training row (cached: the same for every history of that user)."""
@@ -523,15 +524,21 @@ def _bpr_hessian(z: np.ndarray, vp: np.ndarray, vn: np.ndarray, reg: float) -> n
 
 
 def bpr_optimum(
-    factors: np.ndarray, positives: np.ndarray, reg: float, *, tol: float = 1e-7
+    factors: np.ndarray,
+    positives: np.ndarray,
+    reg: float,
+    *,
+    start: np.ndarray | None = None,
+    tol: float = 1e-7,
 ) -> np.ndarray:
     """``argmax_u mean_{i ∈ P, j ∉ P} log σ(u·(v_i − v_j) + b_i − b_j) − reg/2 |u|²``:
     BPR's loss for one user, the item factors (bias last) frozen; Newton's method (the
-    objective is strictly concave). No positives (or nothing else): ``u = 0``."""
+    objective is strictly concave), from ``start`` (default 0). No positives (or nothing
+    else): ``u = 0``."""
     dims = factors.shape[1] - 1
-    u = np.zeros(dims)
     if len(positives) == 0 or len(positives) >= len(factors):
-        return u
+        return np.zeros(dims)
+    u = np.zeros(dims) if start is None else np.array(start, dtype=np.float64)
     for _ in range(100):
         z, vp, vn, _, _ = _bpr_terms(factors, positives, u)
         grad = (z.sum(1) @ vp - z.sum(0) @ vn) / z.size - reg * u
