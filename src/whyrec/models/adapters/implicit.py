@@ -51,6 +51,8 @@ SETTINGS_FILE = "settings.json"
 MODEL_FILE = "model.npz"
 MATRIX_FILE = "user_items.npz"
 KINDS = ("als", "bpr")
+#: BPR: how many users' training-row optima are kept (one ``f``-vector each)
+TRAINED_CACHE = 100_000
 
 
 def _implicit_classes() -> tuple[type, type]:
@@ -329,13 +331,16 @@ class ImplicitScorer:
 
     def _trained(self, row: int) -> np.ndarray:
         """u* of a training row (cached: the same for every history of that user)."""
-        if row not in self._trained_optimum:
+        cache = self._trained_optimum
+        found = cache.get(row)
+        if found is None:
             ui = self.user_items
             cols = ui.indices[ui.indptr[row] : ui.indptr[row + 1]]
-            self._trained_optimum[row] = bpr_optimum(
-                self._factors64(), cols, self.model.regularization
-            )
-        return self._trained_optimum[row]
+            found = bpr_optimum(self._factors64(), cols, self.model.regularization)
+            if len(cache) >= TRAINED_CACHE:  # bounded: drop the oldest entry
+                cache.pop(next(iter(cache), None), None)
+            cache[row] = found
+        return found
 
     def _factors64(self) -> np.ndarray:
         cached = getattr(self, "_item_factors64", None)
