@@ -141,7 +141,7 @@ def test_bad_configuration(ds, model):
         evaluate_explanations(model, dataset=ds, users=1, systems=["lane"])
     with pytest.raises(ConfigError, match="unknown system"):
         evaluate_explanations(model, dataset=ds, users=1, systems=["gpt"])
-    with pytest.raises(ConfigError, match="LANE model"):
+    with pytest.raises(ConfigError, match="scores depend on the history"):
         evaluate_explanations(object(), dataset=ds)
 
 

@@ -38,20 +38,24 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def thread_count() -> int:
+    """Threads whyrec's compute uses: ``$WHYREC_THREADS``, else every available core."""
+    env = os.environ.get("WHYREC_THREADS", "").strip()
+    if not env:
+        return available_cores()
+    try:
+        return max(1, int(env))
+    except ValueError:
+        raise ConfigError(f"WHYREC_THREADS must be an integer, got {env!r}") from None
+
+
 def configure_threads() -> None:
     """Use every available core for torch's intra-op parallelism (``$WHYREC_THREADS`` wins).
 
     On a machine shared with other busy processes, fewer threads than cores can be
     much faster (OpenMP threads wait on each other); set ``WHYREC_THREADS=1`` there.
     """
-    env = os.environ.get("WHYREC_THREADS", "").strip()
-    if env:
-        try:
-            n = max(1, int(env))
-        except ValueError:
-            raise ConfigError(f"WHYREC_THREADS must be an integer, got {env!r}") from None
-    else:
-        n = available_cores()
+    n = thread_count()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
