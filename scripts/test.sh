@@ -4,7 +4,7 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/bootstrap.sh local,dev,ray,tune,postgres || exit 1
+bash scripts/bootstrap.sh local,dev,ray,tune,postgres,implicit || exit 1
 
 # the browser tests drive Debian's Chromium; CI must have it, a local run may skip them
 if ! bash scripts/ensure_chromium.sh; then

@@ -34,6 +34,8 @@ from whyrec.errors import ConfigError, ModelError
 from whyrec.models.base import ModelConfig, Recommender
 
 ENTRY_POINT_GROUP = "whyrec.adapters"
+#: the adapter's settings, beside its own files in ``adapter/``
+SETTINGS_FILE = "settings.json"
 #: where a saved outside model keeps its adapter's own files
 ADAPTER_DIR = "adapter"
 
@@ -236,6 +238,24 @@ class OutsideModel(Recommender):
 
 
 # ------------------------------------------------------------------ adapters
+def read_adapter_settings(directory: Path, required: Sequence[str] = ()) -> dict[str, Any]:
+    """An adapter's ``settings.json`` (a JSON object with at least ``required`` keys); a
+    missing file, invalid JSON or a missing key is a :class:`ModelError` naming the file."""
+    import json
+
+    path = Path(directory) / SETTINGS_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing: the adapter's settings were not saved")
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(settings, dict) or not set(required) <= set(settings):
+        have = sorted(settings) if isinstance(settings, dict) else type(settings).__name__
+        raise ModelError(f"{path}: expected an object with {sorted(required)}, got {have}")
+    return settings
+
+
 _ADAPTERS: dict[str, str | type] = {
     "callable": "whyrec.models.adapters.plain:CallableScorer",
     "import": "whyrec.models.adapters.plain:ImportedScorer",

@@ -34,7 +34,6 @@ model (see ``docs/outside-models.md`` for how close it is).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,10 +43,9 @@ import numpy as np
 
 from whyrec.errors import ModelError
 from whyrec.io import write_json
-from whyrec.models.outside import ItemMap
+from whyrec.models.outside import SETTINGS_FILE, ItemMap, read_adapter_settings
 
 INSTALL_HINT = "pip install 'whyrec[implicit]'"
-SETTINGS_FILE = "settings.json"
 MODEL_FILE = "model.npz"
 MATRIX_FILE = "user_items.npz"
 KINDS = ("als", "bpr")
@@ -457,7 +455,12 @@ class ImplicitScorer:
 
         als_cls, bpr_cls = _implicit_classes()
         directory = Path(directory)
-        settings = _read_settings(directory / SETTINGS_FILE)
+        settings = read_adapter_settings(directory, ["kind"])
+        if settings["kind"] not in KINDS:
+            raise ModelError(
+                f"{directory / SETTINGS_FILE}: 'kind' must be one of {sorted(KINDS)}, "
+                f"got {settings['kind']!r}"
+            )
         for name in (MODEL_FILE, MATRIX_FILE):
             if not (directory / name).is_file():
                 raise ModelError(f"{directory / name} is missing: the implicit model was not saved")
@@ -487,18 +490,6 @@ def _kept_removal(positions: Sequence[int], n: int) -> list[int]:
     (removing every item leaves the history as it is)."""
     pos = sorted({int(p) for p in positions})
     return [] if len(pos) >= n else pos
-
-
-def _read_settings(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelError(f"{path} is missing: the adapter's settings were not saved")
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(settings, dict) or settings.get("kind") not in KINDS:
-        raise ModelError(f"{path}: expected an object with 'kind' 'als' or 'bpr'")
-    return settings
 
 
 # ----------------------------------------------------------------- BPR fold-in

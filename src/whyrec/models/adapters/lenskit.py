@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,9 +43,8 @@ import numpy as np
 
 from whyrec.errors import ModelError
 from whyrec.io import write_json
-from whyrec.models.outside import ItemMap
+from whyrec.models.outside import SETTINGS_FILE, ItemMap, read_adapter_settings
 
-SETTINGS_FILE = "settings.json"
 MODEL_FILE = "lenskit.pkl"
 INSTALL_HINT = "pip install 'whyrec[lenskit]'"
 
@@ -159,6 +157,9 @@ class LensKitScorer:
         self._user_vocab = users if isinstance(users, Vocabulary) else None
         prefer = getattr(getattr(component, "config", None), "user_embeddings", None) == "prefer"
         self.uses_history = (not prefer) if uses_history is None else bool(uses_history)
+        #: LensKit reads a history as a set: evidence tries removing every item, not only
+        #: the most recent (0 = the whole history; see OutsideModel.attribution)
+        self.attribution_window = 0
         self._direct = self.pipeline is None or _standard_wiring(self.pipeline, self.node)
         self._lookup = (
             None
@@ -282,7 +283,10 @@ class LensKitScorer:
     def load(cls, directory: Path, model: Any) -> LensKitScorer:
         """Read what :meth:`save` wrote. Unpickles ``lenskit.pkl``: trusted sources only."""
         lk = _lenskit()
-        settings = _read_settings(directory)
+        settings = read_adapter_settings(
+            directory,
+            sorted({"kind", "node", "item_ids", "uses_history", "lenskit_version", "sha256"}),
+        )
         path = directory / MODEL_FILE
         if not path.is_file():
             raise ModelError(f"{path} is missing: the LensKit pipeline was not saved")
@@ -369,20 +373,3 @@ def _standard_wiring(pipeline: Any, node: str) -> bool:
         primary = pipeline.node_input_connections(items).get("primary")
         return isinstance(primary, InputNode) and primary.name == "items"
     return False
-
-
-def _read_settings(directory: Path) -> dict[str, Any]:
-    path = directory / SETTINGS_FILE
-    if not path.is_file():
-        raise ModelError(f"{path} is missing: the adapter's settings were not saved")
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    need = {"kind", "node", "item_ids", "uses_history", "lenskit_version", "sha256"}
-    if not isinstance(settings, dict) or not need <= set(settings):
-        have = sorted(settings) if isinstance(settings, dict) else type(settings).__name__
-        raise ModelError(f"{path}: expected an object with {sorted(need)}, got {have}")
-    if not isinstance(settings["item_ids"], list) or not settings["item_ids"]:
-        raise ModelError(f"{path}: field 'item_ids' must be a non-empty list of item ids")
-    return settings

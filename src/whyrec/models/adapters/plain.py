@@ -16,9 +16,7 @@ import numpy as np
 
 from whyrec.errors import ModelError
 from whyrec.io import write_json
-from whyrec.models.outside import ItemMap, import_object
-
-SETTINGS_FILE = "settings.json"
+from whyrec.models.outside import SETTINGS_FILE, ItemMap, import_object, read_adapter_settings
 
 
 def _item_map(model: Any, item_ids: Sequence[Any] | None) -> ItemMap:
@@ -33,9 +31,13 @@ class _Mapped:
     adapter = "plain"
     item_map: ItemMap | None = None
 
-    def __init__(self, item_ids: Sequence[Any] | None, uses_history: bool) -> None:
+    def __init__(
+        self, item_ids: Sequence[Any] | None, uses_history: bool, attribution_window: int
+    ) -> None:
         self.item_ids = None if item_ids is None else [str(i) for i in item_ids]
         self.uses_history = bool(uses_history)
+        #: how many of the most recent history items evidence tries removing (0: all)
+        self.attribution_window = int(attribution_window)
 
     def bind(self, model: Any) -> None:
         """Called by :meth:`OutsideModel.wrap` callers (and :meth:`load`) with the
@@ -62,7 +64,11 @@ class _Mapped:
         return self.item_map.to_items(scores)
 
     def _settings(self) -> dict[str, Any]:
-        return {"item_ids": self.item_ids, "uses_history": self.uses_history}
+        return {
+            "item_ids": self.item_ids,
+            "uses_history": self.uses_history,
+            "attribution_window": self.attribution_window,
+        }
 
 
 class CallableScorer(_Mapped):
@@ -70,6 +76,8 @@ class CallableScorer(_Mapped):
 
     Saved as the function's import path, so it must be a module-level function (a lambda
     or a closure can be explained in-process but not written to a model directory).
+    Evidence tries removing every history item (``attribution_window=0``); a function that
+    reads only the last N items can say ``attribution_window=N`` to save the calls.
     """
 
     adapter = "callable"
@@ -80,10 +88,11 @@ class CallableScorer(_Mapped):
         *,
         item_ids: Sequence[Any] | None = None,
         uses_history: bool = True,
+        attribution_window: int = 0,
     ) -> None:
         if not callable(fn):
             raise ModelError(f"callable adapter: {fn!r} is not callable")
-        super().__init__(item_ids, uses_history)
+        super().__init__(item_ids, uses_history, attribution_window)
         self.fn = fn
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None) -> np.ndarray:
@@ -102,9 +111,14 @@ class CallableScorer(_Mapped):
 
     @classmethod
     def load(cls, directory: Path, model: Any) -> CallableScorer:
-        settings = _read_settings(directory)
+        settings = read_adapter_settings(directory, ["uses_history"])
         fn = import_object(str(settings.get("function", "")), what="callable adapter function")
-        scorer = cls(fn, item_ids=settings.get("item_ids"), uses_history=settings["uses_history"])
+        scorer = cls(
+            fn,
+            item_ids=settings.get("item_ids"),
+            uses_history=settings["uses_history"],
+            attribution_window=settings.get("attribution_window", 0),
+        )
         scorer.bind(model)
         return scorer
 
@@ -132,7 +146,7 @@ class TorchScriptScorer(_Mapped):
     ) -> None:
         import torch
 
-        super().__init__(item_ids, uses_history)
+        super().__init__(item_ids, uses_history, max_len)  # older items never count
         if isinstance(module, str | Path):
             module = _load_torchscript(Path(module))
         if not isinstance(module, torch.jit.ScriptModule):
@@ -176,7 +190,7 @@ class TorchScriptScorer(_Mapped):
 
     @classmethod
     def load(cls, directory: Path, model: Any) -> TorchScriptScorer:
-        settings = _read_settings(directory)
+        settings = read_adapter_settings(directory, ["uses_history"])
         scorer = cls(
             _load_torchscript(directory / cls.FILE),
             item_ids=settings.get("item_ids"),
@@ -223,16 +237,3 @@ def _load_torchscript(path: Path) -> Any:
         return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"torchscript adapter: {path} is not a TorchScript file ({exc})") from exc
-
-
-def _read_settings(directory: Path) -> dict[str, Any]:
-    path = directory / SETTINGS_FILE
-    if not path.is_file():
-        raise ModelError(f"{path} is missing: the adapter's settings were not saved")
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(settings, dict) or "uses_history" not in settings:
-        raise ModelError(f"{path}: expected an object with 'uses_history'")
-    return settings
