@@ -279,6 +279,14 @@ class Recommender(ABC):
         ranks = ranks_of(scores, item, np.unique(hist))
         return [(float(scores[i, item]), int(ranks[i])) for i in range(len(hists))]
 
+    @property
+    def evidence_window(self) -> int:
+        """How many of the most recent history items the evidence tries removing (0: all):
+        the model's input length (``max_len``), else 50."""
+        from whyrec.models.attribution import DEFAULT_WINDOW
+
+        return int(getattr(self.config, "max_len", DEFAULT_WINDOW) or DEFAULT_WINDOW)
+
     def attribution(
         self,
         item: int,
@@ -291,11 +299,11 @@ class Recommender(ABC):
     ) -> Any:
         """Item-specific evidence: ``item``'s score and rank, then without each of the
         most recent ``window`` history items (the ``top_history`` largest drops kept)."""
-        from whyrec.models.attribution import DEFAULT_WINDOW, Attribution, Removal, history_effects
+        from whyrec.models.attribution import Attribution, Removal, history_effects
 
         self._check_fitted()
         u, hist = self._resolve(user, history)
-        win = window or int(getattr(self.config, "max_len", DEFAULT_WINDOW) or DEFAULT_WINDOW)
+        win = window or self.evidence_window or len(hist)
         positions = list(range(max(0, len(hist) - win), len(hist))) if len(hist) > 1 else []
         res = self.counterfactual(
             item, u, history=hist, removals=[Removal(history=(p,)) for p in positions], **context

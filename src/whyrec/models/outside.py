@@ -180,24 +180,11 @@ class OutsideModel(Recommender):
         ranks = ranks_of(scores, item, np.unique(hist))
         return [(float(scores[i, item]), int(ranks[i])) for i in range(len(scores))]
 
-    def attribution(
-        self,
-        item: int,
-        user: int | None = None,
-        *,
-        history: Sequence[int] | np.ndarray | None = None,
-        top_history: int = 5,
-        window: int | None = None,
-        **context: Any,
-    ) -> Any:
-        """As for every model; a scorer's ``attribution_window`` (0: the whole history)
-        replaces the default window of recent items when ``window`` is not given."""
+    @property
+    def evidence_window(self) -> int:
+        """The scorer's ``attribution_window`` (0: the whole history), else 50."""
         own = getattr(self.scorer, "attribution_window", None)
-        if window is None and own is not None:
-            window = int(own) if int(own) > 0 else np.iinfo(np.int64).max
-        return super().attribution(
-            item, user, history=history, top_history=top_history, window=window, **context
-        )
+        return super().evidence_window if own is None else int(own)
 
     # ----------------------------------------------------------------- io
     def _manifest(self) -> dict[str, Any]:

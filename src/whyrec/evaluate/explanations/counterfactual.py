@@ -87,7 +87,8 @@ def counterfactual_metrics(
     """The necessity and sufficiency figures of one explanation (see the module doc)."""
     from whyrec.models.attribution import Removal
 
-    window = int(getattr(model.config, "max_len", 50) or 50)
+    # the history items the model's evidence looks at (0: all of them)
+    window = int(getattr(model, "evidence_window", 50)) or len(case.history)
     prefs, positions = cited_evidence(str(case.text or ""), case, catalogue, window)
     out: dict[str, float | None] = {"cf_cited": float(len(prefs) + len(positions))}
     if not prefs and not positions:
