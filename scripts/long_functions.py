@@ -28,7 +28,6 @@ WAIVED: dict[str, int] = {
     "whyrec/batch/runner.py _run": 106,
     "whyrec/explain/grounding.py Catalogue.find_titles": 104,
     "whyrec/data/loaders/generic.py load_table": 102,
-    "whyrec/data/synth.py synthesize": 101,
 }
 
 
