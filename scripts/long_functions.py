@@ -27,7 +27,6 @@ WAIVED: dict[str, int] = {
     "whyrec/align/tuning.py train_surrogate": 106,
     "whyrec/batch/runner.py _run": 106,
     "whyrec/explain/grounding.py Catalogue.find_titles": 104,
-    "whyrec/data/loaders/generic.py load_table": 102,
 }
 
 
