@@ -26,7 +26,6 @@ WAIVED: dict[str, int] = {
     "whyrec/batch/ray_backend.py run_ray": 107,
     "whyrec/align/tuning.py train_surrogate": 106,
     "whyrec/batch/runner.py _run": 106,
-    "whyrec/explain/grounding.py Catalogue.find_titles": 104,
 }
 
 
