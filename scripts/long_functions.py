@@ -25,7 +25,6 @@ WAIVED: dict[str, int] = {
     "whyrec/cli/demo.py demo": 157,
     "whyrec/batch/ray_backend.py run_ray": 107,
     "whyrec/align/tuning.py train_surrogate": 106,
-    "whyrec/batch/runner.py _run": 106,
 }
 
 
