@@ -703,6 +703,55 @@ def _schedule(config: TuneConfig):
     return factor
 
 
+def _encode_samples(surrogate: Surrogate, samples: SampleSet, max_length: int) -> tuple[list, int]:
+    """The samples as token sequences, those longer than ``max_length`` left out (and
+    counted); none left is a DataError."""
+    encoded, skipped = [], 0
+    for n, s in enumerate(samples.samples):
+        e = surrogate.encode(s, where=f"sample {n}")
+        if len(e.prompt) + len(e.answer) > max_length:
+            skipped += 1
+            continue
+        encoded.append(e)
+    if not encoded:
+        raise DataError(
+            f"every sample is longer than max_length={max_length} tokens; raise it or "
+            "show fewer history titles"
+        )
+    return encoded, skipped
+
+
+def _optimizer(surrogate: Surrogate, config: TuneConfig) -> tuple[Any, Any]:
+    """AdamW over the trainable weights (the connectors at their own rate) and its
+    warm-up schedule."""
+    params = [p for p in surrogate.model.parameters() if p.requires_grad]
+    groups = [{"params": params, "lr": config.lr}]
+    if surrogate.connectors is not None:
+        groups.append(
+            {"params": list(surrogate.connectors.parameters()), "lr": config.connector_lr}
+        )
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    return optimizer, scheduler
+
+
+def _save_finished(
+    surrogate: Surrogate, samples: SampleSet, result: TrainResult, name: str, digest: str
+) -> None:
+    """Write the finished surrogate to ``result.path`` with what it was trained on."""
+    surrogate.manifest.update(
+        {
+            "name": name,
+            "forms": sorted({s.form for s in samples.samples}),
+            "tasks": sorted({s.task for s in samples.samples}),
+            "samples": {k: v for k, v in samples.info.items() if k != "states"},
+            "samples_digest": digest,
+            "training": {**result.summary(), "threads": torch.get_num_threads()},
+        }
+    )
+    surrogate.save(result.path)
+
+
 def train_surrogate(
     samples: SampleSet,
     out: str | Path,
@@ -728,27 +777,9 @@ def train_surrogate(
         raise ConfigError(f"{out} already holds a finished surrogate; use another directory")
     configure_threads()
     surrogate = Surrogate.create(config, samples, base_model=base_model)
-    encoded, skipped = [], 0
-    for n, s in enumerate(samples.samples):
-        e = surrogate.encode(s, where=f"sample {n}")
-        if len(e.prompt) + len(e.answer) > config.max_length:
-            skipped += 1
-            continue
-        encoded.append(e)
-    if not encoded:
-        raise DataError(
-            f"every sample is longer than max_length={config.max_length} tokens; raise it or "
-            "show fewer history titles"
-        )
+    encoded, skipped = _encode_samples(surrogate, samples, config.max_length)
     tables = surrogate._tables(samples)
-    params = [p for p in surrogate.model.parameters() if p.requires_grad]
-    groups = [{"params": params, "lr": config.lr}]
-    if surrogate.connectors is not None:
-        groups.append(
-            {"params": list(surrogate.connectors.parameters()), "lr": config.connector_lr}
-        )
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    optimizer, scheduler = _optimizer(surrogate, config)
     identity = {
         "samples": samples_digest(samples),
         "config": {
@@ -804,17 +835,7 @@ def train_surrogate(
     surrogate.train(False)
     result = TrainResult(out / "model", step, elapsed, losses, skipped, resumed, len(encoded))
     if step >= config.steps:
-        surrogate.manifest.update(
-            {
-                "name": name or out.name,
-                "forms": sorted({s.form for s in samples.samples}),
-                "tasks": sorted({s.task for s in samples.samples}),
-                "samples": {k: v for k, v in samples.info.items() if k != "states"},
-                "samples_digest": identity["samples"],
-                "training": {**result.summary(), "threads": torch.get_num_threads()},
-            }
-        )
-        surrogate.save(out / "model")
+        _save_finished(surrogate, samples, result, name or out.name, identity["samples"])
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     surrogate.model.eval()
     result.surrogate = surrogate

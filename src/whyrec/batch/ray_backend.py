@@ -194,34 +194,10 @@ def run_ray(
     if not items:
         return
     ray = _import_ray()
-    started_here = False
     address = opts.ray_address or os.environ.get("RAY_ADDRESS") or None
-    if not ray.is_initialized():
-        env = {}
-        key_env = getattr(settings, "api_key_env", None)
-        if not settings.is_local and key_env and os.environ.get(key_env):
-            env[key_env] = os.environ[key_env]  # the endpoint's key, for remote workers
-        runtime_env = {"env_vars": env} if env else None
-        try:
-            if address:
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-            else:
-                ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
-        except Exception as exc:
-            where = f"the Ray cluster at {printable_text(address, 200)}" if address else "Ray"
-            hint = (
-                "; a cluster started with Ray's token authentication (the default of "
-                "'ray start --head' since Ray 2.5x) also needs RAY_AUTH_MODE=token and the "
-                "cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token) in the driver's "
-                "environment (docs/batch.md, 'Running on a Ray cluster')"
-                if address
-                else ""
-            )
-            raise RayStageError(
-                f"--backend ray: could not start or join {where}: "
-                f"{type(exc).__name__}: {printable_text(exc, 600)}{hint}"
-            ) from None
-        started_here = True
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init_ray(ray, settings, address)
     local_ray = started_here and not address  # a Ray found running may be a cluster
     ctx = ray.data.DataContext.get_current()
     saved = {
@@ -235,23 +211,12 @@ def run_ray(
         if hasattr(ctx, name)
     }
     try:
-        ctx.enable_progress_bars = False
-        if hasattr(ctx, "print_on_execution_start"):
-            ctx.print_on_execution_start = False
         by_key = {it.key: it for it in items}
         rows = [{"key": it.key, "requests": json.dumps(it.requests)} for it in items]
         cpus = opts.cpus_per_actor
         if cpus is None:
             cpus = float(settings.n_threads) if settings.is_local else 1.0
-        if hasattr(ctx, "wait_for_min_actors_s"):
-            # all actors up before work is handed out, so the first one to start does not
-            # take every batch; only when the cluster can hold them all
-            fits = actors_that_fit(_node_cpus(ray), float(cpus)) >= opts.actors
-            ctx.wait_for_min_actors_s = int(ACTOR_START_TIMEOUT_S) if fits else -1
-        if hasattr(ctx, "max_tasks_in_flight_per_actor"):
-            # one batch per actor at a time: otherwise Ray Data queues batches on the actor
-            # next to the data (the driver's node) and the other nodes' actors stay idle
-            ctx.max_tasks_in_flight_per_actor = 1
+        _configure_data_context(ctx, ray, float(cpus), opts.actors)
         per_actor_qps = opts.qps / opts.actors if opts.qps else None
         batch, blocks = batch_plan(len(rows), opts.ray_batch_size, opts.actors)
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
@@ -284,19 +249,70 @@ def run_ray(
             module = type(exc).__module__
             if not isinstance(exc, ray.exceptions.RayError) and module.split(".")[0] != "ray":
                 raise
-            cause = _root_cause(exc)
-            raise RayStageError(
-                f"--backend ray: the LLM stage failed on Ray"
-                f"{' at ' + printable_text(address, 200) if address else ''}: "
-                f"{printable_text(cause, 800)}. Every node needs the same whyrec installed "
-                "(and the model file, for local models); see docs/batch.md, "
-                "'Running on a Ray cluster'. Finished items are kept; rerun to resume."
-            ) from None
+            raise _stage_failed(exc, address) from None
     finally:
         for name, value in saved.items():
             setattr(ctx, name, value)
         if started_here:
             ray.shutdown()
+
+
+def _init_ray(ray: Any, settings: Any, address: str | None) -> None:
+    """Start a local Ray, or join the cluster at ``address``; an endpoint's API key goes
+    along to the workers. A failure is a :class:`RayStageError` saying what to check."""
+    env = {}
+    key_env = getattr(settings, "api_key_env", None)
+    if not settings.is_local and key_env and os.environ.get(key_env):
+        env[key_env] = os.environ[key_env]  # the endpoint's key, for remote workers
+    runtime_env = {"env_vars": env} if env else None
+    try:
+        if address:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    except Exception as exc:
+        where = f"the Ray cluster at {printable_text(address, 200)}" if address else "Ray"
+        hint = (
+            "; a cluster started with Ray's token authentication (the default of "
+            "'ray start --head' since Ray 2.5x) also needs RAY_AUTH_MODE=token and the "
+            "cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token) in the driver's "
+            "environment (docs/batch.md, 'Running on a Ray cluster')"
+            if address
+            else ""
+        )
+        raise RayStageError(
+            f"--backend ray: could not start or join {where}: "
+            f"{type(exc).__name__}: {printable_text(exc, 600)}{hint}"
+        ) from None
+
+
+def _configure_data_context(ctx: Any, ray: Any, cpus: float, actors: int) -> None:
+    """Ray Data settings for the LLM stage (the caller saved the old values): quiet, all
+    actors up before work is handed out (when they fit), one batch per actor at a time."""
+    ctx.enable_progress_bars = False
+    if hasattr(ctx, "print_on_execution_start"):
+        ctx.print_on_execution_start = False
+    if hasattr(ctx, "wait_for_min_actors_s"):
+        # all actors up before work is handed out, so the first one to start does not
+        # take every batch; only when the cluster can hold them all
+        fits = actors_that_fit(_node_cpus(ray), cpus) >= actors
+        ctx.wait_for_min_actors_s = int(ACTOR_START_TIMEOUT_S) if fits else -1
+    if hasattr(ctx, "max_tasks_in_flight_per_actor"):
+        # one batch per actor at a time: otherwise Ray Data queues batches on the actor
+        # next to the data (the driver's node) and the other nodes' actors stay idle
+        ctx.max_tasks_in_flight_per_actor = 1
+
+
+def _stage_failed(exc: BaseException, address: str | None) -> RayStageError:
+    """The error for a Ray failure while the LLM stage ran, with its root cause."""
+    cause = _root_cause(exc)
+    return RayStageError(
+        f"--backend ray: the LLM stage failed on Ray"
+        f"{' at ' + printable_text(address, 200) if address else ''}: "
+        f"{printable_text(cause, 800)}. Every node needs the same whyrec installed "
+        "(and the model file, for local models); see docs/batch.md, "
+        "'Running on a Ray cluster'. Finished items are kept; rerun to resume."
+    )
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -128,17 +128,7 @@ def _run(
     start: float,
 ) -> BatchReport:
     notes = store.reconciled.notes()
-    selected_users = job.users(users)
-    keys_by_user = {u: job.keys_of(u) for u in selected_users}
-    all_keys = [k for u in selected_users for k in keys_by_user[u]]
-    done = store.done_keys()
-    failed = store.failures()
-    if opts.retry_failed:
-        fallback = store.fallback_keys()
-        todo = {k for k in all_keys if k in failed or k in fallback}
-    else:
-        todo = {k for k in all_keys if k not in done and k not in failed}
-    todo_users = [u for u in selected_users if any(k in todo for k in keys_by_user[u])]
+    all_keys, todo, todo_users = _todo(job, store, users, opts.retry_failed)
     manifest = store.manifest
     manifest["columns"] = list(job.schema.names)
     manifest["status"] = "running"
@@ -156,22 +146,7 @@ def _run(
     items = _prepare(job, todo_users, todo, sink)
     try:
         if todo:
-            if opts.on_ray:
-                from whyrec.batch.ray_backend import run_ray
-
-                if settings is None:
-                    raise ConfigError("backend 'ray' needs LLM settings to build its actors")
-                run_ray(list(items), settings, opts, lambda it, rec: sink.add(job, it, rec))
-            else:
-                if client is None:
-                    raise ConfigError("backend 'local' needs an LLM client")
-                run_local(
-                    client,
-                    items,
-                    opts,
-                    lambda it, rec: sink.add(job, it, rec),
-                    retry_failed=opts.retry_failed,
-                )
+            _compute(job, items, client, settings, opts, sink)
         sink.flush()
     except BaseException:
         sink.flush()  # keep everything finished so far
@@ -181,7 +156,68 @@ def _run(
         sink.close()
         raise
     sink.close()
+    return _finish(job, store, opts, sink, run_entry, all_keys, len(todo), notes, start)
 
+
+def _todo(
+    job: Any, store: JobStore, users: str, retry_failed: bool
+) -> tuple[list[str], set[str], list[int]]:
+    """The keys of the selected users, the keys to compute now (the missing ones, or with
+    ``retry_failed`` the failed and fallback ones) and the users who have any of them."""
+    selected_users = job.users(users)
+    keys_by_user = {u: job.keys_of(u) for u in selected_users}
+    all_keys = [k for u in selected_users for k in keys_by_user[u]]
+    done = store.done_keys()
+    failed = store.failures()
+    if retry_failed:
+        fallback = store.fallback_keys()
+        todo = {k for k in all_keys if k in failed or k in fallback}
+    else:
+        todo = {k for k in all_keys if k not in done and k not in failed}
+    todo_users = [u for u in selected_users if any(k in todo for k in keys_by_user[u])]
+    return all_keys, todo, todo_users
+
+
+def _compute(
+    job: Any,
+    items: Iterable[WorkItem],
+    client: Any,
+    settings: Any,
+    opts: BatchOptions,
+    sink: _Sink,
+) -> None:
+    """Run ``items`` on Ray actors or on this machine's client, each record to ``sink``."""
+    if opts.on_ray:
+        from whyrec.batch.ray_backend import run_ray
+
+        if settings is None:
+            raise ConfigError("backend 'ray' needs LLM settings to build its actors")
+        run_ray(list(items), settings, opts, lambda it, rec: sink.add(job, it, rec))
+    else:
+        if client is None:
+            raise ConfigError("backend 'local' needs an LLM client")
+        run_local(
+            client,
+            items,
+            opts,
+            lambda it, rec: sink.add(job, it, rec),
+            retry_failed=opts.retry_failed,
+        )
+
+
+def _finish(
+    job: Any,
+    store: JobStore,
+    opts: BatchOptions,
+    sink: _Sink,
+    run_entry: dict[str, Any],
+    all_keys: list[str],
+    n_todo: int,
+    notes: list[str],
+    start: float,
+) -> BatchReport:
+    """Count what the store holds now, record the run's end in the manifest, report."""
+    manifest = store.manifest
     done = store.done_keys()
     failed = store.failures()
     fallback = store.fallback_keys()
@@ -226,7 +262,7 @@ def _run(
         computed_now=counts["computed"],
         completed_now=counts["completed"],
         failed_now=counts["failed"],
-        skipped=len(all_keys) - len(todo),
+        skipped=len(all_keys) - n_todo,
         shards_written=sink.shards_written,
         seconds=round(seconds, 2),
         items_per_minute=round(counts["computed"] / seconds * 60, 2) if seconds > 0 else 0.0,

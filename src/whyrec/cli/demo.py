@@ -42,18 +42,15 @@ def demo(
 ) -> None:
     """Run the whole LANE pipeline on MovieLens-100k with the packaged models, offline."""
     from rich.console import Console
-    from rich.table import Table
 
     from whyrec.cli.data import _print_description
     from whyrec.data import load_dataset
     from whyrec.embed import get_encoder
-    from whyrec.evaluate import evaluate
     from whyrec.explain.explainer import ExplanationPipeline
-    from whyrec.explain.pipeline import extract_preferences, train_lane
-    from whyrec.explain.report import html_report, weights_heatmap, write_png
+    from whyrec.explain.pipeline import extract_preferences
+    from whyrec.explain.report import write_png
     from whyrec.io import atomic_write, write_json
     from whyrec.llm import LLMClient
-    from whyrec.models import create_model, load_model, model_class
 
     console = Console()
     t_start = time.perf_counter()
@@ -87,6 +84,47 @@ def demo(
     )
 
     stage("4/6 train SASRec-ID, SASRec-text and LANE")
+    models = _trained_models(ds, pset, out, epochs, console)
+
+    stage("5/6 evaluation: full ranking and sampled (1 + 100 negatives), test split")
+    rows = _evaluation(models, ds, out, console)
+
+    stage(f"6/6 explain {k} recommendations (LLM: {client.model}) and write the report")
+    lane = models["lane"]
+    explainer = ExplanationPipeline.from_run(lane, client, dataset=ds)
+    u = lane.user_index(explain_user) if explain_user else pset.llm_users[0]
+    results = explainer.recommend_and_explain(u, k=k)
+    from whyrec.cli.explain import print_explanations
+
+    console.print(f"user {lane.user_ids[u]} (preferences: {pset.prefs[u].source})")
+    print_explanations(results)
+    exp_dicts = [{**r.to_dict(), "baseline": explainer.baseline(r.item, u)} for r in results]
+    img_users, img_items = _heatmaps(lane, pset, explainer, results, u)
+    # do the tastes mean what they say? (the same checks as bench/lane.py, 30 users)
+    from whyrec.evaluate.explanations.tastes import model_taste_checks
+
+    check_users = sorted({u, *pset.llm_users[:29]})
+    taste_checks = model_taste_checks(explainer, check_users, k=5)
+    write_png(out / "weights_users.png", img_users)
+    write_png(out / "weights_items.png", img_items)
+    models_note = f"LLM: {client.backend.name} / {client.model}. Sentence encoder: {encoder.id}."
+    page = _report_page(rows, psum, taste_checks, exp_dicts, (img_users, img_items), models_note)
+    atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
+    write_json(out / "explanations.json", exp_dicts)
+    timings["total"] = round(time.perf_counter() - t_start, 1)
+    write_json(
+        out / "demo_summary.json",
+        {"metrics": rows, "preferences": psum, "taste_checks": taste_checks, "timings": timings},
+    )
+    console.print(f"report: {out / 'report.html'}  ({timings['total']:.0f}s in all)")
+
+
+def _trained_models(ds: Any, pset: Any, out: Path, epochs: int, console: Any) -> dict[str, Any]:
+    """SASRec-ID, SASRec-text and LANE: each reused from ``out/models`` when it is there
+    (and, for LANE, trained on these preferences), else trained and saved."""
+    from whyrec.explain.pipeline import train_lane
+    from whyrec.models import create_model, load_model, model_class
+
     models: dict[str, Any] = {}
     cfg = {"epochs": epochs}
     for name in ("sasrec", "sasrec-text", "lane"):
@@ -113,8 +151,16 @@ def demo(
                 f"best valid NDCG@10 {t.get('valid_ndcg10', float('nan')):.4f}"
             )
         models[name] = rec
+    return models
 
-    stage("5/6 evaluation: full ranking and sampled (1 + 100 negatives), test split")
+
+def _evaluation(models: dict[str, Any], ds: Any, out: Path, console: Any) -> list[dict]:
+    """Both protocols for every model, saved beside it and printed as one table; the rows
+    of that table."""
+    from rich.table import Table
+
+    from whyrec.evaluate import evaluate
+
     rows = []
     table = Table(title="MovieLens-100k, leave-one-out, test split (943 users)")
     for col in ("model", "protocol", "HR@10", "NDCG@10", "MRR"):
@@ -133,23 +179,14 @@ def demo(
             rows.append(row)
             table.add_row(name, r.protocol, *(f"{row[m]:.4f}" for m in ("HR@10", "NDCG@10", "MRR")))
     console.print(table)
+    return rows
 
-    stage(f"6/6 explain {k} recommendations (LLM: {client.model}) and write the report")
-    lane = models["lane"]
-    explainer = ExplanationPipeline.from_run(lane, client, dataset=ds)
-    u = lane.user_index(explain_user) if explain_user else pset.llm_users[0]
-    results = explainer.recommend_and_explain(u, k=k)
-    from whyrec.cli.explain import print_explanations
 
-    console.print(f"user {lane.user_ids[u]} (preferences: {pset.prefs[u].source})")
-    print_explanations(results)
-    exp_dicts = []
-    for r in results:
-        d = r.to_dict()
-        d["baseline"] = explainer.baseline(r.item, u)
-        exp_dicts.append(d)
-    # heatmaps: users × preference slots, and preferences × recommended items
+def _heatmaps(lane: Any, pset: Any, explainer: Any, results: list, u: int) -> tuple[Any, Any]:
+    """Heatmaps: users × preference slots, and preferences × recommended items."""
     import numpy as np
+
+    from whyrec.explain.report import weights_heatmap
 
     sample = pset.llm_users[:12]
     w = np.stack([lane.preference_weights(v) for v in sample])
@@ -167,14 +204,22 @@ def demo(
         marks=np.array([[j in r.cited["preferences"] for r in results]
                         for j in range(drops.shape[0])]),
     )  # fmt: skip
-    # do the tastes mean what they say? (the same checks as bench/lane.py, 30 users)
-    from whyrec.evaluate.explanations.tastes import model_taste_checks
+    return img_users, img_items
 
-    check_users = sorted({u, *pset.llm_users[:29]})
-    taste_checks = model_taste_checks(explainer, check_users, k=5)
-    write_png(out / "weights_users.png", img_users)
-    write_png(out / "weights_items.png", img_items)
-    page = html_report(
+
+def _report_page(
+    rows: list[dict],
+    psum: dict[str, Any],
+    taste_checks: Any,
+    exp_dicts: list[dict],
+    images: tuple[Any, Any],
+    models_note: str,
+) -> str:
+    """The demo's HTML report."""
+    from whyrec.explain.report import html_report
+
+    img_users, img_items = images
+    return html_report(
         title="whyrec demo — LANE on MovieLens-100k",
         metrics=rows,
         preference_summary=psum,
@@ -183,20 +228,12 @@ def demo(
         images={"Preferences × recommended items: what each item's reason may cite": img_items,
                 "LANE's preference weights (users × preferences; user-level)": img_users},
         notes=[
-            f"LLM: {client.backend.name} / {client.model}. Sentence encoder: {encoder.id}.",
+            models_note,
             f"Demo sample: {psum['llm_users']} users asked the LLM; others use grounded "
             "fallback preferences. Full ranking over all unseen items and sampled ranking "
             "(target + 100 random unseen items) are labelled in the metrics table.",
         ],
     )  # fmt: skip
-    atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
-    write_json(out / "explanations.json", exp_dicts)
-    timings["total"] = round(time.perf_counter() - t_start, 1)
-    write_json(
-        out / "demo_summary.json",
-        {"metrics": rows, "preferences": psum, "taste_checks": taste_checks, "timings": timings},
-    )
-    console.print(f"report: {out / 'report.html'}  ({timings['total']:.0f}s in all)")
 
 
 def taste_row_labels(preferences: list[str], explainer: object) -> list[str]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from whyrec.cli.options import HOLDOUT_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the commands to the root app."""
@@ -21,9 +23,7 @@ def preferences(
     holdout: int = typer.Option(
         10,
         min=0,
-        help="Leak-free preferences: written from the training history up to this "
-        "many interactions before its end; LANE learns them on the targets after (0: the "
-        "whole history).",
+        help=HOLDOUT_HELP,
     ),
     llm_users: int | None = typer.Option(
         None, help="Ask the LLM for a seeded sample of this many users (default: all)."

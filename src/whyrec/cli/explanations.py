@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -99,7 +100,6 @@ def evaluate_explanations(
     from whyrec.evaluate.explanations import (
         evaluate_explanations as run_eval,
     )
-    from whyrec.llm import LLMClient
     from whyrec.models import load_model
     from whyrec.models.base import read_manifest
     from whyrec.models.outside import is_import_path
@@ -121,12 +121,7 @@ def evaluate_explanations(
             "item-specific evidence to explain"
         )
     needs_llm = any(s in ("lane", "baseline") for s in sys_list)
-    client = LLMClient.from_settings(llm_config) if needs_llm else None
-    judge_client = None
-    if judge:
-        judge_client = LLMClient.from_settings(judge_config) if judge_config else client
-        if judge_client is None:
-            judge_client = LLMClient.from_settings(None)
+    client, judge_client = _writer_and_judge(needs_llm, judge, llm_config, judge_config)
     refs = load_references(references) if references is not None else None
     indices = [model.user_index(u) for u in user] if user else None
     writer = f"{client.backend.name} / {client.model}" if client is not None else "template only"
@@ -150,6 +145,29 @@ def evaluate_explanations(
             f"questionnaire: {files.csv} and {files.html} ({files.tasks} tasks, "
             f"{files.responses} explanations); key (keep it from raters): {files.key}"
         )
+    _show_report(report, fmt)
+
+
+def _writer_and_judge(
+    needs_llm: bool, judge: bool, llm_config: Path | None, judge_config: Path | None
+) -> tuple[Any, Any]:
+    """The LLM client that writes explanations (``None`` when no system needs one) and
+    the judge's (``None`` without judges; the writer's unless ``judge_config``)."""
+    from whyrec.llm import LLMClient
+
+    client = LLMClient.from_settings(llm_config) if needs_llm else None
+    judge_client = None
+    if judge:
+        judge_client = LLMClient.from_settings(judge_config) if judge_config else client
+        if judge_client is None:
+            judge_client = LLMClient.from_settings(None)
+    return client, judge_client
+
+
+def _show_report(report: Any, fmt: Fmt) -> None:
+    """The report as JSON, or as header lines, tables and notes."""
+    from rich.console import Console
+
     if fmt is Fmt.json:
         typer.echo(report.to_json())
         return

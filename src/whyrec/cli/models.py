@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+from whyrec.cli.options import HOLDOUT_HELP
+
 MODEL_NAMES = ["popularity", "bpr-mf", "sasrec", "sasrec-text", "gru4rec", "lane"]
 
 
@@ -144,9 +146,7 @@ def train(
     pref_holdout: int = typer.Option(
         10,
         min=0,
-        help="lane: Leak-free preferences: written from the training history up to this "
-        "many interactions before its end; LANE learns them on the targets after (0: the "
-        "whole history).",
+        help="lane: " + HOLDOUT_HELP,
     ),
 ) -> None:
     """Train a recommender; a killed run resumes when the same command is run again."""

@@ -12,6 +12,12 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+#: The help of ``--holdout`` (``preferences``) and ``--pref-holdout`` (``train``, LANE).
+HOLDOUT_HELP = (
+    "Leak-free preferences: written from the training history up to this many interactions "
+    "before its end; LANE learns them on the targets after (0: the whole history)."
+)
+
 #: One option of a group: (parameter name, type, ``typer.Option(...)``).
 OptionSpec = tuple[str, Any, Any]
 

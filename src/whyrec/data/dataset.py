@@ -84,18 +84,18 @@ class Dataset:
     # ------------------------------------------------------------ id mapping
     def user_index(self, user_id: str | int) -> int:
         """Internal index of a source user id (strings and ints both accepted)."""
-        lookup = self._lookup("users", "user_id")
-        key = str(user_id)
-        if key not in lookup:
-            raise DataError(f"unknown user id {user_id!r} (dataset {self.name!r})", field="user")
-        return lookup[key]
+        return self._index("user", user_id)
 
     def item_index(self, item_id: str | int) -> int:
         """Internal index of a source item id."""
-        lookup = self._lookup("items", "item_id")
-        key = str(item_id)
+        return self._index("item", item_id)
+
+    def _index(self, kind: str, source_id: str | int) -> int:
+        """The index of a source ``user`` or ``item`` id; an unknown one is a DataError."""
+        lookup = self._lookup(f"{kind}s", f"{kind}_id")
+        key = str(source_id)
         if key not in lookup:
-            raise DataError(f"unknown item id {item_id!r} (dataset {self.name!r})", field="item")
+            raise DataError(f"unknown {kind} id {source_id!r} (dataset {self.name!r})", field=kind)
         return lookup[key]
 
     def _lookup(self, table: str, column: str) -> dict[str, int]:

@@ -551,6 +551,96 @@ def _timestamps(
 # ---------------------------------------------------------------------- writing
 
 
+def _write_interactions(
+    path: Path,
+    seed: int,
+    items: int,
+    lengths: np.ndarray,
+    user_tastes: tuple[np.ndarray, np.ndarray],
+    start: np.ndarray,
+    user_bias: np.ndarray,
+    cat: _Catalogue,
+    config: SynthConfig,
+) -> None:
+    """The interactions Parquet file, written a chunk of users at a time, each chunk with
+    its own seeded generator."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tastes, taste_cum = user_tastes
+    users = len(lengths)
+    row_bytes = (items + 7) // 8
+    chunk = int(max(1, min(_MAX_CHUNK_USERS, BITSET_BYTES // row_bytes)))
+    schema = pa.schema(
+        [
+            ("user_id", pa.int32()),
+            ("item_id", pa.int32()),
+            ("timestamp", pa.int64()),
+            ("rating", pa.int8()),
+        ]
+    )
+    with pq.ParquetWriter(path, schema) as writer:
+        for number, lo in enumerate(range(0, users, chunk)):
+            hi = min(users, lo + chunk)
+            rng = np.random.default_rng([seed, _CHUNK, number])
+            seq = _chunk_sequences(
+                lengths[lo:hi], tastes[lo:hi], taste_cum[lo:hi], cat, config, rng
+            )
+            local = np.repeat(np.arange(hi - lo), lengths[lo:hi])
+            offsets = np.concatenate([[0], np.cumsum(lengths[lo:hi])[:-1]])
+            times = _timestamps(local, offsets, start[lo:hi], rng)
+            noise = rng.normal(0.0, 0.8, len(seq))
+            score = 3.6 + user_bias[lo:hi][local] + cat.quality[seq] + noise
+            rating = np.clip(np.rint(score), 1, 5).astype(np.int8)
+            table = pa.table(
+                [
+                    pa.array((local + lo + 1).astype(np.int32)),
+                    pa.array(seq + 1),
+                    pa.array(times),
+                    pa.array(rating),
+                ],
+                schema=schema,
+            )
+            writer.write_table(table, row_group_size=1 << 20)
+
+
+def _write_items(path: Path, items: int, cat: _Catalogue, titles: list[str]) -> None:
+    """The items Parquet file: id, title and the genres as one text field."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    genres = [", ".join(CATEGORIES[c] for c in cs) for cs in cat.categories]
+    item_table = pa.table(
+        {
+            "item_id": pa.array(np.arange(1, items + 1, dtype=np.int32)),
+            "title": pa.array(titles, pa.string()),
+            "genres": pa.array(genres, pa.string()),
+        }
+    )
+    pq.write_table(item_table, path)
+
+
+def _write_info(
+    path: Path, target: Path, seed: int, counts: dict[str, int], tastes: int, config: SynthConfig
+) -> None:
+    """``synth.json``: what was generated, with which settings, and how to prepare it."""
+    from whyrec import __version__
+
+    info = {
+        "format": SYNTH_FORMAT,
+        "generator": f"whyrec {__version__} whyrec.data.synth",
+        "seed": int(seed),
+        **counts,
+        "tastes": int(tastes),
+        "config": asdict(config),
+        "files": {"interactions": INTERACTIONS_FILE, "items": ITEMS_FILE},
+        # relative to the directory's parent, so the file does not depend on where it is
+        "prepare": "whyrec "
+        + shlex.join(prepare_args(Path(target.name), Path(target.name + "-dataset"))),
+    }
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
 def synthesize(
     users: int,
     items: int,
@@ -568,10 +658,6 @@ def synthesize(
     dataset with ``whyrec data prepare`` (:func:`prepare_args`) or, in Python,
     ``prepare_dataset(load_synthetic(out), out=..., name=...)``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from whyrec import __version__
     from whyrec.io import atomic_path
 
     config = config or SynthConfig()
@@ -597,63 +683,21 @@ def synthesize(
     start = _START + user_rng.integers(0, _START_SPAN, users)
     user_bias = user_rng.normal(0.0, 0.5, users)
 
-    row_bytes = (items + 7) // 8
-    chunk = int(max(1, min(_MAX_CHUNK_USERS, BITSET_BYTES // row_bytes)))
-    schema = pa.schema(
-        [
-            ("user_id", pa.int32()),
-            ("item_id", pa.int32()),
-            ("timestamp", pa.int64()),
-            ("rating", pa.int8()),
-        ]
-    )
     with atomic_path(target, is_dir=True) as tmp:
-        with pq.ParquetWriter(tmp / INTERACTIONS_FILE, schema) as writer:
-            for number, lo in enumerate(range(0, users, chunk)):
-                hi = min(users, lo + chunk)
-                rng = np.random.default_rng([seed, _CHUNK, number])
-                seq = _chunk_sequences(
-                    lengths[lo:hi], tastes[lo:hi], taste_cum[lo:hi], cat, config, rng
-                )
-                local = np.repeat(np.arange(hi - lo), lengths[lo:hi])
-                offsets = np.concatenate([[0], np.cumsum(lengths[lo:hi])[:-1]])
-                times = _timestamps(local, offsets, start[lo:hi], rng)
-                noise = rng.normal(0.0, 0.8, len(seq))
-                score = 3.6 + user_bias[lo:hi][local] + cat.quality[seq] + noise
-                rating = np.clip(np.rint(score), 1, 5).astype(np.int8)
-                table = pa.table(
-                    [
-                        pa.array((local + lo + 1).astype(np.int32)),
-                        pa.array(seq + 1),
-                        pa.array(times),
-                        pa.array(rating),
-                    ],
-                    schema=schema,
-                )
-                writer.write_table(table, row_group_size=1 << 20)
-        genres = [", ".join(CATEGORIES[c] for c in cs) for cs in cat.categories]
-        item_table = pa.table(
-            {
-                "item_id": pa.array(np.arange(1, items + 1, dtype=np.int32)),
-                "title": pa.array(titles, pa.string()),
-                "genres": pa.array(genres, pa.string()),
-            }
+        _write_interactions(
+            tmp / INTERACTIONS_FILE,
+            seed,
+            items,
+            lengths,
+            (tastes, taste_cum),
+            start,
+            user_bias,
+            cat,
+            config,
         )
-        pq.write_table(item_table, tmp / ITEMS_FILE)
+        _write_items(tmp / ITEMS_FILE, items, cat, titles)
         counts = {"users": users, "items": items, "interactions": interactions}
-        info = {
-            "format": SYNTH_FORMAT,
-            "generator": f"whyrec {__version__} whyrec.data.synth",
-            "seed": int(seed),
-            **counts,
-            "tastes": int(len(cat.taste_mass)),
-            "config": asdict(config),
-            "files": {"interactions": INTERACTIONS_FILE, "items": ITEMS_FILE},
-            # relative to the directory's parent, so the file does not depend on where it is
-            "prepare": "whyrec "
-            + shlex.join(prepare_args(Path(target.name), Path(target.name + "-dataset"))),
-        }
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _write_info(tmp / INFO_FILE, target, seed, counts, len(cat.taste_mass), config)
     return SynthResult(
         directory=target,
         interactions=target / INTERACTIONS_FILE,

@@ -26,8 +26,8 @@ the harness looks down at it, never the other way round.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -158,6 +158,23 @@ class Grounding:
         }
 
 
+@dataclass
+class _Mentions:
+    """The title mentions found so far in one text, and the spans they take."""
+
+    text: str
+    status: Callable[[int | None], str]
+    found: list[TitleMention] = field(default_factory=list)
+    taken: list[tuple[int, int]] = field(default_factory=list)
+
+    def overlaps(self, a: int, b: int) -> bool:
+        return any(a < e and s < b for s, e in self.taken)
+
+    def add(self, span: str, item: int | None, how: str, a: int, b: int) -> None:
+        self.found.append(TitleMention(span.strip(), item, self.status(item), how, a, b))
+        self.taken.append((a, b))
+
+
 class Catalogue:
     """Item titles (and optional genre/category strings) to ground explanations against."""
 
@@ -230,6 +247,16 @@ class Catalogue:
         """Every title mention in ``text``, classified against ``target`` and ``history``."""
         hist = {int(h) for h in history}
         allowed = hist | ({int(target)} if target is not None else set())
+        mentions = _Mentions(text, self._classifier(target, hist))
+        self._scan_titles(mentions, allowed)
+        self._dated_runs(mentions)
+        self._quoted_titles(mentions, preferences)
+        mentions.found.sort(key=lambda x: x.start)
+        return mentions.found
+
+    def _classifier(self, target: int | None, hist: set[int]) -> Callable[[int | None], str]:
+        """The status of a matched item: target, history, catalogue (or unknown); another
+        catalogue entry of the same film (same title and year) counts as that film."""
 
         def same_title(a: int, b: int) -> bool:
             """Two catalogue entries of one film (same title and year, different ids)."""
@@ -253,17 +280,11 @@ class Catalogue:
                 return "history"
             return "catalogue"
 
-        found: list[TitleMention] = []
-        taken: list[tuple[int, int]] = []
+        return status
 
-        def overlaps(a: int, b: int) -> bool:
-            return any(a < e and s < b for s, e in taken)
-
-        def add(span: str, item: int | None, how: str, a: int, b: int) -> None:
-            found.append(TitleMention(span.strip(), item, status(item), how, a, b))
-            taken.append((a, b))
-
-        # 1. allowed titles written out (any length), then other multi-word titles
+    def _scan_titles(self, mentions: _Mentions, allowed: set[int]) -> None:
+        """Pass 1: allowed titles written out (any length), then other multi-word titles."""
+        text = mentions.text
         allowed_pats = []
         for i in sorted(allowed, key=lambda i: -len(display_title(self.titles[i]))):
             key = self.keys[i]
@@ -282,43 +303,46 @@ class Catalogue:
                     span = text[a:b]
                     if self.years[dated] and self.years[dated] != y.group(1):
                         item = None  # "Sleeper (1990)" for Sleeper (1973): no such film
-            add(span, item, "scan", a, b)
+            mentions.add(span, item, "scan", a, b)
 
         for i, p in allowed_pats:
             for m in re.finditer(p, text):
-                if not overlaps(m.start(), m.end()):
+                if not mentions.overlaps(m.start(), m.end()):
                     add_scan(m.group(0), i, m.start(), m.end())
         if self._scan_regex is not None:
             for m in self._scan_regex.finditer(text):
-                if overlaps(m.start(), m.end()):
+                if mentions.overlaps(m.start(), m.end()):
                     continue
                 add_scan(m.group(0), self.match(m.group(0)), m.start(), m.end())
 
-        # 2. capitalised runs before "(YYYY)"
+    def _dated_runs(self, mentions: _Mentions) -> None:
+        """Pass 2: capitalised runs before "(YYYY)"."""
+        text = mentions.text
         for m in _YEAR.finditer(text):
             end = m.start()
             # the run may begin with a title found already: keep only what follows it
-            starts = [a for a in _run_before(text, end) if not overlaps(a, end)]
+            starts = [a for a in _run_before(text, end) if not mentions.overlaps(a, end)]
             if not starts:
                 continue
             item, a = self._match_suffix(text, starts, end, m.group(1))
             if item is None:
                 a = _skip_small_words(text, starts, end)
             span = " ".join(text[a:end].split()) + f" ({m.group(1)})"
-            add(span, item, "year", a, m.end())
+            mentions.add(span, item, "year", a, m.end())
 
-        # 3. short quoted spans that look like titles
+    def _quoted_titles(self, mentions: _Mentions, preferences: Sequence[str]) -> None:
+        """Pass 3: short quoted spans that look like titles."""
         pref_keys = [p for p in preferences if p]
         for rx in _QUOTES:
-            for m in rx.finditer(text):
+            for m in rx.finditer(mentions.text):
                 inner = m.group(1).strip()
                 a, b = m.start(1), m.end(1)
-                if overlaps(a, b) or not inner:
+                if mentions.overlaps(a, b) or not inner:
                     continue
                 year = title_year(inner)
                 item = self.match(inner, year)
                 if item is not None:
-                    add(inner, item, "quote", a, b)
+                    mentions.add(inner, item, "quote", a, b)
                     continue
                 if not _title_like(inner):
                     continue
@@ -328,9 +352,7 @@ class Catalogue:
                     continue  # a quoted preference sentence, not a title
                 if self.genre_of_word(inner) is not None:
                     continue
-                add(inner, None, "quote", a, b)
-        found.sort(key=lambda x: x.start)
-        return found
+                mentions.add(inner, None, "quote", a, b)
 
     def _match_suffix(
         self, text: str, starts: list[int], end: int, year: str

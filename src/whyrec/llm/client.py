@@ -280,28 +280,38 @@ class LLMClient:
         except Exception as exc:
             if caching and isinstance(exc, LLMOutputError):
                 self._store_failure(key, exc, stage)
-            self.usage.record(
-                stage,
-                cached=False,
-                failed=True,
-                attempts=spent["attempts"],
-                prompt_tokens=spent["prompt"],
-                completion_tokens=spent["completion"],
-                latency_s=time.perf_counter() - start,
-            )
+            self._book_asked(stage, spent, failed=True, latency_s=time.perf_counter() - start)
             raise
         if caching:
             self._store_result(key, result, sch, stage)
+        self._book_asked(stage, spent, failed=False, latency_s=result.latency_s)
+        return result
+
+    def _book_asked(
+        self, stage: str, spent: dict[str, int], *, failed: bool, latency_s: float
+    ) -> None:
+        """Book a call that asked the backend: its attempts and tokens as ``spent``."""
         self.usage.record(
             stage,
             cached=False,
-            failed=False,
+            failed=failed,
             attempts=spent["attempts"],
             prompt_tokens=spent["prompt"],
             completion_tokens=spent["completion"],
-            latency_s=result.latency_s,
+            latency_s=latency_s,
         )
-        return result
+
+    def _book_cached(self, stage: str, *, failed: bool, latency_s: float) -> None:
+        """Book a call the cache answered: no attempts, no tokens spent now."""
+        self.usage.record(
+            stage,
+            cached=True,
+            failed=failed,
+            attempts=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_s=latency_s,
+        )
 
     def _store_failure(self, key: str, exc: LLMOutputError, stage: str) -> None:
         """Remember a request whose replies never validated (a negative cache entry)."""
@@ -341,15 +351,7 @@ class LLMClient:
             return None
         payload = redact_tree(payload)  # entries written before replies were redacted
         if is_failure(payload):
-            self.usage.record(
-                stage,
-                cached=True,
-                failed=True,
-                attempts=0,
-                prompt_tokens=0,
-                completion_tokens=0,
-                latency_s=time.perf_counter() - start,
-            )
+            self._book_cached(stage, failed=True, latency_s=time.perf_counter() - start)
             raise LLMOutputError(
                 f"{payload.get('message') or 'no reply matched the schema'} [remembered "
                 "from an earlier run; set retry_failed (WHYREC_LLM_RETRY_FAILED=1) to ask again]",
@@ -365,15 +367,7 @@ class LLMClient:
             if problems:
                 return None  # schema semantics changed under the same JSON: ask again
         latency = time.perf_counter() - start
-        self.usage.record(
-            stage,
-            cached=True,
-            failed=False,
-            attempts=0,
-            prompt_tokens=0,
-            completion_tokens=0,
-            latency_s=latency,
-        )
+        self._book_cached(stage, failed=False, latency_s=latency)
         return LLMResult(
             text=payload["text"],
             parsed=parsed,

@@ -16,7 +16,7 @@ from whyrec.data.dataset import Dataset
 from whyrec.errors import ModelError
 from whyrec.metrics import mask_history, ndcg_at_k, rank_of_target
 from whyrec.models.base import ModelConfig, Recommender
-from whyrec.models.training import LoopSettings, configure_threads, run_training
+from whyrec.models.training import LoopSettings, configure_threads, run_training, start_training
 
 
 @dataclass
@@ -114,14 +114,13 @@ class BPRMF(Recommender):
         checkpoint_dir: Path | None,
         callbacks: list[Any],
     ) -> None:
-        configure_threads()
-        torch.manual_seed(self.config.seed)
+        start_training(self.config.seed)
         self.module = MFModule(dataset.n_users, dataset.n_items, self.config.dim)
         task = BPRTask(self.module, dataset, self.config)
         c = self.config
         self.training = run_training(
             task,
-            LoopSettings(c.epochs, c.lr, c.weight_decay, c.patience, c.eval_every, c.seed),
+            LoopSettings.of(c),
             identity={
                 "model": self.name,
                 "config": c.to_dict(),

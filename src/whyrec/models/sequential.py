@@ -23,7 +23,7 @@ from whyrec.models.backbones import SequentialModule
 from whyrec.models.base import ModelConfig, Recommender
 from whyrec.models.defaults import loss_choice
 from whyrec.models.losses import LOSSES, gbce_window_loss, initial_logit_bias, next_item_loss
-from whyrec.models.training import LoopSettings, configure_threads, run_training
+from whyrec.models.training import LoopSettings, configure_threads, run_training, start_training
 
 STATE_FILE = "state.pt"
 VALID_BATCH = 1024  # users scored at once during validation
@@ -261,14 +261,13 @@ class SequentialRecommender(Recommender):
         checkpoint_dir: Path | None,
         callbacks: list[Any],
     ) -> None:
-        configure_threads()
-        torch.manual_seed(self.config.seed)
+        start_training(self.config.seed)
         self.module = self.build_module(dataset)
         task = self.make_task(dataset)
         c = self.config
         self.training = run_training(
             task,
-            LoopSettings(c.epochs, c.lr, c.weight_decay, c.patience, c.eval_every, c.seed),
+            LoopSettings.of(c),
             identity=self._identity(),
             checkpoint_dir=checkpoint_dir,
             progress=progress,

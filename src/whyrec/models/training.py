@@ -114,6 +114,19 @@ class LoopSettings:
     eval_every: int
     seed: int
 
+    @classmethod
+    def of(cls, config: Any) -> LoopSettings:
+        """The loop settings a model's config holds (``epochs``, ``lr``, ...)."""
+        c = config
+        return cls(c.epochs, c.lr, c.weight_decay, c.patience, c.eval_every, c.seed)
+
+
+def start_training(seed: int) -> None:
+    """Before a model builds its module: the thread settings, then torch's seed (the
+    module's initial weights depend on it)."""
+    configure_threads()
+    torch.manual_seed(seed)
+
 
 def run_training(
     task: TrainingTask,

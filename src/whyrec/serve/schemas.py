@@ -29,6 +29,16 @@ UserId = Annotated[
     Field(json_schema_extra={"pattern": ID_PATTERN}),
 ]
 
+#: ``stale`` of the replies read from the store: set when they come from this replica's own
+#: last view because its shared store cannot be reached.
+StaleReply = Annotated[
+    bool,
+    Field(
+        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
+        "cannot be reached, so writes other replicas acknowledged may be missing."
+    ),
+]
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -192,11 +202,7 @@ class RecommendationsOut(BaseModel):
     explained: bool
     history_length: int
     new_interactions: int
-    stale: bool = Field(
-        False,
-        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
-        "cannot be reached, so writes other replicas acknowledged may be missing.",
-    )
+    stale: StaleReply = False
     items: list[RecommendedItem]
 
 
@@ -215,11 +221,7 @@ class PreferencesOut(BaseModel):
     preferences: list[PreferenceOut]
     order: list[int] = Field(default_factory=list, description="Indices by weight, largest first.")
     note: str | None = None
-    stale: bool = Field(
-        False,
-        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
-        "cannot be reached, so writes other replicas acknowledged may be missing.",
-    )
+    stale: StaleReply = False
 
 
 class InteractionsOut(BaseModel):
@@ -247,11 +249,7 @@ class UserRow(BaseModel):
 class UsersOut(BaseModel):
     total: int
     offset: int
-    stale: bool = Field(
-        False,
-        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
-        "cannot be reached, so writes other replicas acknowledged may be missing.",
-    )
+    stale: StaleReply = False
     users: list[UserRow]
 
 
@@ -266,11 +264,7 @@ class HistoryItem(BaseModel):
 class HistoryOut(BaseModel):
     user: str
     history_length: int
-    stale: bool = Field(
-        False,
-        description="Answered from what this replica last saw: its shared store (PostgreSQL) "
-        "cannot be reached, so writes other replicas acknowledged may be missing.",
-    )
+    stale: StaleReply = False
     items: list[HistoryItem] = Field(description="Most recent first.")
 
 

@@ -100,10 +100,9 @@ def load_table(
     if rating_col:
         params[rating_col] = "rating_col"
     wanted = [user_col, item_col, time_col] + ([rating_col] if rating_col else [])
-    catalogue_cols = [title_col, *text_cols]
     if items is None:
         params.update({title_col: "title_col", **{c: "text_cols" for c in text_cols}})
-        wanted += [c for c in catalogue_cols if c not in wanted]
+        wanted += [c for c in [title_col, *text_cols] if c not in wanted]
     numeric = [time_col] + ([rating_col] if rating_col else [])
     table = _read_table(inter_path, fmt, sep, encoding, names, wanted, params, numeric)
     roles = {user_col: "id", item_col: "id", time_col: "time"}
@@ -112,18 +111,8 @@ def load_table(
     if items is None:
         roles.update({title_col: "text", **{c: "field" for c in text_cols}})
     _check_types(table, roles)
-    user_ids, user_ok = _ids(table, user_col, drop=drop_invalid_ids)
-    item_ids, item_ok = _ids(table, item_col, drop=drop_invalid_ids)
     notes: dict[str, int] = {}
-    if drop_invalid_ids:
-        keep = user_ok & item_ok
-        notes["rows_with_invalid_id_dropped"] = int((~keep).sum())
-        if not keep.any():
-            raise DataError("no row has a valid user and item id", path=inter_path)
-        if not keep.all():
-            table.frame = table.frame[keep]
-            user_ids = user_ids[keep].reset_index(drop=True)
-            item_ids = item_ids[keep].reset_index(drop=True)
+    user_ids, item_ids = _interaction_ids(table, (user_col, item_col), drop_invalid_ids, notes)
     seconds, unit = _timestamps(table, time_col, time_format)
     ratings = _ratings(table, rating_col) if rating_col else np.full(table.n_rows, np.nan)
     inter = pd.DataFrame(
@@ -137,32 +126,19 @@ def load_table(
         items_path = check_file(items, "items")
         files["items"] = items_path
         id_col = items_item_col or item_col
-        item_params = {id_col: "items_item_col" if items_item_col else "item_col"}
-        item_params.update({title_col: "title_col", **{c: "text_cols" for c in text_cols}})
-        item_table = _read_table(
-            items_path, fmt, sep, encoding, None, [id_col, *catalogue_cols], item_params
+        id_param = "items_item_col" if items_item_col else "item_col"
+        raw_items = _items_file(
+            items_path,
+            (fmt, sep, encoding),
+            (id_col, id_param),
+            title_col,
+            text_cols,
+            drop_invalid_ids,
+            notes,
         )
-        _check_types(
-            item_table, {id_col: "id", title_col: "text", **{c: "field" for c in text_cols}}
-        )
-        catalogue_ids, catalogue_ok = _ids(item_table, id_col, drop=drop_invalid_ids)
-        if drop_invalid_ids:
-            notes["items_with_invalid_id_dropped"] = int((~catalogue_ok).sum())
-            if not catalogue_ok.all():
-                item_table.frame = item_table.frame[catalogue_ok]
-                catalogue_ids = catalogue_ids[catalogue_ok].reset_index(drop=True)
-        notes["items_duplicate_ids_dropped"] = int(catalogue_ids.duplicated().sum())
-        raw_items = _catalogue_columns(item_table, catalogue_ids, title_col, text_cols)
-    catalogue, untitled, conflicts = _collapse_items(raw_items, [str(c) for c in text_cols])
-    notes["items_with_conflicting_titles"] = conflicts
-    inter, catalogue, kept = attach_catalogue(inter, catalogue, untitled)
-    notes.update(kept)
-    if inter.empty:
-        raise DataError(
-            "no interaction refers to an item with a title; check item_col/items_item_col "
-            "and that both files use the same item ids",
-            path=files.get("items", inter_path),
-        )
+    inter, catalogue = _join_catalogue(
+        inter, raw_items, text_cols, notes, files.get("items", inter_path)
+    )
     source = describe_source(
         "table",
         files,
@@ -179,6 +155,77 @@ def load_table(
         timestamp_unit=unit,
     )
     return RawData(interactions=inter, items=catalogue, source=source, notes=notes)
+
+
+def _interaction_ids(
+    table: _Table, columns: tuple[str, str], drop_invalid_ids: bool, notes: dict[str, int]
+) -> tuple[pd.Series, pd.Series]:
+    """The user and item ids of the interactions; with ``drop_invalid_ids`` the rows with
+    an invalid one are dropped from ``table`` too (and counted in ``notes``)."""
+    user_col, item_col = columns
+    user_ids, user_ok = _ids(table, user_col, drop=drop_invalid_ids)
+    item_ids, item_ok = _ids(table, item_col, drop=drop_invalid_ids)
+    if drop_invalid_ids:
+        keep = user_ok & item_ok
+        notes["rows_with_invalid_id_dropped"] = int((~keep).sum())
+        if not keep.any():
+            raise DataError("no row has a valid user and item id", path=table.path)
+        if not keep.all():
+            table.frame = table.frame[keep]
+            user_ids = user_ids[keep].reset_index(drop=True)
+            item_ids = item_ids[keep].reset_index(drop=True)
+    return user_ids, item_ids
+
+
+def _items_file(
+    path: Path,
+    reading: tuple[str | None, str | None, str],
+    id_column: tuple[str, str],
+    title_col: str,
+    text_cols: Sequence[str],
+    drop_invalid_ids: bool,
+    notes: dict[str, int],
+) -> pd.DataFrame:
+    """The catalogue columns of a separate items file. ``reading`` is (format, separator,
+    encoding); ``id_column`` the item id column and the parameter that named it."""
+    fmt, sep, encoding = reading
+    id_col, id_param = id_column
+    item_params = {id_col: id_param}
+    item_params.update({title_col: "title_col", **{c: "text_cols" for c in text_cols}})
+    item_table = _read_table(
+        path, fmt, sep, encoding, None, [id_col, title_col, *text_cols], item_params
+    )
+    _check_types(item_table, {id_col: "id", title_col: "text", **{c: "field" for c in text_cols}})
+    catalogue_ids, catalogue_ok = _ids(item_table, id_col, drop=drop_invalid_ids)
+    if drop_invalid_ids:
+        notes["items_with_invalid_id_dropped"] = int((~catalogue_ok).sum())
+        if not catalogue_ok.all():
+            item_table.frame = item_table.frame[catalogue_ok]
+            catalogue_ids = catalogue_ids[catalogue_ok].reset_index(drop=True)
+    notes["items_duplicate_ids_dropped"] = int(catalogue_ids.duplicated().sum())
+    return _catalogue_columns(item_table, catalogue_ids, title_col, text_cols)
+
+
+def _join_catalogue(
+    inter: pd.DataFrame,
+    raw_items: pd.DataFrame,
+    text_cols: Sequence[str],
+    notes: dict[str, int],
+    items_path: Path,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per item (conflicting titles resolved), and the interactions whose item has
+    a title; what was dropped goes into ``notes``."""
+    catalogue, untitled, conflicts = _collapse_items(raw_items, [str(c) for c in text_cols])
+    notes["items_with_conflicting_titles"] = conflicts
+    inter, catalogue, kept = attach_catalogue(inter, catalogue, untitled)
+    notes.update(kept)
+    if inter.empty:
+        raise DataError(
+            "no interaction refers to an item with a title; check item_col/items_item_col "
+            "and that both files use the same item ids",
+            path=items_path,
+        )
+    return inter, catalogue
 
 
 # ------------------------------------------------------------------------- reading

@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
+from whyrec.llm.backends.base import Message, RawReply
 from whyrec.llm.backends.local import LocalBackend, capture_completion
 from whyrec.llm.backends.sampling import GreedyFirst
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
-from whyrec.llm.parse import Schema, schema_instruction
+from whyrec.llm.parse import Schema
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -612,14 +612,9 @@ class BatchedLocalBackend:
         seed: int | None,
     ) -> RawReply:
         """One chat completion, decoded together with whatever else is in flight."""
-        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-        if seed is not None:
-            kwargs["seed"] = seed
-        if schema is not None:
-            grammar, exact = self._local._grammar(schema)
-            kwargs["grammar"] = grammar
-            if not exact:
-                messages = with_schema_instruction(messages, schema_instruction(schema))
+        messages, kwargs = self._local.prepare(
+            messages, schema=schema, max_tokens=max_tokens, temperature=temperature, seed=seed
+        )
         try:
             plan = self._plan(messages, kwargs, seed)
         except _Unsupported:

@@ -433,6 +433,23 @@ class LocalBackend:
     ) -> RawReply:
         """One chat completion; with a schema, decoding is constrained by its grammar."""
         _ = self.llama  # load first: a missing or broken model fails before grammar work
+        messages, kwargs = self.prepare(
+            messages, schema=schema, max_tokens=max_tokens, temperature=temperature, seed=seed
+        )
+        return self.complete_prepared(messages, kwargs)
+
+    def prepare(
+        self,
+        messages: list[Message],
+        *,
+        schema: Schema | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> tuple[list[Message], dict[str, Any]]:
+        """The messages and the llama.cpp sampling arguments of one call: the schema's
+        grammar, and the schema in the prompt when the grammar cannot enforce it alone
+        (shared with the batched backend, which decodes with this model's grammars)."""
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
         if seed is not None:
             kwargs["seed"] = seed
@@ -441,7 +458,7 @@ class LocalBackend:
             kwargs["grammar"] = grammar
             if not exact:
                 messages = with_schema_instruction(messages, schema_instruction(schema))
-        return self.complete_prepared(messages, kwargs)
+        return messages, kwargs
 
     def complete_prepared(self, messages: list[Message], kwargs: dict[str, Any]) -> RawReply:
         """One chat completion with already prepared arguments (grammar included)."""
