@@ -74,6 +74,9 @@ class TopLists:
                     for u, (items, sc) in zip(todo, tops, strict=True):
                         self._set_pre(int(u), items, sc)
                 self.precomputed = int(self._pre_done.sum())
+            import gc
+
+            gc.freeze()  # what precompute built lives as long as the process
         except Exception:  # the on-demand path still works; say why precompute stopped
             log.exception("precomputing top lists stopped")
 
