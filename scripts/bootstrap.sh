@@ -35,7 +35,11 @@ if [ -f "$stamp_file" ]; then
     fi
 fi
 stamp="$digest $extras"
-echo "[bootstrap] installing whyrec[$extras] into $venv (first run builds llama-cpp-python: ~6 min)"
+case ",$extras," in
+    *",local,"*) note=" (first run builds llama-cpp-python: ~6 min)" ;;
+    *) note="" ;;
+esac
+echo "[bootstrap] installing whyrec[$extras] into $venv$note"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 # llama.cpp's default -march=native build enables every instruction the CPU reports; on
 # machines with AMX tiles that build crashed at the first decode (general protection
