@@ -268,16 +268,24 @@ class Recommender(ABC):
         :class:`~whyrec.models.attribution.Removal` (history positions removed; models
         without preferences ignore preference removals). Ranks are 1-based among the items
         not in the full history."""
-        from whyrec.models.attribution import drop_positions, ranks_of
+        from whyrec.models.attribution import ranks_of
 
         self._check_fitted()
         item = int(self._check_items([item], "item")[0])
         u, hist = self._resolve(user, history)
-        hists = [hist, *(drop_positions(hist, r.history) for r in removals)]
-        users = None if u is None else np.full(len(hists), u)
-        scores = self.score_batch(hists, users)
+        scores = self._removal_scores(hist, u, [tuple(r.history) for r in removals])
         ranks = ranks_of(scores, item, np.unique(hist))
-        return [(float(scores[i, item]), int(ranks[i])) for i in range(len(hists))]
+        return [(float(scores[i, item]), int(ranks[i])) for i in range(len(scores))]
+
+    def _removal_scores(
+        self, hist: np.ndarray, user: int | None, removals: list[tuple[int, ...]]
+    ) -> np.ndarray:
+        """All-item scores of ``hist``, then of ``hist`` without each removal's positions."""
+        from whyrec.models.attribution import drop_positions
+
+        hists = [hist, *(drop_positions(hist, r) for r in removals)]
+        users = None if user is None else np.full(len(hists), user)
+        return self.score_batch(hists, users)
 
     @property
     def evidence_window(self) -> int:

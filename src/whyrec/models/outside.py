@@ -158,27 +158,14 @@ class OutsideModel(Recommender):
             )
         return arr
 
-    def counterfactual(
-        self,
-        item: int,
-        user: int | None = None,
-        *,
-        history: Sequence[int] | np.ndarray | None = None,
-        removals: Sequence[Any] = (),
-        **context: Any,
-    ) -> list[tuple[float, int]]:
+    def _removal_scores(
+        self, hist: np.ndarray, user: int | None, removals: list[tuple[int, ...]]
+    ) -> np.ndarray:
         own = getattr(self.scorer, "counterfactual_scores", None)
-        if own is None:
-            return super().counterfactual(item, user, history=history, removals=removals, **context)
-        from whyrec.models.attribution import ranks_of
-
-        self._check_fitted()
-        item = int(self._check_items([item], "item")[0])
-        u, hist = self._resolve(user, history)
-        positions = [tuple(int(p) for p in r.history) for r in removals]
-        scores = self._checked_scores(own(hist, u, positions), 1 + len(positions))
-        ranks = ranks_of(scores, item, np.unique(hist))
-        return [(float(scores[i, item]), int(ranks[i])) for i in range(len(scores))]
+        if own is None:  # re-score the shorter histories
+            return super()._removal_scores(hist, user, removals)
+        positions = [tuple(int(p) for p in r) for r in removals]
+        return self._checked_scores(own(hist, user, positions), 1 + len(positions))
 
     @property
     def evidence_window(self) -> int:
@@ -214,13 +201,12 @@ class OutsideModel(Recommender):
 
     def _load_state(self, directory: Path) -> None:
         adapter_class(self.adapter)  # a clear error before any file is read
-        self._adapter_dir = directory / ADAPTER_DIR
 
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset | None = None) -> Self:
         model = super().load(path, dataset)
         # the adapter reads its files with the catalogue known (item ids map to columns)
-        model.scorer = adapter_class(model.adapter).load(model._adapter_dir, model)
+        model.scorer = adapter_class(model.adapter).load(Path(path) / ADAPTER_DIR, model)
         return model
 
 
@@ -388,10 +374,3 @@ class ItemMap:
         known = self.columns >= 0
         out[:, known] = outside_scores[:, self.columns[known]]
         return out
-
-
-def drop_positions_all(history: np.ndarray, removals: Sequence[tuple[int, ...]]) -> list:
-    """The full history, then the history without each removal's positions."""
-    from whyrec.models.attribution import drop_positions
-
-    return [history, *(drop_positions(history, r) for r in removals)]
