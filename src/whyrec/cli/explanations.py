@@ -89,7 +89,7 @@ def evaluate_explanations(
     judges; prints mean ± std and N per metric, naming the writer and judge LLMs."""
     from rich.console import Console
 
-    from whyrec.cli.models import _load_data
+    from whyrec.cli.models import open_model
     from whyrec.embed import get_encoder
     from whyrec.errors import ConfigError
     from whyrec.evaluate.explanations import (
@@ -100,21 +100,11 @@ def evaluate_explanations(
     from whyrec.evaluate.explanations import (
         evaluate_explanations as run_eval,
     )
-    from whyrec.models import load_model
-    from whyrec.models.base import read_manifest
-    from whyrec.models.outside import is_import_path
 
     err = Console(stderr=True)
     sys_list = _split(systems, "systems", SYSTEMS)
     pos_list = _split(positions, "positions", ("top", "low"))
-    if is_import_path(run):
-        if data is None:
-            raise ConfigError(f"{run} is a Python import path: pass --data with its dataset")
-        ds = _load_data(data)
-        model = load_model(run, ds)
-    else:
-        ds = _load_data(data, read_manifest(run))
-        model = load_model(Path(run), ds)
+    model, ds = open_model(run, data, need_data=True)
     if not model.has_attribution:
         raise ConfigError(
             f"{run} holds a {model.name!r} model whose scores ignore the history: there is no "

@@ -64,8 +64,11 @@ def _load_data(spec: str | None, manifest: dict[str, Any] | None = None) -> Any:
     return load_dataset(Path(spec) if Path(spec).is_dir() else spec)
 
 
-def open_model(spec: str | Path, data: str | None = None) -> tuple[Any, Any]:
-    """The model an entry point's ``MODEL`` argument names, and its dataset when known.
+def open_model(
+    spec: str | Path, data: str | None = None, *, need_data: bool = False
+) -> tuple[Any, Any]:
+    """The model an entry point's ``MODEL`` argument names, and its dataset when known
+    (``need_data``: always — a model directory's own dataset unless ``--data`` is given).
 
     ``spec`` is a model directory (whyrec's own models, and outside models whose manifest
     names their adapter) or a Python import path ``module:object`` naming an outside
@@ -82,7 +85,12 @@ def open_model(spec: str | Path, data: str | None = None) -> tuple[Any, Any]:
             )
         ds = _load_data(data)
         return load_model(str(spec), ds), ds
-    ds = _load_data(data) if data is not None else None
+    if need_data:
+        from whyrec.models.base import read_manifest
+
+        ds = _load_data(data, read_manifest(spec))
+    else:
+        ds = _load_data(data) if data is not None else None
     return load_model(Path(spec), ds), ds
 
 
