@@ -351,10 +351,7 @@ def _open_model(settings: ServeSettings) -> tuple[Any, dict[str, Any]]:
                 f"run {settings.run} is a Python import path: set the dataset it was trained "
                 "on (--data / WHYREC_SERVE_DATASET)"
             )
-        spec = settings.dataset
-        model = load_model(
-            str(settings.run), load_dataset(Path(spec) if Path(spec).is_dir() else spec)
-        )
+        model = load_model(str(settings.run), load_dataset(settings.dataset))
         # no file to read: the manifest the model would write, with its import path
         return model, {**model._manifest(), "created": None, "import_path": str(settings.run)}
     run = Path(settings.run).expanduser()
