@@ -65,22 +65,28 @@ class ConfigFileSource(PydanticBaseSettingsSource):
 class FileSettings(BaseSettings):
     """Settings from, highest precedence first: values given in code (``config_file``
     among them), ``<PREFIX><FIELD>`` environment variables, then the settings file named
-    by ``config_file`` or by the ``config_env`` environment variable, read by
-    ``config_reader``. Subclasses set ``env_prefix`` in their ``model_config`` and the
-    class variables below; unknown keys are refused and a settings object is frozen."""
+    by ``config_file`` or by the ``config_env`` environment variable, its
+    ``config_section`` read by :meth:`read_config`. Subclasses set ``env_prefix`` in their
+    ``model_config`` and the class variables below; unknown keys are refused and a
+    settings object is frozen."""
 
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, frozen=True)
 
     #: the environment variable that names the settings file, e.g. ``WHYREC_LLM_CONFIG``
     config_env: ClassVar[str] = ""
-    #: reads the subclass's section of a settings file (errors name the file)
-    config_reader: ClassVar[Callable[[str | Path], dict[str, Any]]]
+    #: the settings' table in a settings file (``[llm]``, ``[serve]``); the page
+    #: ``docs/<section>.md`` lists them
+    config_section: ClassVar[str] = ""
     #: what the settings are for, in error messages ("invalid LLM settings: ...")
     settings_name: ClassVar[str] = "whyrec"
-    #: the page that lists the settings, named for an unknown key
-    settings_docs: ClassVar[str] = "docs/"
     #: raised by :meth:`load` for invalid values
     config_error: ClassVar[type[ConfigError]] = ConfigError
+
+    @classmethod
+    def read_config(cls, path: str | Path) -> dict[str, Any]:
+        """The ``config_section`` table (or the top level) of a TOML/JSON settings file;
+        errors are ``config_error`` naming the file."""
+        return read_config_section(path, cls.config_section, error=cls.config_error)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Self:
@@ -108,7 +114,8 @@ class FileSettings(BaseSettings):
             loc = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                parts.append(f"{loc}: unknown setting (see {cls.settings_docs} for the list)")
+                page = f"docs/{cls.config_section}.md"
+                parts.append(f"{loc}: unknown setting (see {page} for the list)")
             elif loc:
                 env = prefix + str(err["loc"][0]).upper()
                 parts.append(
@@ -130,5 +137,5 @@ class FileSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
         path = init_kwargs.get("config_file") or os.environ.get(cls.config_env) or None
-        file_source = ConfigFileSource(settings_cls, path, cls.config_reader)
+        file_source = ConfigFileSource(settings_cls, path, cls.read_config)
         return (init_settings, env_settings, file_source)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import FileSettings, read_config_section
+from whyrec.config import FileSettings
 from whyrec.llm.errors import LLMConfigError
 from whyrec.paths import cache_dir
 
@@ -44,19 +44,6 @@ BUILTIN_PRICES: dict[str, Price] = {
 }
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read the LLM section of a TOML or JSON config file, with errors naming the file."""
-    data = read_config_section(path, "llm", error=LLMConfigError)
-    for key in data:
-        if key.lower() in _FORBIDDEN_KEYS:
-            raise LLMConfigError(
-                f"{Path(path).expanduser()}: key {key!r} is not allowed: secrets never go in "
-                "config files; put the key in an environment variable and set 'api_key_env' "
-                "to that variable's name"
-            )
-    return data
-
-
 #: ``weights``: "file" (as stored) or a llama.cpp file type to re-encode the GGUF into
 #: (the name of its ``LLAMA_FTYPE_MOSTLY_*`` constant, lower-cased)
 WeightsFormat = Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
@@ -67,9 +54,8 @@ class LLMSettings(FileSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
     config_env: ClassVar[str] = CONFIG_ENV
-    config_reader = staticmethod(read_config_file)
+    config_section: ClassVar[str] = "llm"
     settings_name: ClassVar[str] = "LLM"
-    settings_docs: ClassVar[str] = "docs/llm.md"
     config_error = LLMConfigError
 
     backend: Literal["local", "openai"] = Field(
@@ -188,6 +174,20 @@ class LLMSettings(FileSettings):
     def calls_to_fill(self) -> int:
         """Calls the local backend decodes at once (``n_parallel`` in each worker)."""
         return self.n_parallel * self.workers if self.is_local else 1
+
+    @classmethod
+    def read_config(cls, path: str | Path) -> dict[str, Any]:
+        """The ``[llm]`` table (or top level) of a TOML/JSON file, errors naming the file;
+        a key that looks like a secret is refused: keys live in environment variables."""
+        data = super().read_config(path)
+        for key in data:
+            if key.lower() in _FORBIDDEN_KEYS:
+                raise LLMConfigError(
+                    f"{Path(path).expanduser()}: key {key!r} is not allowed: secrets never go "
+                    "in config files; put the key in an environment variable and set "
+                    "'api_key_env' to that variable's name"
+                )
+        return data
 
     @property
     def is_local(self) -> bool:

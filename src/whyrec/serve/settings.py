@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import FileSettings, read_config_section
+from whyrec.config import FileSettings
 from whyrec.safety import register_secret
 from whyrec.serve.store_url import display_url, is_postgres_url
 
@@ -35,19 +35,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The ``[serve]`` section (or top level) of a TOML/JSON file, errors naming the file."""
-    return read_config_section(path, "serve")
-
-
 class ServeSettings(FileSettings):
     """Everything ``whyrec serve`` needs; every field is also ``WHYREC_SERVE_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
     config_env: ClassVar[str] = CONFIG_ENV
-    config_reader = staticmethod(read_config_file)
+    config_section: ClassVar[str] = "serve"
     settings_name: ClassVar[str] = "serve"
-    settings_docs: ClassVar[str] = "docs/serve.md"
 
     run: Path = Field(
         ...,
