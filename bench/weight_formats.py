@@ -28,6 +28,7 @@ import numpy as np
 
 from _report import write_result
 from whyrec.llm import LLMSettings
+from whyrec.llm.backends import Decoding
 from whyrec.llm.backends.batched import BatchedLocalBackend
 from whyrec.llm.backends.local import LocalBackend
 
@@ -71,7 +72,7 @@ def _median_step_ms(settings: LLMSettings, local: LocalBackend, p: int, tokens: 
     ]
 
     def one(m: list[dict]) -> Any:
-        return backend.generate(m, schema=None, max_tokens=tokens, temperature=0.0, seed=0)
+        return backend.generate(m, Decoding(max_tokens=tokens, temperature=0.0, seed=0))
 
     try:
         with ThreadPoolExecutor(len(msgs)) as pool:

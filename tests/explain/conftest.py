@@ -30,7 +30,7 @@ class ScriptedBackend:
         self.calls = []
         self.lock = threading.Lock()
 
-    def generate(self, messages, *, schema, max_tokens, temperature, seed):
+    def generate(self, messages, decoding):
         with self.lock:
             self.calls.append(messages)
             item = self.replies.pop(0) if self.replies else "{}"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from whyrec.llm.backends.base import RawReply
+from whyrec.llm.backends.base import Decoding, RawReply
 from whyrec.llm.errors import LLMTransientError
 from whyrec.llm.settings import LLMSettings
 
@@ -57,10 +57,15 @@ class FakeBackend:
         self.hold: threading.Event | None = None
         self.closed = False
 
-    def generate(self, messages, *, schema, max_tokens, temperature, seed) -> RawReply:
+    def generate(self, messages, decoding: Decoding) -> RawReply:
         with self.lock:
             self.calls.append(
-                {"messages": messages, "schema": schema, "max_tokens": max_tokens, "seed": seed}
+                {
+                    "messages": messages,
+                    "schema": decoding.schema,
+                    "max_tokens": decoding.max_tokens,
+                    "seed": decoding.seed,
+                }
             )
             item = self.script.pop(0) if self.script else self.default
             self.in_flight += 1

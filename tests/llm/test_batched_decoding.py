@@ -16,6 +16,7 @@ from whyrec.explain.prompts import (
 )
 from whyrec.explain.schemas import explanation_schema, preference_schema
 from whyrec.llm import LLMClient, LLMRequest
+from whyrec.llm.backends import Decoding
 from whyrec.llm.backends.batched import BatchedLocalBackend
 from whyrec.llm.backends.local import LocalBackend
 from whyrec.llm.errors import LLMRequestError
@@ -65,6 +66,11 @@ def _calls() -> list[dict]:
     return calls
 
 
+def _greedy(call: dict) -> Decoding:
+    """The decoding of one of :func:`_calls`' calls at temperature 0, seed 0."""
+    return Decoding(schema=call["schema"], max_tokens=call["max_tokens"], temperature=0.0, seed=0)
+
+
 @pytest.fixture(scope="module")
 def backends():
     settings = LLMSettings(backend="local", n_threads=1, n_ctx=1024, cache=False)
@@ -79,11 +85,11 @@ def backends():
 def test_batched_replies_are_identical_to_sequential_ones(backends):
     local, batched = backends
     calls = _calls()
-    seq = [local.generate(**c, temperature=0.0, seed=0) for c in calls]
+    seq = [local.generate(c["messages"], _greedy(c)) for c in calls]
     engine = batched.engine
     before = (engine.prompt_tokens, engine.generated_tokens)
     with ThreadPoolExecutor(len(calls)) as pool:  # more calls than slots: queueing too
-        par = list(pool.map(lambda c: batched.generate(**c, temperature=0.0, seed=0), calls))
+        par = list(pool.map(lambda c: batched.generate(c["messages"], _greedy(c)), calls))
     for a, b in zip(seq, par, strict=True):
         assert (b.text, b.finish_reason, b.completion_tokens, b.prompt_tokens) == (
             a.text, a.finish_reason, a.completion_tokens, a.prompt_tokens,
@@ -114,8 +120,7 @@ def test_client_complete_many_batches_and_keeps_order(backends):
     ]
     out = client.complete_many(reqs)
     ref = [
-        local.generate(r.messages, schema=None, max_tokens=24, temperature=0.0, seed=0)
-        for r in reqs
+        local.generate(r.messages, Decoding(max_tokens=24, temperature=0.0, seed=0)) for r in reqs
     ]
     assert [o.tag for o in out] == [0, 1, 2]
     # Greedy outputs match the sequential backend as a rule (8/8 in bench/batched_decoding.py),
@@ -132,9 +137,9 @@ def test_too_long_prompts_fail_like_the_sequential_backend(backends):
     local, batched = backends
     long = [{"role": "user", "content": "film " * 1500}]
     with pytest.raises(LLMRequestError, match="exceed context window"):
-        local.generate(long, schema=None, max_tokens=8, temperature=0.0, seed=0)
+        local.generate(long, Decoding(max_tokens=8, temperature=0.0, seed=0))
     with pytest.raises(LLMRequestError, match="exceed context window"):
-        batched.generate(long, schema=None, max_tokens=8, temperature=0.0, seed=0)
+        batched.generate(long, Decoding(max_tokens=8, temperature=0.0, seed=0))
 
 
 def test_settings_choose_batched_decoding():

@@ -182,6 +182,28 @@ def test_cache_hit_skips_the_backend_and_is_not_charged(fake_backend, fast_setti
     )  # fmt: skip
 
 
+class Pick(BaseModel):
+    title: str
+    score: float
+
+
+def test_requests_keep_their_cache_keys(fake_backend, fast_settings, tmp_path):
+    """The key of a request is pinned: replies cached by an earlier version must still hit.
+    (The literals are the keys these requests had before the backends took a ``Decoding``;
+    a change of what goes into the key must bump ``CACHE_FORMAT`` and these literals.)"""
+    fb = fake_backend(['{"title": "Heat", "score": 0.5}', "Heat"])
+    cache = ReplyCache(tmp_path / "c.sqlite")
+    client = LLMClient(fast_settings(), backend=fb, cache=cache)
+    client.complete(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Pick a film."}],
+        schema=Pick, max_tokens=40, temperature=0.0, seed=3, prompt_version="v7",
+    )  # fmt: skip
+    client.complete("Name one film.", max_tokens=16, temperature=0.7, prompt_version="v1")
+    assert len(cache) == 2
+    assert cache.get("51012a48c8512bc6d971b1abca5c7e2090c3bd1c41183b38b36b93b000b6130d")
+    assert cache.get("8ce01d6342478529ed2dfc28c472392f8a222515644ef87042c5ee01533b1559")
+
+
 def test_a_failure_is_remembered_until_retried(fake_backend, fast_settings, tmp_path):
     # the negative cache in depth: test_negative_cache.py
     fb = fake_backend(["garbage", '{"score": 0.3}'])

@@ -110,6 +110,7 @@ def test_greedy_grammar_shortcut_gives_llama_cpp_pythons_replies(smollm_path):
     every grammar-constrained greedy reply equals llama-cpp-python's own sampler chain's."""
     from whyrec.explain.prompts import explanation_messages, preference_messages
     from whyrec.explain.schemas import explanation_schema, preference_schema
+    from whyrec.llm.backends import Decoding
     from whyrec.llm.backends.local import LocalBackend
     from whyrec.llm.parse import Schema
 
@@ -151,8 +152,11 @@ def test_greedy_grammar_shortcut_gives_llama_cpp_pythons_replies(smollm_path):
             msgs = call["messages"]
             if isinstance(msgs, str):
                 call = {**call, "messages": [SYSTEM, {"role": "user", "content": msgs}]}
-            a = native.generate(**call, temperature=0.0, seed=0)
-            b = fast.generate(**call, temperature=0.0, seed=0)
+            greedy = Decoding(
+                schema=call["schema"], max_tokens=call["max_tokens"], temperature=0.0, seed=0
+            )
+            a = native.generate(call["messages"], greedy)
+            b = fast.generate(call["messages"], greedy)
             fast_replies.append(b)
             assert (b.text, b.completion_tokens, b.finish_reason) == (
                 a.text, a.completion_tokens, a.finish_reason,

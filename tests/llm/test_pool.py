@@ -19,7 +19,7 @@ import pytest
 from whyrec.explain.prompts import PREFERENCE_ASPECTS, aspect_preference_messages
 from whyrec.explain.schemas import preference_schema
 from whyrec.llm import LLMClient, LLMRequest
-from whyrec.llm.backends import make_backend
+from whyrec.llm.backends import Decoding, make_backend
 from whyrec.llm.backends.local import LocalBackend
 from whyrec.llm.backends.pool import (
     WorkerPoolBackend,
@@ -126,6 +126,11 @@ def _calls() -> list[dict]:
     return calls
 
 
+def _greedy(call: dict) -> Decoding:
+    """The decoding of one of :func:`_calls`' calls at temperature 0, seed 0."""
+    return Decoding(schema=call["schema"], max_tokens=call["max_tokens"], temperature=0.0, seed=0)
+
+
 @pytest.fixture(scope="module")
 def pool():
     backend = WorkerPoolBackend(
@@ -142,11 +147,11 @@ def test_workers_reply_like_the_in_process_backend(pool):
     # results do not depend on the thread count
     local = LocalBackend(LLMSettings(backend="local", n_threads=2, n_ctx=1024, cache=False))
     try:
-        ref = [local.generate(**c, temperature=0.0, seed=0) for c in calls]
+        ref = [local.generate(c["messages"], _greedy(c)) for c in calls]
     finally:
         local.close()
     with ThreadPoolExecutor(4) as ex:  # more calls in flight than workers
-        par = list(ex.map(lambda c: pool.generate(**c, temperature=0.0, seed=0), calls))
+        par = list(ex.map(lambda c: pool.generate(c["messages"], _greedy(c)), calls))
     for a, b in zip(ref, par, strict=True):
         assert (b.text, b.finish_reason, b.completion_tokens, b.prompt_tokens) == (
             a.text, a.finish_reason, a.completion_tokens, a.prompt_tokens,
@@ -173,8 +178,8 @@ def test_workers_reply_like_the_in_process_backend(pool):
 def test_a_request_error_in_a_worker_reaches_the_caller_and_the_pool_goes_on(pool):
     long = [{"role": "user", "content": "film " * 1500}]
     with pytest.raises(LLMRequestError, match="exceed context window"):
-        pool.generate(long, schema=None, max_tokens=8, temperature=0.0, seed=0)
-    ok = pool.generate(_calls()[0]["messages"], schema=None, max_tokens=8, temperature=0.0, seed=0)
+        pool.generate(long, Decoding(max_tokens=8, temperature=0.0, seed=0))
+    ok = pool.generate(_calls()[0]["messages"], Decoding(max_tokens=8, temperature=0.0, seed=0))
     assert ok.text and ok.model == pool.model
 
 
@@ -190,7 +195,7 @@ def test_a_dead_worker_fails_its_calls_and_the_others_serve_on():
 
         def long_call() -> None:
             try:
-                backend.generate(msgs, schema=None, max_tokens=400, temperature=0.7, seed=1)
+                backend.generate(msgs, Decoding(max_tokens=400, temperature=0.7, seed=1))
             except BaseException as exc:  # recorded for the assertion
                 errors.append(exc)
 
@@ -205,7 +210,7 @@ def test_a_dead_worker_fails_its_calls_and_the_others_serve_on():
         assert len(errors) == 1 and isinstance(errors[0], LLMRequestError)
         assert f"worker {victim.index} exited with code -9" in str(errors[0])
         for _ in range(3):  # every later call goes to the survivor
-            r = backend.generate(msgs, schema=None, max_tokens=6, temperature=0.0, seed=0)
+            r = backend.generate(msgs, Decoding(max_tokens=6, temperature=0.0, seed=0))
             assert r.text
         survivor = next(w for w in backend._pool if w is not victim)
         assert survivor.served >= 3
@@ -223,9 +228,8 @@ def test_a_broken_model_file_fails_at_start_naming_it(tmp_path):
     try:
         with pytest.raises(LLMConfigError, match="broken.gguf"):
             backend.generate(
-                [{"role": "user", "content": "hi"}], schema=None, max_tokens=4,
-                temperature=0.0, seed=0,
-            )  # fmt: skip
+                [{"role": "user", "content": "hi"}], Decoding(max_tokens=4, temperature=0.0, seed=0)
+            )
     finally:
         backend.close()
 

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from whyrec.explain.prompts import preference_messages
+from whyrec.llm.backends import Decoding
 from whyrec.llm.backends.batched import BatchedLocalBackend
 from whyrec.llm.backends.local import LocalBackend
 from whyrec.llm.settings import LLMSettings
@@ -107,7 +108,7 @@ def test_real_generation_is_fed_the_protected_prompt(local_backend):
     """End to end with the loaded model: the tokens in llama.cpp's context after a
     generation start with the protected prompt."""
     msgs = _messages(HOSTILE)
-    local_backend.generate(msgs, schema=None, max_tokens=4, temperature=0.0, seed=0)
+    local_backend.generate(msgs, Decoding(max_tokens=4, temperature=0.0, seed=0))
     fed = [int(t) for t in local_backend.llama._input_ids[: local_backend.llama.n_tokens]]
     expected = local_backend.prompt_tokens(msgs)
     assert fed[: len(expected)] == expected

@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # whyrec.batch imports no LLM code until a job runs
+    from whyrec.llm.backends import Decoding, Message, RawReply
 
 
 class RateLimiter:
@@ -61,10 +64,10 @@ class RateLimitedBackend:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def generate(self, messages: Any, **kwargs: Any) -> Any:
+    def generate(self, messages: list[Message], decoding: Decoding) -> RawReply:
         """Wait for a slot, then run one attempt on the inner backend."""
         self.waited_s += self.limiter.acquire()
-        return self.inner.generate(messages, **kwargs)
+        return self.inner.generate(messages, decoding)
 
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()

@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from whyrec.cli.options import OutputFormat
+
 app = typer.Typer(
     help="Tuning-based alignment: build training data from a recommender, LoRA-tune a small "
     "LLM into its surrogate, evaluate the alignment (RecExplainer, Cao et al.).",
@@ -29,11 +31,6 @@ class Knowledge(StrEnum):
     rec = "rec"
     rec_aux = "rec+aux"
     eval = "eval"
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 def _select_users(n_users: int, users: str, offset: int, seed: int) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from whyrec.cli.options import HOLDOUT_HELP
+from whyrec.cli.options import HOLDOUT_HELP, OutputFormat
 
 MODEL_NAMES = ["popularity", "bpr-mf", "sasrec", "sasrec-text", "gru4rec", "lane"]
 
@@ -27,11 +27,6 @@ class Protocol(StrEnum):
 class Split(StrEnum):
     test = "test"
     valid = "valid"
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:

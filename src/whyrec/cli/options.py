@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Any
 
 #: The help of ``--holdout`` (``preferences``) and ``--pref-holdout`` (``train``, LANE).
@@ -17,6 +18,14 @@ HOLDOUT_HELP = (
     "Leak-free preferences: written from the training history up to this many interactions "
     "before its end; LANE learns them on the targets after (0: the whole history)."
 )
+
+
+class OutputFormat(StrEnum):
+    """How a command prints its report (``--format``): a table, or JSON for scripts."""
+
+    table = "table"
+    json = "json"
+
 
 #: One option of a group: (parameter name, type, ``typer.Option(...)``).
 OptionSpec = tuple[str, Any, Any]

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from whyrec.llm.accounting import Accounting
-from whyrec.llm.backends import Backend, Message, make_backend
+from whyrec.llm.backends import Backend, Decoding, Message, make_backend
 from whyrec.llm.backends.base import RawReply
 from whyrec.llm.cache import ReplyCache, cache_key, is_failure
 from whyrec.llm.errors import (
@@ -256,34 +256,32 @@ class LLMClient:
         """
         start = time.perf_counter()
         msgs = normalize_messages(messages)
-        sch = Schema.of(schema) if schema is not None else None
         s = self.settings
-        params = {
-            "max_tokens": s.max_tokens if max_tokens is None else max_tokens,
-            "temperature": s.temperature if temperature is None else temperature,
-            "seed": s.seed if seed is None else seed,
-        }
-        if params["max_tokens"] < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {params['max_tokens']}")
+        decoding = Decoding(
+            max_tokens=s.max_tokens if max_tokens is None else max_tokens,
+            temperature=s.temperature if temperature is None else temperature,
+            seed=s.seed if seed is None else seed,
+            schema=Schema.of(schema) if schema is not None else None,
+        )
         caching = self.cache is not None and (use_cache if use_cache is not None else True)
         key = ""
         if caching:
-            key = self._request_key(msgs, sch, prompt_version, params)
+            key = self._request_key(msgs, decoding, prompt_version)
             refresh = self.settings.retry_failed if retry_failed is None else retry_failed
-            hit = self._from_cache(key, sch, stage, start, tag, failures=not refresh)
+            hit = self._from_cache(key, decoding.schema, stage, start, tag, failures=not refresh)
             if hit is not None:
                 return hit
 
         spent = {"prompt": 0, "completion": 0, "attempts": 0}
         try:
-            result = self._ask(msgs, sch, params, stage, spent, start, tag)
+            result = self._ask(msgs, decoding, stage, spent, start, tag)
         except Exception as exc:
             if caching and isinstance(exc, LLMOutputError):
                 self._store_failure(key, exc, stage)
             self._book_asked(stage, spent, failed=True, latency_s=time.perf_counter() - start)
             raise
         if caching:
-            self._store_result(key, result, sch, stage)
+            self._store_result(key, result, decoding.schema, stage)
         self._book_asked(stage, spent, failed=False, latency_s=result.latency_s)
         return result
 
@@ -383,10 +381,9 @@ class LLMClient:
             tag=tag,
         )
 
-    def _request_key(
-        self, msgs: list[Message], sch: Schema | None, prompt_version: str, params: dict[str, Any]
-    ) -> str:
+    def _request_key(self, msgs: list[Message], decoding: Decoding, prompt_version: str) -> str:
         """The cache key of one request: everything that decides the reply."""
+        sch = decoding.schema
         return cache_key(
             {
                 "backend": self.backend.name,
@@ -396,7 +393,9 @@ class LLMClient:
                 "messages": msgs,
                 # as text: property order steers generation, so it is part of the key
                 "schema": json.dumps(sch.json_schema) if sch else None,
-                **params,
+                "max_tokens": decoding.max_tokens,
+                "temperature": decoding.temperature,
+                "seed": decoding.seed,
             }
         )
 
@@ -420,8 +419,7 @@ class LLMClient:
     def _ask(
         self,
         msgs: list[Message],
-        sch: Schema | None,
-        params: dict[str, Any],
+        decoding: Decoding,
         stage: str,
         spent: dict[str, int],
         start: float,
@@ -436,6 +434,7 @@ class LLMClient:
         field then costs a short answer, not a whole new reply. Otherwise the whole reply
         is asked for again.
         """
+        sch = decoding.schema
         conversation = list(msgs)
         asks = 1 + (self.settings.max_reasks if sch is not None else 0)
         problems: list[str] = []
@@ -445,7 +444,8 @@ class LLMClient:
         kept_tokens = 0
         ask_schema = sch
         for ask in range(asks):
-            reply = self._generate_with_retries(conversation, ask_schema, params, spent)
+            asked = dataclasses.replace(decoding, schema=ask_schema)
+            reply = self._generate_with_retries(conversation, asked, spent)
             text = reply.text
             parsed = None
             completion_tokens = reply.completion_tokens
@@ -461,7 +461,7 @@ class LLMClient:
                     parsed, raw_json, problems = parse_reply(text, sch)
                 if problems and reply.finish_reason == "length":
                     problems.append(
-                        f"the reply was cut off at the {params['max_tokens']}-token limit; "
+                        f"the reply was cut off at the {decoding.max_tokens}-token limit; "
                         "answer more briefly"
                     )
                 if problems:
@@ -539,8 +539,7 @@ class LLMClient:
     def _generate_with_retries(
         self,
         conversation: list[Message],
-        sch: Schema | None,
-        params: dict[str, Any],
+        decoding: Decoding,
         spent: dict[str, int],
     ) -> Any:
         tries = 1 + self.settings.max_retries
@@ -548,7 +547,7 @@ class LLMClient:
         for attempt in range(tries):
             spent["attempts"] += 1
             try:
-                reply = self.backend.generate(conversation, schema=sch, **params)
+                reply = self.backend.generate(conversation, decoding)
             except LLMTransientError as exc:
                 last = exc
                 if attempt + 1 < tries:

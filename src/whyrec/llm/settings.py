@@ -8,15 +8,14 @@ that holds the key.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import FileSettings, read_config_section
+from whyrec.config import FileSettings
 from whyrec.llm.errors import LLMConfigError
 from whyrec.paths import cache_dir
 
@@ -45,19 +44,6 @@ BUILTIN_PRICES: dict[str, Price] = {
 }
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read the LLM section of a TOML or JSON config file, with errors naming the file."""
-    data = read_config_section(path, "llm", error=LLMConfigError)
-    for key in data:
-        if key.lower() in _FORBIDDEN_KEYS:
-            raise LLMConfigError(
-                f"{Path(path).expanduser()}: key {key!r} is not allowed: secrets never go in "
-                "config files; put the key in an environment variable and set 'api_key_env' "
-                "to that variable's name"
-            )
-    return data
-
-
 #: ``weights``: "file" (as stored) or a llama.cpp file type to re-encode the GGUF into
 #: (the name of its ``LLAMA_FTYPE_MOSTLY_*`` constant, lower-cased)
 WeightsFormat = Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
@@ -66,11 +52,11 @@ WeightsFormat = Literal["file", "f16", "bf16", "q8_0", "q5_k_m", "q4_k_m", "q4_0
 class LLMSettings(FileSettings):
     """Everything the LLM client needs; every field is also ``WHYREC_LLM_<FIELD>``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
     config_env: ClassVar[str] = CONFIG_ENV
-    config_reader = staticmethod(read_config_file)
+    config_section: ClassVar[str] = "llm"
+    settings_name: ClassVar[str] = "LLM"
+    config_error = LLMConfigError
 
     backend: Literal["local", "openai"] = Field(
         "local", description="'local' runs a GGUF file in-process; 'openai' calls an endpoint."
@@ -189,27 +175,25 @@ class LLMSettings(FileSettings):
         """Calls the local backend decodes at once (``n_parallel`` in each worker)."""
         return self.n_parallel * self.workers if self.is_local else 1
 
+    @classmethod
+    def read_config(cls, path: str | Path) -> dict[str, Any]:
+        """The ``[llm]`` table (or top level) of a TOML/JSON file, errors naming the file;
+        a key that looks like a secret is refused: keys live in environment variables."""
+        data = super().read_config(path)
+        for key in data:
+            if key.lower() in _FORBIDDEN_KEYS:
+                raise LLMConfigError(
+                    f"{Path(path).expanduser()}: key {key!r} is not allowed: secrets never go "
+                    "in config files; put the key in an environment variable and set "
+                    "'api_key_env' to that variable's name"
+                )
+        return data
+
     @property
     def is_local(self) -> bool:
         """The backend runs the model in this process (``local``), not behind an API:
         the one place the backend's name is read (``make_backend`` builds from it)."""
         return self.backend == "local"
-
-    @classmethod
-    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LLMSettings:
-        """Build settings from all sources, turning validation errors into one clear message.
-
-        ``overrides`` whose value is ``None`` are ignored, so CLI options can be passed
-        straight through.
-        """
-        values = {k: v for k, v in overrides.items() if v is not None}
-        if config_file is not None:
-            values["config_file"] = config_file
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            path = config_file or os.environ.get(CONFIG_ENV)
-            raise LLMConfigError(_describe(exc, path)) from None
 
     def resolved_cache_path(self) -> Path:
         """Where the reply cache lives."""
@@ -225,20 +209,3 @@ class LLMSettings(FileSettings):
             return table[model]
         matches = [name for name in table if model.startswith(name + "-")]
         return table[max(matches, key=len)] if matches else None
-
-
-def _describe(exc: ValidationError, config_file: str | Path | None) -> str:
-    """One message naming each bad field, its environment variable and the file."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown setting (see docs/llm.md for the list)")
-        elif loc:
-            env = ENV_PREFIX + str(err["loc"][0]).upper()
-            parts.append(f"{loc} (env {env}): {msg}")
-        else:
-            parts.append(msg)
-    where = f" (config file {config_file})" if config_file else ""
-    return f"invalid LLM settings{where}: " + "; ".join(parts)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,8 +14,8 @@ from torch import nn
 from whyrec.data.dataset import Dataset
 from whyrec.errors import ModelError
 from whyrec.metrics import mask_history, ndcg_at_k, rank_of_target
-from whyrec.models.base import ModelConfig, Recommender
-from whyrec.models.training import LoopSettings, configure_threads, run_training, start_training
+from whyrec.models.base import ModelConfig
+from whyrec.models.training import LoopTrained, configure_threads
 
 
 @dataclass
@@ -94,7 +93,7 @@ class BPRTask:
         return ndcg_at_k(rank_of_target(scores, self.val_targets), 10)
 
 
-class BPRMF(Recommender):
+class BPRMF(LoopTrained):
     """Matrix factorisation with item biases, trained with the BPR pairwise loss.
 
     Known users are scored with their learned vectors. A history of an unknown user is
@@ -106,31 +105,11 @@ class BPRMF(Recommender):
     config_class = BPRConfig
     config: BPRConfig
 
-    def _fit(
-        self,
-        dataset: Dataset,
-        *,
-        progress: bool | None,
-        checkpoint_dir: Path | None,
-        callbacks: list[Any],
-    ) -> None:
-        start_training(self.config.seed)
-        self.module = MFModule(dataset.n_users, dataset.n_items, self.config.dim)
-        task = BPRTask(self.module, dataset, self.config)
-        c = self.config
-        self.training = run_training(
-            task,
-            LoopSettings.of(c),
-            identity={
-                "model": self.name,
-                "config": c.to_dict(),
-                "dataset": self.dataset_info["fingerprint"],
-            },
-            checkpoint_dir=checkpoint_dir,
-            progress=progress,
-            callbacks=callbacks,
-            desc=f"train {self.name}",
-        )
+    def build_module(self, dataset: Dataset) -> MFModule:
+        return MFModule(dataset.n_users, dataset.n_items, self.config.dim)
+
+    def make_task(self, dataset: Dataset) -> BPRTask:
+        return BPRTask(self.module, dataset, self.config)
 
     def score_batch(
         self, histories: Sequence[np.ndarray], users: np.ndarray | None = None

@@ -28,19 +28,19 @@ SEQUENCE_MODELS = ("sasrec", "sasrec-text", "gru4rec", "lane")
 # 2 cores, and its per-batch cost grows linearly with the catalogue (docs/models.md)
 AUTO_GBCE_MIN_ITEMS = 5_000
 
+
+def _each_sequence_model(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``settings`` for every model of ``SEQUENCE_MODELS`` (a copy each)."""
+    return {m: dict(settings) for m in SEQUENCE_MODELS}
+
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "dense": {
-        "sasrec": {"max_len": 200, "dropout": 0.2},
-        "sasrec-text": {"max_len": 200, "dropout": 0.2},
-        "gru4rec": {"max_len": 200, "dropout": 0.2},
-        "lane": {"max_len": 200, "dropout": 0.2},
+        **_each_sequence_model({"max_len": 200, "dropout": 0.2}),
         "bpr-mf": {"weight_decay": 0.0},
     },
     "sparse": {
-        "sasrec": {"max_len": 50, "dropout": 0.5},
-        "sasrec-text": {"max_len": 50, "dropout": 0.5},
-        "gru4rec": {"max_len": 50, "dropout": 0.5},
-        "lane": {"max_len": 50, "dropout": 0.5},
+        **_each_sequence_model({"max_len": 50, "dropout": 0.5}),
         "bpr-mf": {"weight_decay": 1e-6},
     },
 }
@@ -51,12 +51,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 # windows) and cost less per epoch; no interaction is lost since long histories are cut
 # into several windows.
 BY_NAME: dict[str, dict[str, dict[str, Any]]] = {
-    "movielens-100k": {
-        "sasrec": {"max_len": 50, "batch_size": 32},
-        "sasrec-text": {"max_len": 50, "batch_size": 32},
-        "gru4rec": {"max_len": 50, "batch_size": 32},
-        "lane": {"max_len": 50, "batch_size": 32},
-    },
+    "movielens-100k": _each_sequence_model({"max_len": 50, "batch_size": 32}),
 }
 
 

@@ -20,10 +20,10 @@ from whyrec.data.dataset import Dataset
 from whyrec.errors import ConfigError, ModelError
 from whyrec.metrics import mask_history, ndcg_at_k, rank_of_target
 from whyrec.models.backbones import SequentialModule
-from whyrec.models.base import ModelConfig, Recommender
+from whyrec.models.base import ModelConfig
 from whyrec.models.defaults import loss_choice
 from whyrec.models.losses import LOSSES, gbce_window_loss, initial_logit_bias, next_item_loss
-from whyrec.models.training import LoopSettings, configure_threads, run_training, start_training
+from whyrec.models.training import LoopTrained, configure_threads
 
 STATE_FILE = "state.pt"
 VALID_BATCH = 1024  # users scored at once during validation
@@ -228,7 +228,7 @@ def score_module(
     return out
 
 
-class SequentialRecommender(Recommender):
+class SequentialRecommender(LoopTrained):
     """Base of sequence models: subclasses implement :meth:`build_module`."""
 
     name = "sequential"
@@ -246,37 +246,12 @@ class SequentialRecommender(Recommender):
         return SequenceTask(self.module, dataset, self.config)
 
     def _identity(self) -> dict[str, Any]:
-        return {
-            "model": self.name,
-            "config": self.config.to_dict(),
-            "dataset": self.dataset_info["fingerprint"],
-            "n_items": self.n_items,
-        }
+        return {**super()._identity(), "n_items": self.n_items}
 
-    def _fit(
-        self,
-        dataset: Dataset,
-        *,
-        progress: bool | None,
-        checkpoint_dir: Path | None,
-        callbacks: list[Any],
-    ) -> None:
-        start_training(self.config.seed)
-        self.module = self.build_module(dataset)
-        task = self.make_task(dataset)
-        c = self.config
-        self.training = run_training(
-            task,
-            LoopSettings.of(c),
-            identity=self._identity(),
-            checkpoint_dir=checkpoint_dir,
-            progress=progress,
-            callbacks=callbacks,
-            desc=f"train {self.name}",
-        )
+    def _trained(self, task: SequenceTask, dataset: Dataset) -> None:
         self.training["train_windows"] = len(task.inputs)
         self.training["valid_users"] = len(task.val_users)
-        self.training["loss"] = c.loss
+        self.training["loss"] = self.config.loss
         self.training["loss_choice"] = loss_choice(dataset.n_items, "loss" in self._overrides)
 
     def score_batch(

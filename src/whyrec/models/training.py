@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from whyrec import __version__
+from whyrec.data.dataset import Dataset
 from whyrec.errors import ConfigError, ModelError
 from whyrec.io import atomic_path, write_json
+from whyrec.models.base import Recommender
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # settings a resumed run may change: they do not alter what one epoch does
@@ -215,6 +217,51 @@ def run_training(
         module.load_state_dict(st["best_state"])
     module.eval()
     return _summary(st, resumed_from)
+
+
+class LoopTrained(Recommender):
+    """A recommender whose torch module this loop trains (BPR-MF, the sequence models).
+
+    A subclass says how to build its module and its :class:`TrainingTask`; fitting is
+    the same for all: seed, build, train with the config's :class:`LoopSettings` under
+    the model's checkpoint identity, then :meth:`_trained` adds the model's own facts.
+    """
+
+    module: nn.Module
+
+    def build_module(self, dataset: Dataset) -> nn.Module:
+        """The untrained torch module for ``dataset``."""
+        raise NotImplementedError
+
+    def make_task(self, dataset: Dataset) -> TrainingTask:
+        """The training task (batches, loss, validation) over ``self.module``."""
+        raise NotImplementedError
+
+    def _identity(self) -> dict[str, Any]:
+        """What a checkpoint must have been written for to be resumed."""
+        return {
+            "model": self.name,
+            "config": self.config.to_dict(),
+            "dataset": self.dataset_info["fingerprint"],
+        }
+
+    def _fit(self, dataset: Dataset, **loop: Any) -> None:
+        """Train; ``loop`` is what :meth:`Recommender.fit` passes on (``progress``,
+        ``checkpoint_dir``, ``callbacks``), handed to :func:`run_training` as is."""
+        start_training(self.config.seed)
+        self.module = self.build_module(dataset)
+        task = self.make_task(dataset)
+        self.training = run_training(
+            task,
+            LoopSettings.of(self.config),
+            identity=self._identity(),
+            desc=f"train {self.name}",
+            **loop,
+        )
+        self._trained(task, dataset)
+
+    def _trained(self, task: Any, dataset: Dataset) -> None:
+        """After the loop: the model's own facts about the run for ``self.training``."""
 
 
 def _resume(

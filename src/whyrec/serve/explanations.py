@@ -33,12 +33,12 @@ from whyrec.explain.explainer import ExplanationPipeline
 from whyrec.explain.gathering import fact_label_of
 from whyrec.explain.prompts import EXPLANATION_VERSION
 from whyrec.explain.record import Explanation, Subject, written_by_llm
-from whyrec.serve.catalog import Catalog, History
+from whyrec.serve.catalog import History
 from whyrec.serve.errors import InvalidInput
-from whyrec.serve.llm_gate import LLMGate, is_outage, now_iso
+from whyrec.serve.llm_gate import is_outage, now_iso
+from whyrec.serve.parts import ServicePart, ServiceParts
 from whyrec.serve.preferences import PreferenceProvider, Preferences
-from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, ServeStore, StoreUnavailable
+from whyrec.serve.store import LRU, StoreUnavailable
 
 _INTERNAL_KEYS = ("retry_at", "key", "history_hash", "item")
 
@@ -55,37 +55,24 @@ class ExplainResult:
     elsewhere: bool = False
 
 
-class Explanations:
+class Explanations(ServicePart):
     """Explanation records per (history, item): cached, stored, written by the LLM in the
     background. Thread-safe; ``explain_items`` blocks (run it off the event loop)."""
 
-    def __init__(
-        self,
-        model: Any,
-        settings: ServeSettings,
-        store: ServeStore,
-        catalog: Catalog,
-        preferences: PreferenceProvider,
-        llm: LLMGate,
-        model_id: str,
-    ) -> None:
-        self.model = model
-        self.settings = settings
-        self.store = store
-        self.catalog = catalog
+    def __init__(self, parts: ServiceParts, preferences: PreferenceProvider, model_id: str) -> None:
+        super().__init__(parts)
         self.preferences = preferences
-        self.llm = llm
         self.model_id = model_id
         self.prompt_version = EXPLANATION_VERSION
         self.pipeline = ExplanationPipeline(
-            model,
+            self.model,
             None,
-            item_texts=catalog.item_fields,
-            fact_label=fact_label_of(catalog.field_name),
-            history_window=settings.history_window,
+            item_texts=self.catalog.item_fields,
+            fact_label=fact_label_of(self.catalog.field_name),
+            history_window=self.settings.history_window,
         )
         #: final explanation records by key (memory; the store keeps them durably)
-        self.cache = LRU(settings.explanation_cache_size)
+        self.cache = LRU(self.settings.explanation_cache_size)
         #: this replica's name on the LLM claims of a shared store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 

@@ -19,10 +19,10 @@ import numpy as np
 from whyrec.errors import ModelError
 from whyrec.explain.fallback import fallback_preferences
 from whyrec.explain.preferences import PreferenceExtractor, history_hash
-from whyrec.serve.catalog import Catalog, History
-from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
-from whyrec.serve.settings import ServeSettings
-from whyrec.serve.store import LRU, ServeStore, StoreUnavailable
+from whyrec.serve.catalog import History
+from whyrec.serve.llm_gate import RecordingClient, is_outage
+from whyrec.serve.parts import ServicePart, ServiceParts
+from whyrec.serve.store import LRU, StoreUnavailable
 
 
 @dataclass
@@ -40,22 +40,12 @@ class Preferences:
         return hashlib.sha256("\n".join(self.texts).encode("utf-8")).hexdigest()[:16]
 
 
-class PreferenceProvider:
+class PreferenceProvider(ServicePart):
     """Preferences per history (LANE runs), new histories' extraction in the background."""
 
-    def __init__(
-        self,
-        model: Any,
-        settings: ServeSettings,
-        store: ServeStore,
-        catalog: Catalog,
-        llm: LLMGate,
-    ) -> None:
-        self.model = model
-        self.settings = settings
-        self.store = store
-        self.catalog = catalog
-        self.llm = llm
+    def __init__(self, parts: ServiceParts) -> None:
+        super().__init__(parts)
+        model = self.model
         self.m = int(getattr(model.config, "n_preferences", 0)) if model.has_preferences else 0
         self._encoder: Any = None
         self._encoder_lock = threading.Lock()

@@ -11,32 +11,24 @@ from typing import Any
 
 import numpy as np
 
-from whyrec.serve.catalog import Catalog, History
+from whyrec.serve.catalog import History
 from whyrec.serve.errors import InvalidInput
+from whyrec.serve.parts import ServicePart, ServiceParts
 from whyrec.serve.preferences import PreferenceProvider, Preferences
-from whyrec.serve.settings import ServeSettings
 from whyrec.serve.store import LRU
 
 log = logging.getLogger("whyrec.serve")
 
 
-class TopLists:
+class TopLists(ServicePart):
     """The top ``k_max`` unseen items and scores per history. Thread-safe."""
 
-    def __init__(
-        self,
-        model: Any,
-        settings: ServeSettings,
-        catalog: Catalog,
-        preferences: PreferenceProvider,
-    ) -> None:
-        self.model = model
-        self.settings = settings
-        self.catalog = catalog
+    def __init__(self, parts: ServiceParts, preferences: PreferenceProvider) -> None:
+        super().__init__(parts)
         self.preferences = preferences
-        self.k_max = settings.k_max
-        self._tops = LRU(max(1024, settings.response_cache_size))
-        n = int(model.n_users)
+        self.k_max = self.settings.k_max
+        self._tops = LRU(max(1024, self.settings.response_cache_size))
+        n = int(self.model.n_users)
         self._pre_items = np.full((n, self.k_max), -1, dtype=np.int32)
         self._pre_scores = np.zeros((n, self.k_max), dtype=np.float32)
         self._pre_len = np.zeros(n, dtype=np.int32)

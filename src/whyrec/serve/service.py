@@ -1,6 +1,7 @@
 """The service core, without HTTP: one trained run, a durable store and an optional LLM.
 
-:class:`RecService` composes the parts, each in its own module:
+:class:`RecService` composes the parts, each in its own module, all built on one
+:class:`whyrec.serve.parts.ServiceParts` (model, settings, store, catalogue, LLM gate):
 
 * :mod:`whyrec.serve.catalog` — items, titles, search, users' histories, posted interactions;
 * :mod:`whyrec.serve.llm_gate` — the optional LLM, its state, cooldown and background jobs;
@@ -32,6 +33,7 @@ from whyrec.serve.explanations import (
     Explanations,
 )
 from whyrec.serve.llm_gate import LLMGate, RecordingClient, is_outage
+from whyrec.serve.parts import ServiceParts
 from whyrec.serve.preferences import PreferenceProvider, Preferences
 from whyrec.serve.recommend import TopLists
 from whyrec.serve.replicas import ReplicaSync, SharedCatalog, for_store
@@ -74,11 +76,10 @@ class RecService:
             settings.store_threads, thread_name_prefix="whyrec-store"
         )
         self.llm = LLMGate(settings, llm_client)
-        self.prefs = PreferenceProvider(self.model, settings, self.store, self.catalog, self.llm)
-        self.tops = TopLists(self.model, settings, self.catalog, self.prefs)
-        self.explanations = Explanations(
-            self.model, settings, self.store, self.catalog, self.prefs, self.llm, self.model_id
-        )
+        parts = ServiceParts(self.model, settings, self.store, self.catalog, self.llm)
+        self.prefs = PreferenceProvider(parts)
+        self.tops = TopLists(parts, self.prefs)
+        self.explanations = Explanations(parts, self.prefs, self.model_id)
         if explanation_cache is not LRU:
             self.explanations.cache = explanation_cache(settings.explanation_cache_size)
 

@@ -11,15 +11,13 @@ key the service refuses to bind to anything but a loopback address.
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from whyrec.config import FileSettings, read_config_section
-from whyrec.errors import ConfigError
+from whyrec.config import FileSettings
 from whyrec.safety import register_secret
 from whyrec.serve.store_url import display_url, is_postgres_url
 
@@ -37,19 +35,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The ``[serve]`` section (or top level) of a TOML/JSON file, errors naming the file."""
-    return read_config_section(path, "serve")
-
-
 class ServeSettings(FileSettings):
     """Everything ``whyrec serve`` needs; every field is also ``WHYREC_SERVE_<FIELD>``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
     config_env: ClassVar[str] = CONFIG_ENV
-    config_reader = staticmethod(read_config_file)
+    config_section: ClassVar[str] = "serve"
+    settings_name: ClassVar[str] = "serve"
 
     run: Path = Field(
         ...,
@@ -235,35 +227,3 @@ class ServeSettings(FileSettings):
         if self.store_url is not None:
             return display_url(self.store_url.get_secret_value())
         return str(self.store_path())
-
-    @classmethod
-    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> ServeSettings:
-        """Settings from all sources; ``None`` overrides are ignored (CLI pass-through).
-
-        Invalid values raise :class:`whyrec.errors.ConfigError` naming the field, its
-        environment variable and the config file.
-        """
-        values = {k: v for k, v in overrides.items() if v is not None}
-        if config_file is not None:
-            values["config_file"] = config_file
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, config_file or os.environ.get(CONFIG_ENV))) from None
-
-
-def _describe(exc: ValidationError, config_file: str | Path | None) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown setting (see docs/serve.md for the list)")
-        elif err["type"] == "missing":
-            parts.append(f"{loc} (env {ENV_PREFIX}{loc.upper()}): required")
-        elif loc:
-            parts.append(f"{loc} (env {ENV_PREFIX}{str(err['loc'][0]).upper()}): {msg}")
-        else:
-            parts.append(msg)
-    where = f" (config file {config_file})" if config_file else ""
-    return f"invalid serve settings{where}: " + "; ".join(parts)

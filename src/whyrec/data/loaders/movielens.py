@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,19 +81,42 @@ def _ratings(rows: list[list[str]], path: Path) -> pd.DataFrame:
     return pd.DataFrame({"user_id": users, "item_id": items, "timestamp": ts, "rating": rating})
 
 
+@dataclass(frozen=True)
+class _TextRelease:
+    """A MovieLens text release: a directory with a ratings file (``sep``-separated user,
+    item, rating and timestamp, called ``columns`` in errors) and an items file."""
+
+    label: str
+    ratings_file: str
+    items_file: str
+    sep: str
+    columns: tuple[str, ...]
+
+    def read_ratings(self, directory: str | Path, encoding: str) -> tuple[pd.DataFrame, Path, Path]:
+        """The ratings, and the paths of the ratings and the items file (both must exist)."""
+        directory = Path(directory)
+        _existing(directory, f"{self.label} directory")
+        ratings_path = _existing(directory / self.ratings_file, self.ratings_file)
+        items_path = _existing(directory / self.items_file, self.items_file)
+        lines = _read_lines(ratings_path, encoding)
+        rows = _split_fields(lines, ratings_path, self.sep, list(self.columns))
+        return _ratings(rows, ratings_path), ratings_path, items_path
+
+
+_ML_100K = _TextRelease(
+    "MovieLens-100k", "u.data", "u.item", "\t", ("user", "item", "rating", "timestamp")
+)
+_ML_1M = _TextRelease(
+    "MovieLens-1M", "ratings.dat", "movies.dat", "::", ("UserID", "MovieID", "Rating", "Timestamp")
+)
+
+
 def load_movielens_100k(directory: str | Path, *, encoding: str = "latin-1") -> RawData:
     """Read ``u.data`` (tab-separated ratings) and ``u.item`` (pipe-separated, latin-1).
 
     The 19 genre flags become one ``genres`` text field ("Action, Comedy").
     """
-    directory = Path(directory)
-    _existing(directory, "MovieLens-100k directory")
-    data_path = _existing(directory / "u.data", "u.data")
-    item_path = _existing(directory / "u.item", "u.item")
-    rows = _split_fields(
-        _read_lines(data_path, encoding), data_path, "\t", ["user", "item", "rating", "timestamp"]
-    )
-    inter = _ratings(rows, data_path)
+    inter, data_path, item_path = _ML_100K.read_ratings(directory, encoding)
     names = ["movie id", "title", "release date", "video release date", "IMDb URL", *ML100K_GENRES]
     item_rows = _split_fields(_read_lines(item_path, encoding), item_path, "|", names)
     ids, titles, genres = [], [], []
@@ -111,14 +135,7 @@ def load_movielens_100k(directory: str | Path, *, encoding: str = "latin-1") -> 
 
 def load_movielens_1m(directory: str | Path, *, encoding: str = "latin-1") -> RawData:
     """Read ``ratings.dat`` and ``movies.dat`` (``::``-separated, latin-1)."""
-    directory = Path(directory)
-    _existing(directory, "MovieLens-1M directory")
-    rpath = _existing(directory / "ratings.dat", "ratings.dat")
-    mpath = _existing(directory / "movies.dat", "movies.dat")
-    rows = _split_fields(
-        _read_lines(rpath, encoding), rpath, "::", ["UserID", "MovieID", "Rating", "Timestamp"]
-    )
-    inter = _ratings(rows, rpath)
+    inter, rpath, mpath = _ML_1M.read_ratings(directory, encoding)
     mrows = _split_fields(_read_lines(mpath, encoding), mpath, "::", ["MovieID", "Title", "Genres"])
     items = pd.DataFrame(
         {
@@ -138,9 +155,11 @@ def _finish(inter: pd.DataFrame, items: pd.DataFrame, kind: str, files: dict) ->
         notes["items_without_title_dropped"] = int(empty.sum())
         items = items[~empty]
     return RawData(
-        interactions=inter, items=items.reset_index(drop=True),
-        source=describe_source(kind, files), notes=notes,
-    )  # fmt: skip
+        interactions=inter,
+        items=items.reset_index(drop=True),
+        source=describe_source(kind, files),
+        notes=notes,
+    )
 
 
 def load_movielens_100k_parquet(directory: str | Path) -> RawData:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from whyrec.llm.backends.base import Backend, Message, RawReply
+from whyrec.llm.backends.base import Backend, Decoding, Message, RawReply
 
 if TYPE_CHECKING:
     from whyrec.llm.settings import LLMSettings
 
-__all__ = ["Backend", "Message", "RawReply", "make_backend"]
+__all__ = ["Backend", "Decoding", "Message", "RawReply", "make_backend"]
 
 
 def make_backend(settings: LLMSettings) -> Backend:

@@ -7,12 +7,35 @@ retrying and :class:`LLMRequestError` for the rest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from whyrec.llm.parse import Schema
 
 Message = dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decoding:
+    """How to decode one reply: the four settings that travel together from the client
+    through every backend (and across the worker pool's pipe) and, with the messages,
+    decide the reply. ``schema``, when given, is the JSON the reply must match."""
+
+    max_tokens: int
+    temperature: float
+    seed: int | None = None
+    schema: Schema | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+    def portable(self) -> Decoding:
+        """This decoding with a plain JSON schema (no pydantic class, nothing cached), as
+        it crosses a process boundary; the reply it decodes is the same."""
+        if self.schema is None:
+            return self
+        return replace(self, schema=Schema(json_schema=self.schema.json_schema))
 
 
 @dataclass(frozen=True)
@@ -49,16 +72,8 @@ class Backend(Protocol):
         limit of its own (the settings' ``concurrency`` decides)."""
         ...
 
-    def generate(
-        self,
-        messages: list[Message],
-        *,
-        schema: Schema | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-    ) -> RawReply:
-        """Run one attempt; ask for JSON matching ``schema`` when it is given."""
+    def generate(self, messages: list[Message], decoding: Decoding) -> RawReply:
+        """Run one attempt; ask for JSON matching ``decoding.schema`` when it is given."""
         ...
 
     def identity(self) -> dict[str, Any]:

@@ -42,11 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from whyrec.llm.backends.base import Message, RawReply
+from whyrec.llm.backends.base import Decoding, Message, RawReply
 from whyrec.llm.backends.local import LocalBackend, capture_completion
 from whyrec.llm.backends.sampling import GreedyFirst
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
-from whyrec.llm.parse import Schema
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -602,21 +601,11 @@ class BatchedLocalBackend:
             seed=int(used_seed),
         )
 
-    def generate(
-        self,
-        messages: list[Message],
-        *,
-        schema: Schema | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-    ) -> RawReply:
+    def generate(self, messages: list[Message], decoding: Decoding) -> RawReply:
         """One chat completion, decoded together with whatever else is in flight."""
-        messages, kwargs = self._local.prepare(
-            messages, schema=schema, max_tokens=max_tokens, temperature=temperature, seed=seed
-        )
+        messages, kwargs = self._local.prepare(messages, decoding)
         try:
-            plan = self._plan(messages, kwargs, seed)
+            plan = self._plan(messages, kwargs, decoding.seed)
         except _Unsupported:
             self.sequential_fallbacks += 1
             return self._local.complete_prepared(messages, kwargs)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
+from whyrec.llm.backends.base import Decoding, Message, RawReply, with_schema_instruction
 from whyrec.llm.backends.sampling import GreedyFirst, patch_llama_sampling
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
 from whyrec.llm.parse import Schema, schema_instruction
@@ -422,38 +422,25 @@ class LocalBackend:
             self._grammars[text] = hit
         return hit
 
-    def generate(
-        self,
-        messages: list[Message],
-        *,
-        schema: Schema | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-    ) -> RawReply:
+    def generate(self, messages: list[Message], decoding: Decoding) -> RawReply:
         """One chat completion; with a schema, decoding is constrained by its grammar."""
         _ = self.llama  # load first: a missing or broken model fails before grammar work
-        messages, kwargs = self.prepare(
-            messages, schema=schema, max_tokens=max_tokens, temperature=temperature, seed=seed
-        )
+        messages, kwargs = self.prepare(messages, decoding)
         return self.complete_prepared(messages, kwargs)
 
     def prepare(
-        self,
-        messages: list[Message],
-        *,
-        schema: Schema | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
+        self, messages: list[Message], decoding: Decoding
     ) -> tuple[list[Message], dict[str, Any]]:
         """The messages and the llama.cpp sampling arguments of one call: the schema's
         grammar, and the schema in the prompt when the grammar cannot enforce it alone
         (shared with the batched backend, which decodes with this model's grammars)."""
-        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-        if seed is not None:
-            kwargs["seed"] = seed
-        if schema is not None:
+        kwargs: dict[str, Any] = {
+            "max_tokens": decoding.max_tokens,
+            "temperature": decoding.temperature,
+        }
+        if decoding.seed is not None:
+            kwargs["seed"] = decoding.seed
+        if (schema := decoding.schema) is not None:
             grammar, exact = self._grammar(schema)
             kwargs["grammar"] = grammar
             if not exact:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from whyrec.llm.backends.base import Message, RawReply, with_schema_instruction
+from whyrec.llm.backends.base import Decoding, Message, RawReply, with_schema_instruction
 from whyrec.llm.errors import (
     LLMConfigError,
     LLMRequestError,
@@ -124,27 +124,18 @@ class OpenAIBackend:
             return {"type": "json_object", "schema": schema.json_schema}
         return None
 
-    def generate(
-        self,
-        messages: list[Message],
-        *,
-        schema: Schema | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-    ) -> RawReply:
+    def generate(self, messages: list[Message], decoding: Decoding) -> RawReply:
         """One attempt; steps down the structured-output modes when the server refuses one."""
+        schema = decoding.schema
         if schema is None:
-            return self._call(messages, None, max_tokens, temperature, seed)
+            return self._call(messages, None, decoding)
         start = self._mode
         for mode in MODES[MODES.index(start) :]:
             msgs = messages
             if mode == "prompt":
                 msgs = with_schema_instruction(messages, schema_instruction(schema))
             try:
-                reply = self._call(
-                    msgs, self._response_format(mode, schema), max_tokens, temperature, seed
-                )
+                reply = self._call(msgs, self._response_format(mode, schema), decoding)
             except (LLMRequestError, LLMTransientError) as exc:
                 # In auto mode, a server that rejects this response_format (400/422, or
                 # a 5xx that names it, as llama-cpp-python's server sends) gets the next
@@ -164,19 +155,17 @@ class OpenAIBackend:
         self,
         messages: list[Message],
         response_format: dict[str, Any] | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
+        decoding: Decoding,
     ) -> RawReply:
         oa = self._openai
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
+            "max_tokens": decoding.max_tokens,
+            "temperature": decoding.temperature,
         }
-        if seed is not None:
-            kwargs["seed"] = seed
+        if decoding.seed is not None:
+            kwargs["seed"] = decoding.seed
         if response_format is not None:
             kwargs["response_format"] = response_format
         where = self.base_url or "api.openai.com"

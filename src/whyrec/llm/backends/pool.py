@@ -32,10 +32,9 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from whyrec.llm import errors as _errors
-from whyrec.llm.backends.base import Message, RawReply
+from whyrec.llm.backends.base import Decoding, Message, RawReply
 from whyrec.llm.backends.local import LocalBackend, converted_model_path
 from whyrec.llm.errors import LLMConfigError, LLMRequestError
-from whyrec.llm.parse import Schema
 
 if TYPE_CHECKING:
     from whyrec.llm.settings import LLMSettings
@@ -245,15 +244,7 @@ class WorkerPoolBackend:
 
     # ------------------------------------------------------------------ backend
 
-    def generate(
-        self,
-        messages: list[Message],
-        *,
-        schema: Schema | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-    ) -> RawReply:
+    def generate(self, messages: list[Message], decoding: Decoding) -> RawReply:
         """One chat completion on the least busy worker."""
         self._start()
         fut: Future = Future()
@@ -267,8 +258,7 @@ class WorkerPoolBackend:
             rid = self._next_id
             self._next_id += 1
             w.pending[rid] = fut
-        request = (rid, messages, None if schema is None else schema.json_schema,
-                   max_tokens, temperature, seed)  # fmt: skip
+        request = (rid, messages, decoding.portable())
         try:
             with w.send_lock:
                 w.conn.send(request)
@@ -417,15 +407,9 @@ def _serve(rfd: int, wfd: int) -> None:
     conn.send(("ready", {"pid": os.getpid(), "cpus": cpus, "model": backend.model}))
     threads = max(1, int(settings.n_parallel))
 
-    def run(rid: int, messages: Any, schema: Any, max_tokens: int, temp: float, seed: Any):
+    def run(rid: int, messages: list[Message], decoding: Decoding) -> None:
         try:
-            reply = backend.generate(
-                messages,
-                schema=None if schema is None else Schema.of(schema),
-                max_tokens=max_tokens,
-                temperature=temp,
-                seed=seed,
-            )
+            reply = backend.generate(messages, decoding)
             out = (rid, True, reply)
         except Exception as exc:
             out = (rid, False, (type(exc).__name__, str(exc)))

@@ -117,6 +117,20 @@ def _check_ids(ids: Sequence[Any] | None, n: int, what: str) -> list[str] | None
     return out
 
 
+def _source_ids(given: list[str] | None, n: int, ours: list[str], what: str) -> list[str]:
+    """The source id of each of the matrix's ``n`` rows (``what`` "user") or columns
+    ("item"): ``given``, else whyrec's own ids, which must then be as many."""
+    if given is not None:
+        return given
+    if n != len(ours):
+        axis = "row" if what == "user" else "column"
+        raise ModelError(
+            f"implicit adapter: the model has {n} {what}s but the dataset has "
+            f"{len(ours)}; give {what}_ids (the source id of each {axis})"
+        )
+    return ours
+
+
 class ImplicitScorer:
     """An implicit ``AlternatingLeastSquares`` or ``BayesianPersonalizedRanking`` model
     (the CPU classes) behind :class:`~whyrec.models.outside.OutsideScorer`.
@@ -206,20 +220,8 @@ class ImplicitScorer:
         n_rows, n_cols = self.user_items.shape
         whyrec_items = [str(i) for i in model.item_ids]
         whyrec_users = [str(u) for u in model.user_ids]
-        if self.item_ids is None:
-            if n_cols != len(whyrec_items):
-                raise ModelError(
-                    f"implicit adapter: the model has {n_cols} items but the dataset has "
-                    f"{len(whyrec_items)}; give item_ids (the source id of each column)"
-                )
-            self.item_ids = whyrec_items
-        if self.user_ids is None:
-            if n_rows != len(whyrec_users):
-                raise ModelError(
-                    f"implicit adapter: the model has {n_rows} users but the dataset has "
-                    f"{len(whyrec_users)}; give user_ids (the source id of each row)"
-                )
-            self.user_ids = whyrec_users
+        self.item_ids = _source_ids(self.item_ids, n_cols, whyrec_items, "item")
+        self.user_ids = _source_ids(self.user_ids, n_rows, whyrec_users, "user")
         self.item_map = ItemMap.from_ids(whyrec_items, self.item_ids)
         rows = {u: r for r, u in enumerate(self.user_ids)}
         self.user_rows = np.array([rows.get(u, -1) for u in whyrec_users], dtype=np.int64)
