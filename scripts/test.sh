@@ -33,8 +33,12 @@ echo "[test] import contracts"
 echo "[test] function length"
 .venv/bin/python scripts/long_functions.py || exit 1
 
-echo "[test] pytest"
-.venv/bin/python -m pytest "$@"
+# two or more pytest-xdist workers (one per core, at most 4), whole test files each; every
+# worker computes with one thread (tests/conftest.py), so two workers keep two cores busy
+# without oversubscribing them. WHYREC_TEST_WORKERS=0 runs in one process (or pass -n 0).
+workers="${WHYREC_TEST_WORKERS:-$(n=$(nproc); echo $(( n > 4 ? 4 : (n < 2 ? 2 : n) )))}"
+echo "[test] pytest ($workers workers)"
+.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "[test] error: pytest collected no tests" >&2

@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist every worker computes with one thread: two workers on two
+    cores then keep both busy without oversubscribing them (llama.cpp's threads wait on
+    each other and slow down many times over on a busy core)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("WHYREC_THREADS", "1")
+        os.environ.setdefault("WHYREC_LLM_N_THREADS", "1")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Give each test its own WHYREC_HOME unless it asks for the shared cache."""

@@ -45,6 +45,14 @@ def test_encode_dedups_keeps_order_and_batches():
     assert enc.last_encoded == 3
 
 
+def test_an_encoder_that_pads_batches_gets_the_shortest_texts_first():
+    enc = CountingEncoder(cache=False)
+    enc.pads_batches = True
+    out = enc.encode(["cccc", "a", "bb", "ddd", "a"], progress=False)
+    assert enc.seen == ["a", "bb", "ddd", "cccc"]  # batches of similar lengths
+    assert out[:, 0].tolist() == [4, 1, 2, 3, 1]  # rows in the order asked for
+
+
 def test_second_run_encodes_nothing(tmp_path):
     cache = EmbeddingCache(tmp_path / "c.sqlite")
     first = CountingEncoder(cache=cache)

@@ -25,6 +25,9 @@ class TextEncoder(ABC):
     """
 
     batch_size: int = 64
+    #: the model pads each batch to its longest text (a local transformer): encode the
+    #: shortest texts first
+    pads_batches: bool = False
 
     def __init__(self, *, cache: bool | EmbeddingCache = True, batch_size: int | None = None):
         self._cache_opt = cache
@@ -104,13 +107,15 @@ class TextEncoder(ABC):
         return out
 
     def _encode_batched(self, texts: list[str], progress: bool | None) -> np.ndarray:
-        """Encode in batches of ``batch_size``, shortest texts first: a batch is padded to
-        its longest text, so batches of similar lengths waste less work (1.5x fewer seconds
-        for MovieLens' preference sentences, ``bench/encode.py``). Rows come back in the
-        order of ``texts``."""
+        """Encode in batches of ``batch_size``; an encoder that pads a batch to its
+        longest text (``pads_batches``) gets the shortest texts first, so each batch holds
+        texts of similar lengths and wastes less work (``bench/encode.py``). Rows come back
+        in the order of ``texts``."""
         from tqdm.auto import tqdm
 
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = list(range(len(texts)))
+        if self.pads_batches:
+            order.sort(key=lambda i: len(texts[i]))
         texts = [texts[i] for i in order]
         parts = []
         with tqdm(

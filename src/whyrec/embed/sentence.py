@@ -63,6 +63,8 @@ class SentenceTransformerEncoder(TextEncoder):
     ``model_dir=None`` means the packaged all-MiniLM-L6-v2 (384-d), LANE's encoder.
     """
 
+    pads_batches = True
+
     def __init__(
         self,
         model_dir: str | Path | None = None,
