@@ -17,6 +17,14 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("WHYREC_LLM_N_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Test files that hold slow tests run first (in their own order): the workers start
+    on the longest files and fill the end with short ones instead of one worker finishing
+    a long file alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Give each test its own WHYREC_HOME unless it asks for the shared cache."""
