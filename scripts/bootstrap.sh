@@ -40,6 +40,7 @@ case ",$extras," in
     *) note="" ;;
 esac
 echo "[bootstrap] installing whyrec[$extras] into $venv$note"
+started=$SECONDS
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 # llama.cpp's default -march=native build enables every instruction the CPU reports; on
 # machines with AMX tiles that build crashed at the first decode (general protection
@@ -59,4 +60,5 @@ case ",$extras," in *",local,"*)
     ;;
 esac
 echo "$stamp" > "$stamp_file"
-echo "[bootstrap] done"
+took=$((SECONDS - started))
+echo "[bootstrap] done in $((took / 60)) min $((took % 60)) s"

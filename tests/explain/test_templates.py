@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from whyrec.explain.templates import history_sentence
 
 SLEEPER = {"title": "Sleeper (1973)", "facts": ["Comedy", "Sci-Fi"]}
@@ -45,7 +47,16 @@ def test_a_validated_preference_is_quoted_whole():
     assert text.endswith(pref) and "…" not in text
 
 
-def _evidence(taste_drop, history_drops, taste="You pick Comedy titles more often than most users"):
+TITLES = ["Ghost (1990)", "Sleeper (1973)", "Heat (1995)"]
+GENRES = ["Comedy|Romance|Thriller", "Comedy|Sci-Fi", "Action|Crime"]
+
+
+def _evidence(
+    taste_drop,
+    history_drops,
+    taste="You pick Comedy titles more often than most users",
+    titles=TITLES,
+):
     from whyrec.explain.evidence import select_evidence
 
     att = SimpleNamespace(
@@ -65,9 +76,9 @@ def _evidence(taste_drop, history_drops, taste="You pick Comedy titles more ofte
     return select_evidence(
         att,
         item_id="g",
-        title="Ghost (1990)",
-        titles=["Ghost (1990)", "Sleeper (1973)", "Heat (1995)"],
-        item_texts=["Comedy|Romance|Thriller", "Comedy|Sci-Fi", "Action|Crime"],
+        title=titles[0],
+        titles=titles,
+        item_texts=GENRES,
         preferences=[taste, "You pick Horror titles more often than most users"],
         preference_source="fallback",
         taste_facts=[["genre:Comedy"], ["genre:Horror"]],
@@ -100,3 +111,74 @@ def test_a_strong_taste_comes_first_and_an_immaterial_one_is_not_cited():
     assert weak.cited_preferences == []
     assert {"index": 0, "why": "immaterial"} in weak.uncited_tastes
     assert "taste" not in template_reason(weak)
+
+
+def test_titles_are_named_as_a_reader_says_them_and_still_verify():
+    """Demo user 450, 2026-12-07: "mostly because you watched Devil's Own, The (1997)".
+    The catalogue keeps MovieLens' trailing articles; a reason puts them in front, and
+    the claim verifier still finds the titles it names in the user's history."""
+    from whyrec.explain.grounding import Catalogue
+    from whyrec.explain.templates import template_reason
+    from whyrec.explain.verify import ClaimVerifier
+
+    titles = ["Fish Called Wanda, A (1988)", "Devil's Own, The (1997)", "Boot, Das (1981)"]
+    ev = _evidence(0.15, [1.19, 1.1], titles=titles)
+    text = template_reason(ev)
+    assert text.startswith("We suggest A Fish Called Wanda (1988)")
+    assert "you watched The Devil's Own (1997) and Das Boot (1981)" in text
+    assert ", The" not in text and ", A " not in text and ", Das" not in text
+    checked = ClaimVerifier(Catalogue(titles, GENRES)).verify(text, ev, [1, 2])
+    assert checked.names_evidence
+    assert not [r for r in checked.removed if "history" in (r.problem or "")]
+    assert "The Devil's Own (1997)" in checked.text
+
+
+@pytest.mark.parametrize(
+    "title, spoken",
+    [
+        ("Devil's Own, The (1997)", "The Devil's Own (1997)"),
+        ("Fish Called Wanda, A (1988)", "A Fish Called Wanda (1988)"),
+        ("Boot, Das (1981)", "Das Boot (1981)"),
+        ("Homme, L' (2001)", "L'Homme (2001)"),
+        # an alternative title in brackets is kept, and its own article left alone
+        (
+            "Flower of My Secret, The (Flor de mi secreto, La) (1995)",
+            "The Flower of My Secret (Flor de mi secreto, La) (1995)",
+        ),
+        ("Good, The Bad and The Ugly, The (1966)", "The Good, The Bad and The Ugly (1966)"),
+        # nothing to move: unchanged, brackets included (a product's "(Pack of 2)")
+        ("Seven (Se7en) (1995)", "Seven (Se7en) (1995)"),
+        ("Foo Bar (Pack of 2)", "Foo Bar (Pack of 2)"),
+        ("The Thing (1982)", "The Thing (1982)"),
+        (", The (1999)", ", The (1999)"),
+        ("", ""),
+        ("(((", "((("),
+    ],
+)
+def test_spoken_title(title, spoken):
+    from whyrec.explain.grounding import spoken_title
+
+    assert spoken_title(title) == spoken
+
+
+@pytest.mark.parametrize("seed_title", ["Devil's Own, The (1997)", "x"])
+def test_spoken_title_only_moves_the_article(seed_title):
+    """Untrusted titles: whatever the text, the spoken form keeps every character but the
+    comma before the moved article (spaces aside)."""
+    from collections import Counter
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from whyrec.explain.grounding import spoken_title
+
+    @given(st.text(alphabet=st.sampled_from(list("ab ,()'TheLAn\t\u202e")), max_size=40))
+    def check(body):
+        for text in (body, body + seed_title, seed_title + body):
+            out = spoken_title(text)
+            if out == text:
+                continue
+            seen = Counter(c for c in out if not c.isspace())
+            assert seen + Counter(",") == Counter(c for c in text if not c.isspace())
+
+    check()

@@ -169,11 +169,14 @@ def print_explanations(results: list) -> None:
     """Human-readable output of explanations; every data string is escaped for rich."""
     from rich.console import Console
 
+    from whyrec.explain.grounding import spoken_title
     from whyrec.safety import terminal_text as t
 
     console = Console()
     for r in results:
-        console.rule(f"[bold]{t(r.title, 80)}[/] (rank {r.rank}, score {r.score:.3f})")
+        console.rule(
+            f"[bold]{t(spoken_title(r.title), 80)}[/] (rank {r.rank}, score {r.score:.3f})"
+        )
         if r.item_facts:
             console.print(f"  item facts: {t(', '.join(r.item_facts), 120)}")
         cited_p = set(r.cited.get("preferences", []))
@@ -189,9 +192,8 @@ def print_explanations(results: list) -> None:
         console.print("  history items whose removal lowers its score most:")
         for h in r.history_effects[:5]:
             mark = "[green]cited[/]" if h["item"] in cited_h else "     "
-            console.print(
-                f"  {mark} {h['score_drop']:+.3f} (rank {h['rank_without']})  {t(h['title'], 80)}"
-            )
+            name = t(spoken_title(h["title"]), 80)
+            console.print(f"  {mark} {h['score_drop']:+.3f} (rank {h['rank_without']})  {name}")
         who = f", {t(r.model, 60)}" if r.model and r.reason_source != "template" else ""
         console.print(f"  [bold]reason[/] ({r.reason_source}{who}):")
         console.print(f"  {t(r.reason)}")

@@ -70,6 +70,35 @@ def display_title(title: str) -> str:
     return body
 
 
+def _split_trailing_brackets(text: str) -> tuple[str, str]:
+    """``"Boot, Das (Das Boot) (1981)"`` → ``("Boot, Das", " (Das Boot) (1981)")``: the
+    bracket groups at the end (no nesting) apart from what comes before them. A scan from
+    the right, linear in the length (a regex for it backtracks quadratically)."""
+    cut = len(text)
+    head = text.rstrip()
+    while head.endswith(")"):
+        start = head.rfind("(")
+        if start < 0 or "(" in head[start + 1 : -1] or ")" in head[start + 1 : -1]:
+            break
+        cut = len(head[:start].rstrip())
+        head = head[:cut]
+    return text[:cut], text[cut:]
+
+
+def spoken_title(title: str) -> str:
+    """How a reason names an item: a catalogue's trailing article moved to the front and
+    everything else kept — ``"Devil's Own, The (1997)"`` → ``"The Devil's Own (1997)"``,
+    ``"Flower of My Secret, The (Flor de mi secreto, La) (1995)"`` → ``"The Flower of My
+    Secret (Flor de mi secreto, La) (1995)"``. Other titles are returned unchanged."""
+    text = str(title)
+    head, tail = _split_trailing_brackets(text)
+    m = _ARTICLE_TAIL.match(head.strip())
+    if not m or not m.group("body").strip():
+        return text
+    art = m.group("art")
+    return f"{art}{'' if art.endswith(chr(39)) else ' '}{m.group('body').strip()}{tail}"
+
+
 def title_key(title: str) -> str:
     """Matching key: display form, lower case, words only (plurals stemmed), without a
     leading article — "Lion King, The (1994)", "The Lion King" and "lion kings" agree."""

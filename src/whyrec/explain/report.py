@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from whyrec.explain.grounding import spoken_title
 from whyrec.io import atomic_write
 
 
@@ -226,7 +227,7 @@ def _explanation_card(ex: dict[str, Any]) -> str:
         for p in sorted(ex["preference_effects"], key=lambda p: -p["score_drop"])
     )
     hist = "".join(
-        f"<li>{'✓ ' if h['item'] in ch else ''}{e(h['title'])} (score drop "
+        f"<li>{'✓ ' if h['item'] in ch else ''}{e(spoken_title(h['title']))} (score drop "
         f"{h['score_drop']:+.3f}, rank without: {h['rank_without']})</li>"
         for h in ex["history_effects"][:5]
     )
@@ -237,7 +238,7 @@ def _explanation_card(ex: dict[str, Any]) -> str:
     facts = ", ".join(ex.get("item_facts") or [])
     return (
         "<div class='card'>"
-        f"<h3>{e(ex['title'])} — rank {ex['rank']}</h3>"
+        f"<h3>{e(spoken_title(ex['title']))} — rank {ex['rank']}</h3>"
         + (f"<p class='src'>item facts: {e(facts)}</p>" if facts else "")
         + f"<p>{e(ex['reason'])}</p>"
         f"<p class='src'>reason from: {e(ex['reason_source'])}"

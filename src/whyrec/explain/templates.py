@@ -6,6 +6,8 @@ It says only what the recommender computed for *this* item (see
 lowers its score most (with the rank it would fall to), the history items whose removal
 lowers it most, and the facts those share with the item. Titles and preference texts are
 untrusted: they pass :func:`whyrec.safety.safe_title` (control strings removed, capped).
+Titles are named as a reader says them (:func:`whyrec.explain.grounding.spoken_title`:
+"The Devil's Own (1997)", not the catalogue's "Devil's Own, The (1997)").
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ from typing import Any
 
 from whyrec.data.facts import fact_label as fact_words
 from whyrec.explain.evidence import ItemEvidence
+from whyrec.explain.grounding import spoken_title
 from whyrec.explain.schemas import MAX_PREFERENCE_CHARS
 from whyrec.safety import safe_title
 
 #: Longest preference sentence quoted inside a reason: every validated preference fits
 #: whole (a cut one would read as an unfinished sentence).
 PREFERENCE_CAP = MAX_PREFERENCE_CHARS
+
+
+def named(title: str) -> str:
+    """An item's title as a reason shows it: article in front, untrusted text made safe."""
+    return safe_title(spoken_title(title))
 
 
 def join_words(parts: Sequence[str]) -> str:
@@ -78,7 +86,7 @@ def history_sentence(
     first: bool = True,
 ) -> str:
     """The template's sentence for cited history items and the facts they share."""
-    names = join_words([safe_title(h["title"]) for h in hist])
+    names = join_words([named(h["title"]) for h in hist])
     how = strength(max((evidence.share(h) for h in hist), default=0.0))
     if first and how == "strongly":
         sentence = f"You are seeing it mostly because you watched {names}"
@@ -95,7 +103,7 @@ def history_sentence(
         if len(sharing) == len(hist):
             who = "it shares" if len(hist) == 1 else "they share"
         elif len(sharing) == 1:
-            who = f"{safe_title(sharing[0]['title'])} shares"
+            who = f"{named(sharing[0]['title'])} shares"
         else:  # each shares some of them: keep to the first fact, which one item has
             shared_hist = shared_hist[:1]
             label = fact_label
@@ -103,7 +111,7 @@ def history_sentence(
             who = (
                 "they share"
                 if len(holders) == len(hist)
-                else f"{join_words([safe_title(h['title']) for h in holders])} "
+                else f"{join_words([named(h['title']) for h in holders])} "
                 + ("shares" if len(holders) == 1 else "share")
             )
         sentence += f"; {who} its {join_words([safe_title(f, 40) for f in shared_hist])} {label}"
@@ -153,7 +161,7 @@ def completion_sentences(
 def template_reason(evidence: ItemEvidence, *, fact_label: str = "genre") -> str:
     """A short, factual reason built from the item-specific evidence, its largest effect
     first and each piece's weight said in words."""
-    title = safe_title(evidence.title)
+    title = named(evidence.title)
     facts = [safe_title(f, 40) for f in evidence.facts[:5]]
     first = f"We suggest {title}" + (f" ({join_words(facts)})." if facts else ".")
     parts = [first]
