@@ -36,7 +36,7 @@ if [ -f "$stamp_file" ]; then
 fi
 stamp="$digest $extras"
 case ",$extras," in
-    *",local,"*) note=" (first run builds llama-cpp-python: ~6 min)" ;;
+    *",local,"*) note=" (first run builds llama-cpp-python: ~5 min)" ;;
     *) note="" ;;
 esac
 echo "[bootstrap] installing whyrec[$extras] into $venv$note"
@@ -52,7 +52,7 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON 
 # really decodes, and rebuild llama-cpp-python without the cache when it does not.
 case ",$extras," in *",local,"*)
     if ! "$venv/bin/python" "$root/scripts/llama_smoke.py" >/dev/null 2>&1; then
-        echo "[bootstrap] the llama-cpp-python build cannot decode here; rebuilding it (~6 min)"
+        echo "[bootstrap] the llama-cpp-python build cannot decode here; rebuilding it (~5 min)"
         "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-cache-dir \
             --force-reinstall --no-deps -c "$root/constraints.txt" llama-cpp-python
         "$venv/bin/python" "$root/scripts/llama_smoke.py"
