@@ -1,5 +1,7 @@
 """The template: who shares the item's facts, and evidence weighed in words, largest first."""
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -133,28 +135,10 @@ def test_titles_are_named_as_a_reader_says_them_and_still_verify():
     assert "The Devil's Own (1997)" in checked.text
 
 
-@pytest.mark.parametrize(
-    "title, spoken",
-    [
-        ("Devil's Own, The (1997)", "The Devil's Own (1997)"),
-        ("Fish Called Wanda, A (1988)", "A Fish Called Wanda (1988)"),
-        ("Boot, Das (1981)", "Das Boot (1981)"),
-        ("Homme, L' (2001)", "L'Homme (2001)"),
-        # an alternative title in brackets is kept, and its own article left alone
-        (
-            "Flower of My Secret, The (Flor de mi secreto, La) (1995)",
-            "The Flower of My Secret (Flor de mi secreto, La) (1995)",
-        ),
-        ("Good, The Bad and The Ugly, The (1966)", "The Good, The Bad and The Ugly (1966)"),
-        # nothing to move: unchanged, brackets included (a product's "(Pack of 2)")
-        ("Seven (Se7en) (1995)", "Seven (Se7en) (1995)"),
-        ("Foo Bar (Pack of 2)", "Foo Bar (Pack of 2)"),
-        ("The Thing (1982)", "The Thing (1982)"),
-        (", The (1999)", ", The (1999)"),
-        ("", ""),
-        ("(((", "((("),
-    ],
-)
+SPOKEN = json.loads((Path(__file__).parent / "fixtures" / "spoken_titles.json").read_text())
+
+
+@pytest.mark.parametrize("title, spoken", SPOKEN["cases"])
 def test_spoken_title(title, spoken):
     from whyrec.explain.grounding import spoken_title
 

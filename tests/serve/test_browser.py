@@ -6,6 +6,7 @@ missing browser is a failure (CI installs it: scripts/ensure_chromium.sh).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SPOKEN = Path(__file__).resolve().parents[1] / "explain" / "fixtures" / "spoken_titles.json"
 
 
 def _in_ci() -> bool:
@@ -65,6 +67,9 @@ def test_page_shows_recommendations_and_reasons(runs, make_settings, live_server
     first_title = recs[0].query_selector(".title").inner_text()
     reason = recs[0].query_selector(".reason").inner_text()
     assert first_title in reason  # the grounded reason names the item
+    # the page names titles as the reasons do (whyrec.explain.grounding.spoken_title)
+    cases = json.loads(SPOKEN.read_text())["cases"]
+    assert page.evaluate("cases => cases.map(([t]) => spoken(t))", cases) == [s for _, s in cases]
     assert recs[0].query_selector(".badge").inner_text() == "template"
     assert len(page.query_selector_all("#prefs .pref")) == 5
     assert len(page.query_selector_all("#heatmap tbody tr")) == 5

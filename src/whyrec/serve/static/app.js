@@ -23,6 +23,27 @@ const STILL_WRITING_MS = 20000;
 const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const TITLE_CAP = 300;
 
+// A title as the reasons name it: a catalogue's trailing article moved to the front
+// ("Devil's Own, The (1997)" -> "The Devil's Own (1997)"), everything else kept. The rule
+// of whyrec.explain.grounding.spoken_title; tests/serve/test_browser.py checks that both
+// give the same text on tests/explain/fixtures/spoken_titles.json.
+const ARTICLE_TAIL = /^(.+?),\s*(The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El|Los|Las|Un|Une)$/i;
+function spoken(title) {
+  const text = String(title ?? "");
+  let head = text.trimEnd();
+  let cut = text.length;
+  while (head.endsWith(")")) { // the bracket groups at the end: "(Flor de mi…) (1995)"
+    const start = head.lastIndexOf("(");
+    const inner = head.slice(start + 1, -1);
+    if (start < 0 || inner.includes("(") || inner.includes(")")) break;
+    head = head.slice(0, start).trimEnd();
+    cut = head.length;
+  }
+  const m = ARTICLE_TAIL.exec(text.slice(0, cut).trim());
+  if (!m || !m[1].trim()) return text;
+  return m[2] + (m[2].endsWith("'") ? "" : " ") + m[1].trim() + text.slice(cut);
+}
+
 function shown(value, cap = 0) {
   let s = String(value ?? "");
   if (cap && s.length > cap) s = s.slice(0, cap - 1).trimEnd() + "…";
@@ -188,7 +209,7 @@ function renderHistory(data) {
   list.replaceChildren();
   $("history-count").textContent = `(${data.history_length} items)`;
   for (const it of data.items) {
-    const li = el("li", {}, el("span", { class: "title", text: shown(it.title, TITLE_CAP), title: it.title }));
+    const li = el("li", {}, el("span", { class: "title", text: shown(spoken(it.title), TITLE_CAP), title: it.title }));
     if (it.text) li.append(el("span", { class: "muted small", text: " · " + it.text }));
     if (it.source === "api") li.append(el("span", { class: "badge new", text: "new" }));
     list.append(li);
@@ -235,7 +256,7 @@ function reasonBlock(exp) {
   }
   for (const item of cited.history) {
     const h = exp.history_effects.find((x) => x.item === item);
-    if (h) parts.push(`${shown(h.title, TITLE_CAP)} (score −${h.score_drop.toFixed(3)} without it)`);
+    if (h) parts.push(`${shown(spoken(h.title), TITLE_CAP)} (score −${h.score_drop.toFixed(3)} without it)`);
   }
   if (cited.facts.length) parts.push("shared: " + cited.facts.join(", "));
   if (parts.length) {
@@ -255,7 +276,7 @@ function renderRecommendations(data) {
   for (const it of data.items) {
     const li = el("li", { class: "rec", "data-item": it.item_id },
       el("div", { class: "rec-head" },
-        el("span", { class: "title", text: shown(it.title, TITLE_CAP), title: it.title }),
+        el("span", { class: "title", text: shown(spoken(it.title), TITLE_CAP), title: it.title }),
         el("span", { class: "muted small", text: ` score ${it.score.toFixed(3)}` }),
         addButton(it)));
     if (it.explanation) {
@@ -287,7 +308,7 @@ function renderHeatmap(data) {
   let maxAbs = 1e-9;
   for (const r of rows) for (const e of r.explanation.preference_effects) maxAbs = Math.max(maxAbs, Math.abs(e.score_drop));
   for (const r of rows) {
-    const tr = el("tr", {}, el("th", { class: "row-title", text: shown(r.title, TITLE_CAP), title: r.title }));
+    const tr = el("tr", {}, el("th", { class: "row-title", text: shown(spoken(r.title), TITLE_CAP), title: r.title }));
     const citedPrefs = (r.explanation.cited || { preferences: [] }).preferences;
     for (const e of r.explanation.preference_effects) {
       const v = e.score_drop / maxAbs;
@@ -372,7 +393,7 @@ async function explainItem(title, again = false) {
     const exp = await api("/v1/explanations", { method: "POST", body });
     if (state.user !== user) return;
     box.replaceChildren(
-      el("h3", {}, el("span", { class: "title", text: shown(exp.title, TITLE_CAP), title: exp.title }),
+      el("h3", {}, el("span", { class: "title", text: shown(spoken(exp.title), TITLE_CAP), title: exp.title }),
         el("span", { class: "muted small", text: ` — the model ranks it #${exp.rank}` })),
       reasonBlock(exp));
     whyPoller.update(exp.pending ? 1 : 0, () => explainItem(title, true));
