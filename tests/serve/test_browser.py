@@ -228,6 +228,8 @@ def test_page_keeps_polling_while_the_llm_writes(
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(srv.url + "/?poll_ms=100")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        # /health says "unknown" before the first LLM call; the page says it in words
+        assert "(not asked yet)" in page.inner_text("#model-info")
         page.fill("#user-input", "u3")
         page.click("#show")
         page.wait_for_selector("#recs-wait[data-state='still-writing']", timeout=30_000)

@@ -22,6 +22,9 @@ const STILL_WRITING_MS = 20000;
 // \u202egpj.exe" stays readable as written); with ``cap`` the text is cut with "…".
 const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const TITLE_CAP = 300;
+// /health's LLM state in a reader's words ("unknown": nothing asked of it yet)
+const LLM_STATES = { up: "up", unknown: "not asked yet", down: "down, retrying later",
+  unavailable: "unavailable" };
 
 // A title as the reasons name it: a catalogue's trailing article moved to the front
 // ("Devil's Own, The (1997)" -> "The Devil's Own (1997)"), everything else kept. The rule
@@ -446,7 +449,8 @@ async function init() {
     const h = await fetch("/health").then((r) => r.json());
     state.auth = h.auth;
     $("auth").hidden = !h.auth;
-    const llm = h.llm.enabled ? `LLM ${h.llm.model || "?"} (${h.llm.state})` : "LLM off: template reasons";
+    const llmState = LLM_STATES[h.llm.state] || h.llm.state;
+    const llm = h.llm.enabled ? `LLM ${h.llm.model || "?"} (${llmState})` : "LLM off: template reasons";
     const name = h.model.adapter ? `${h.model.name} model (${h.model.adapter})` : h.model.name;
     $("model-info").textContent = shown(`${name} · ${h.model.users} users · ${h.model.items} items · ${llm}`);
   } catch (e) {
