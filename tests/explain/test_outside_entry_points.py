@@ -9,31 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from whyrec.cli import app
-from whyrec.data import RawData, build_dataset
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    genres = ["Comedy", "Drama", "Sci-Fi"]
-    rows = []
-    for u in range(30):
-        g = u % 3
-        for t, k in enumerate(rng.permutation(10)[:8]):
-            rows.append((f"u{u}", f"i{g * 10 + k}", t))
-    items = pd.DataFrame(
-        {
-            "item_id": [f"i{k}" for k in range(30)],
-            "title": [f"Film {k} ({1970 + k})" for k in range(30)],
-            "genres": [genres[k // 10] for k in range(30)],
-        }
-    )
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    ds = build_dataset(RawData(inter, items), name="tiny-outside")
-    return ds.save(tmp_path / "data")
+def data_dir(tmp_path, tiny_dataset):
+    return tiny_dataset.save(tmp_path / "data")
 
 
 def test_explain_takes_an_import_path_and_cites_the_history(team_model, data_dir):
