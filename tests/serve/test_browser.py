@@ -45,16 +45,29 @@ def browser():
         b.close()
 
 
+def new_page(browser, *, console_errors: bool = False):
+    """A 1200x1300 page and the list that collects its script errors (and, with
+    ``console_errors``, the errors it logs)."""
+    page = browser.new_page(viewport={"width": 1200, "height": 1300})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    if console_errors:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
+
+
+def open_ready(page, url: str) -> None:
+    """Load the page and wait until its start-up requests are done."""
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+
 def test_page_shows_recommendations_and_reasons(runs, make_settings, live_server, browser):
     from whyrec.serve import create_app
 
     srv = live_server(create_app(make_settings(runs["lane"])))
-    page = browser.new_page(viewport={"width": 1200, "height": 1300})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(srv.url + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page, errors = new_page(browser, console_errors=True)
+    open_ready(page, srv.url + "/")
     assert "lane" in page.inner_text("#model-info")
     options = page.eval_on_selector_all("#user-list option", "els => els.map(e => e.value)")
     assert len(options) == 45 and "u3" in options
@@ -107,9 +120,7 @@ def test_page_reads_its_own_writes_on_another_replica(
     settings = make_settings(runs["sasrec"], store=None, store_url=pg_url, precompute=False)
     a = live_server(create_app(settings))
     b = live_server(create_app(settings))
-    page = browser.new_page(viewport={"width": 1200, "height": 1300})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, errors = new_page(browser)
     sent: list[str | None] = []
 
     def to_b(route):  # user-state reads go to the other replica, headers and all
@@ -117,8 +128,7 @@ def test_page_reads_its_own_writes_on_another_replica(
         route.fulfill(response=route.fetch(url=route.request.url.replace(a.url, b.url)))
 
     page.route(re.compile(r".*/v1/users/[^/?]+/(history|recommendations|preferences).*"), to_b)
-    page.goto(a.url + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    open_ready(page, a.url + "/")
     page.fill("#user-input", "u3")
     page.click("#show")
     page.wait_for_selector("#recs li.rec .add-history", timeout=30_000)
@@ -223,11 +233,8 @@ def test_page_keeps_polling_while_the_llm_writes(
             monkeypatch.setenv(name, value)
         app = create_app(make_settings(runs["lane"], llm=True, explain_budget_s=0.0))
         srv = live_server(app)
-        page = browser.new_page(viewport={"width": 1200, "height": 1300})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.url + "/?poll_ms=100")
-        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        page, errors = new_page(browser)
+        open_ready(page, srv.url + "/?poll_ms=100")
         # /health says "unknown" before the first LLM call; the page says it in words
         assert "(not asked yet)" in page.inner_text("#model-info")
         page.fill("#user-input", "u3")
@@ -314,11 +321,8 @@ def test_hostile_titles_keep_the_page_narrow_and_in_order(
     from whyrec.serve import create_app
 
     srv = live_server(create_app(make_settings(hostile_run)))
-    page = browser.new_page(viewport={"width": 1200, "height": 1300})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(srv.url + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page, errors = new_page(browser)
+    open_ready(page, srv.url + "/")
     page.fill("#user-input", "u0")
     page.click("#show")
     page.wait_for_selector("#recs li.rec .reason", timeout=30_000)
@@ -356,11 +360,8 @@ def test_page_on_an_outside_model_names_it_and_explains_from_history(
 
     settings = make_settings(team_model, dataset=str(runs["root"] / "data"))
     srv = live_server(create_app(settings))
-    page = browser.new_page(viewport={"width": 1200, "height": 1300})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(srv.url + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page, errors = new_page(browser)
+    open_ready(page, srv.url + "/")
     assert "outside model (callable)" in page.inner_text("#model-info")
     page.fill("#user-input", "u3")
     page.click("#show")
