@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,10 @@ import numpy as np
 from whyrec.models.adapters.implicit import ImplicitScorer, bpr_optimum, interaction_matrix
 from whyrec.models.outside import OutsideModel
 from whyrec.models.training import thread_count
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adapters import evidence_ms  # the same measure as the adapters table
 
 # picked by --tune on validation full-ranking NDCG@10 (see docs/benchmarks.md)
 ALS_SETTINGS: dict[str, Any] = {
@@ -225,16 +230,6 @@ def extra_metrics(name: str, model: OutsideModel, dataset: Any, pairs: list) -> 
 # ------------------------------------------------------------------------ run
 def top3_pairs(model: OutsideModel, users: np.ndarray) -> list[tuple[int, int]]:
     return [(int(u), int(i)) for u in users for i in model.recommend(int(u), k=3).items]
-
-
-def evidence_ms(model: OutsideModel, pairs: list[tuple[int, int]]) -> float:
-    model.attribution(pairs[0][1], pairs[0][0])  # warm
-    times = []
-    for user, item in pairs:
-        t0 = time.perf_counter()
-        model.attribution(item, user)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def confidence_sweep(dataset: Any, users: np.ndarray) -> list[dict[str, Any]]:
