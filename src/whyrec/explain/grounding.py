@@ -60,14 +60,19 @@ _MAX_TITLE_WORDS = 10
 FUZZY_CUTOFF = 88.0
 
 
+def _article_first(text: str) -> str | None:
+    """``"Lion King, The"`` → ``"The Lion King"``; None when no article ends ``text``."""
+    m = _ARTICLE_TAIL.match(text)
+    if not m or not m.group("body").strip():
+        return None
+    art = m.group("art")
+    return f"{art}{'' if art.endswith(chr(39)) else ' '}{m.group('body').strip()}"
+
+
 def display_title(title: str) -> str:
     """``"Lion King, The (1994)"`` → ``"The Lion King"``: brackets dropped, article in front."""
     body = _PARENS.sub("", str(title)).strip() or str(title).strip()
-    m = _ARTICLE_TAIL.match(body)
-    if m:
-        art = m.group("art")
-        body = f"{art}{'' if art.endswith(chr(39)) else ' '}{m.group('body').strip()}"
-    return body
+    return _article_first(body) or body
 
 
 def _split_trailing_brackets(text: str) -> tuple[str, str]:
@@ -92,11 +97,8 @@ def spoken_title(title: str) -> str:
     Secret (Flor de mi secreto, La) (1995)"``. Other titles are returned unchanged."""
     text = str(title)
     head, tail = _split_trailing_brackets(text)
-    m = _ARTICLE_TAIL.match(head.strip())
-    if not m or not m.group("body").strip():
-        return text
-    art = m.group("art")
-    return f"{art}{'' if art.endswith(chr(39)) else ' '}{m.group('body').strip()}{tail}"
+    moved = _article_first(head.strip())
+    return moved + tail if moved is not None else text
 
 
 def title_key(title: str) -> str:
